@@ -1,0 +1,184 @@
+"""Planning: a pure function from (shapes, dtype, options, device limits) to a launch plan.
+
+The launcher runs plans; the compile matrix and perf/ compile the very same plans for
+sm_80 and sm_90 without a GPU, so what runs and what is checked cannot drift apart.
+Nothing here imports triton or touches a device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+
+KERNEL_CHOICES = ("auto", "batch", "batch_streamed")
+
+# Dot operand dtype on a GPU, by input dtype (fp32 stays fp32: tf32 or ieee per the plan).
+_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
+_ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
+
+# Register budget for a resident W_hh^T: the four [BLOCK_H, BLOCK_H] gate blocks may take
+# at most this many bytes per thread (the rest of the 255 registers hold the gate tiles,
+# h, c and addresses). Set from the sm_80/sm_90 compile report: larger budgets spill.
+RESIDENT_W_BYTES_PER_THREAD = 256
+MIN_DOT = 16  # every tl.dot dimension must be >= 16 for the compiler (triton <= 3.7.1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceLimits:
+    """What planning needs to know about the device. `interpreted` selects the CPU interpreter."""
+
+    name: str
+    capability: int | None
+    num_sms: int
+    max_shared_bytes: int  # per program (opt-in maximum)
+    registers_per_sm: int = 65536
+    max_registers_per_thread: int = 255
+    interpreted: bool = False
+
+    @classmethod
+    def sm80(cls) -> "DeviceLimits":
+        return cls("sm_80 (A100)", 80, 108, 166912)
+
+    @classmethod
+    def sm90(cls) -> "DeviceLimits":
+        return cls("sm_90 (H100 SXM)", 90, 132, 232448)
+
+    @classmethod
+    def interpreter(cls) -> "DeviceLimits":
+        # Plans under the interpreter use sm_80's budgets, so they are the plans a GPU runs
+        # (apart from DOT_IN_FP32, the interpreter's bf16 workaround).
+        return dataclasses.replace(cls.sm80(), name="triton interpreter (CPU)", interpreted=True)
+
+    @classmethod
+    @functools.lru_cache(maxsize=None)
+    def of_cuda_device(cls, index: int) -> "DeviceLimits":
+        props = torch.cuda.get_device_properties(index)
+        shared = getattr(props, "shared_memory_per_block_optin", 0) or 49152
+        return cls(props.name, props.major * 10 + props.minor, props.multi_processor_count, shared,
+                   getattr(props, "regs_per_multiprocessor", 65536))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything needed to launch (or compile) one kernel, and nothing else."""
+
+    kernel: str  # name of the @triton.jit function in triton_lstm.kernels
+    variant: str  # "batch_resident" | "batch_streamed"
+    grid: tuple[int, ...]
+    num_warps: int
+    num_stages: int
+    signature: tuple[tuple[str, str], ...]  # runtime arguments in order, with triton types
+    constexprs: tuple[tuple[str, object], ...]  # dtypes as names ("fp32"), see kernels.launch
+
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.signature)
+
+    def constexpr(self, name: str):
+        return dict(self.constexprs)[name]
+
+    def describe(self) -> str:
+        c = dict(self.constexprs)
+        return (f"{self.kernel}[{self.variant}] grid={self.grid} warps={self.num_warps} "
+                f"stages={self.num_stages} BLOCK_B={c['BLOCK_B']} BLOCK_N={c['BLOCK_N']} "
+                f"BLOCK_K={c['BLOCK_K']} dot={c['INPUT_PRECISION']}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The options that change a kernel's code."""
+
+    peephole: bool = False
+    cell_clip: bool = False
+    grad_clip: bool = False
+    store_state: bool = True  # forward only: save gates and c for the backward
+    kernel: str = "auto"
+    allow_tf32: bool = True  # fp32 dots on a GPU: tf32 (torch.backends.cudnn.allow_tf32) or ieee
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    try:
+        return _DTYPE_NAMES[dtype]
+    except KeyError:
+        raise TypeError(f"unsupported dtype {dtype}; expected one of {list(_DTYPE_NAMES)}") from None
+
+
+def _tiles(B: int, H: int, dtype: str, options: Options, limits: DeviceLimits):
+    if options.kernel not in KERNEL_CHOICES:
+        raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {options.kernel!r}")
+    block_b = 16 if B <= 256 else 32
+    block_h = max(MIN_DOT, _next_pow2(H))
+    op_bytes = _ELEMENT_BYTES[dtype]
+    w_bytes = 4 * block_h * block_h * op_bytes
+    num_warps = 4 if w_bytes <= 4 * 32 * RESIDENT_W_BYTES_PER_THREAD // 2 else 8
+    resident = (options.kernel != "batch_streamed"
+                and w_bytes <= num_warps * 32 * RESIDENT_W_BYTES_PER_THREAD)
+    if resident:
+        return "batch_resident", block_b, block_h, block_h, num_warps, 1
+    # Streamed: tiles no larger than half of H, so even small H runs several tiles.
+    tile = min(64 if op_bytes <= 2 else 32, max(MIN_DOT, block_h // 2))
+    return "batch_streamed", block_b, tile, tile, 4, 2
+
+
+def _common_constexprs(dtype: str, options: Options, limits: DeviceLimits):
+    acc = "fp64" if dtype == "fp64" else "fp32"
+    dot_in_fp32 = limits.interpreted and dtype in ("bf16", "fp16")
+    if dtype == "fp32" and options.allow_tf32 and not limits.interpreted:
+        precision = "tf32"
+    else:
+        # fp64 and 16-bit operands ignore the flag; the interpreter always computes in full fp32.
+        precision = "ieee"
+    return acc, dot_in_fp32, precision
+
+
+def plan_forward(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits) -> Plan:
+    """Plan the forward recurrence of one layer and direction over batch B and hidden size H."""
+    name = dtype_name(dtype)
+    variant, block_b, block_n, block_k, num_warps, num_stages = _tiles(B, H, name, options, limits)
+    acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
+    p, a = f"*{name}", f"*{acc}"
+    signature = (
+        ("xw_ptr", p), ("w_hh_ptr", p), ("h0_ptr", p), ("c0_ptr", p), ("peephole_ptr", p),
+        ("y_ptr", p), ("h_n_ptr", p), ("c_n_ptr", p), ("gates_ptr", a), ("c_hist_ptr", a),
+        ("h_scratch_ptr", a), ("c_scratch_ptr", a),
+        ("T", "i32"), ("B", "i32"), ("H", "i32"), ("cell_clip", "fp32"),
+        ("stride_xw_t", "i32"), ("stride_xw_b", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
+        ("stride_h0_b", "i32"), ("stride_c0_b", "i32"), ("stride_y_t", "i32"), ("stride_y_b", "i32"),
+    )
+    constexprs = (
+        ("BLOCK_B", block_b), ("BLOCK_N", block_n), ("BLOCK_K", block_k),
+        ("W_RESIDENT", variant == "batch_resident"), ("HAS_PEEPHOLE", options.peephole),
+        ("USE_CELL_CLIP", options.cell_clip), ("STORE_STATE", options.store_state),
+        ("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision), ("ACC_DTYPE", acc),
+    )
+    grid = (-(-B // block_b),)
+    return Plan("lstm_fwd_kernel_batch", variant, grid, num_warps, num_stages, signature, constexprs)
+
+
+def plan_backward(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits) -> Plan:
+    """Plan the backward recurrence; same tiles as the forward of the same shapes."""
+    name = dtype_name(dtype)
+    variant, block_b, block_n, block_k, num_warps, num_stages = _tiles(B, H, name, options, limits)
+    acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
+    p, a = f"*{name}", f"*{acc}"
+    signature = (
+        ("dy_ptr", p), ("dh_n_ptr", p), ("dc_n_ptr", p), ("w_hh_ptr", p), ("gates_ptr", a),
+        ("c_hist_ptr", a), ("peephole_ptr", p), ("dpre_ptr", p), ("dh0_ptr", p), ("dc0_ptr", p),
+        ("dh_scratch_ptr", a), ("dc_scratch_ptr", a),
+        ("T", "i32"), ("B", "i32"), ("H", "i32"), ("cell_clip", "fp32"), ("grad_clip", "fp32"),
+        ("stride_dy_t", "i32"), ("stride_dy_b", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
+        ("stride_dhn_b", "i32"), ("stride_dcn_b", "i32"),
+    )
+    constexprs = (
+        ("BLOCK_B", block_b), ("BLOCK_N", block_n), ("BLOCK_K", block_k),
+        ("W_RESIDENT", variant == "batch_resident"), ("HAS_PEEPHOLE", options.peephole),
+        ("USE_CELL_CLIP", options.cell_clip), ("USE_GRAD_CLIP", options.grad_clip),
+        ("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision), ("ACC_DTYPE", acc),
+    )
+    grid = (-(-B // block_b),)
+    return Plan("lstm_bwd_kernel_batch", variant, grid, num_warps, num_stages, signature, constexprs)

@@ -1,0 +1,88 @@
+"""Argument checks shared by every backend: raised before any launch, naming the argument."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+BACKENDS = ("auto", "triton", "reference")
+
+
+class Shapes(NamedTuple):
+    T: int
+    B: int
+    I: int
+    H: int
+
+
+def _tensor(name: str, value, dims: int | None = None) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if dims is not None and value.dim() != dims:
+        raise ValueError(f"{name} must have {dims} dimensions, got shape {tuple(value.shape)}")
+    return value
+
+
+def _same_kind(name: str, value: torch.Tensor, like: torch.Tensor, like_name: str = "x") -> None:
+    if value.dtype != like.dtype:
+        raise TypeError(f"{name} has dtype {value.dtype}, expected {like.dtype} (the dtype of {like_name})")
+    if value.device != like.device:
+        raise ValueError(f"{name} is on {value.device}, expected {like.device} (the device of {like_name})")
+
+
+def _shape(name: str, value: torch.Tensor, expected: tuple[int, ...]) -> None:
+    if tuple(value.shape) != expected:
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(value.shape)}")
+
+
+def clip_value(name: str, value) -> float | None:
+    """A clip option as the kernels apply it: None, or a finite positive float rounded to fp32."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive float or None, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite positive number or None, got {value}")
+    # The kernels take clip values as fp32 scalars; the reference uses the same number.
+    return float(torch.tensor(value, dtype=torch.float32))
+
+
+def check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first) -> Shapes:
+    """Check the functional op's tensors; return (T, B, I, H)."""
+    _tensor("x", x, 3)
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"x has dtype {x.dtype}, expected one of {list(SUPPORTED_DTYPES)}")
+    _tensor("weight_hh", weight_hh, 2)
+    _tensor("weight_ih", weight_ih, 2)
+    _same_kind("weight_ih", weight_ih, x)
+    _same_kind("weight_hh", weight_hh, x)
+    H = weight_hh.shape[1]
+    if H < 1:
+        raise ValueError(f"weight_hh must have shape (4 * hidden_size, hidden_size), got {tuple(weight_hh.shape)}")
+    _shape("weight_hh", weight_hh, (4 * H, H))
+    T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
+    I = x.shape[2]
+    _shape("weight_ih", weight_ih, (4 * H, I))
+    if T < 1 or B < 1:
+        raise ValueError(f"x must have at least one step and one batch row, got shape {tuple(x.shape)} "
+                         f"(batch_first={batch_first})")
+    for name, bias in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
+        if bias is not None:
+            _tensor(name, bias, 1)
+            _same_kind(name, bias, x)
+            _shape(name, bias, (4 * H,))
+    if hx is not None:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"hx must be a tuple (h0, c0) or None, got {type(hx).__name__}")
+        for name, state in zip(("hx[0] (h0)", "hx[1] (c0)"), hx):
+            _tensor(name, state, 2)
+            _same_kind(name, state, x)
+            _shape(name, state, (B, H))
+    if peephole is not None:
+        _tensor("peephole", peephole, 2)
+        _same_kind("peephole", peephole, x)
+        _shape("peephole", peephole, (3, H))
+    return Shapes(T, B, I, H)
