@@ -26,4 +26,4 @@ def launch(plan, args: dict) -> None:
     if tuple(args) != plan.arg_names:
         raise RuntimeError(f"launch arguments {tuple(args)} differ from the plan's {plan.arg_names}")
     kernel_of(plan)[plan.grid](**args, **triton_constexprs(plan),
-                               num_warps=plan.num_warps, num_stages=plan.num_stages)
+                               num_warps=plan.num_warps, num_stages=plan.num_stages, maxnreg=plan.maxnreg)

@@ -17,10 +17,17 @@ KERNEL_CHOICES = ("auto", "batch", "batch_streamed")
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 
-# Register budget for a resident W_hh^T: the four [BLOCK_H, BLOCK_H] gate blocks may take
-# at most this many bytes per thread (the rest of the 255 registers hold the gate tiles,
-# h, c and addresses). Set from the sm_80/sm_90 compile report: larger budgets spill.
-RESIDENT_W_BYTES_PER_THREAD = 256
+# A resident W_hh^T (four [BLOCK_H, BLOCK_H] gate blocks in the dot operand dtype) of at
+# most this many bytes compiles without spills with 8 warps on sm_80 and sm_90 (bf16 at
+# H=128, 128 KB, spills 600 bytes); larger W_hh is streamed. From the compile report.
+RESIDENT_W_MAX_BYTES = 64 * 1024
+RESIDENT_W_FOUR_WARPS_BYTES = 16 * 1024
+# Streamed tiles: 32 x 32 with 8 warps and one stage is spill-free in every dtype
+# (64 x 64 spills in fp64, and with 4 warps in every dtype).
+STREAMED_TILE = 32
+# Without an explicit cap ptxas sometimes spills a few bytes at 48-128 registers to keep
+# occupancy high; a batch-tiled program has too few siblings for occupancy to matter.
+MAX_REGISTERS_PER_SM = 65536
 MIN_DOT = 16  # every tl.dot dimension must be >= 16 for the compiler (triton <= 3.7.1)
 
 
@@ -68,6 +75,7 @@ class Plan:
     grid: tuple[int, ...]
     num_warps: int
     num_stages: int
+    maxnreg: int  # register cap handed to ptxas, so it never trades occupancy for spills
     signature: tuple[tuple[str, str], ...]  # runtime arguments in order, with triton types
     constexprs: tuple[tuple[str, object], ...]  # dtypes as names ("fp32"), see kernels.launch
 
@@ -81,7 +89,7 @@ class Plan:
     def describe(self) -> str:
         c = dict(self.constexprs)
         return (f"{self.kernel}[{self.variant}] grid={self.grid} warps={self.num_warps} "
-                f"stages={self.num_stages} BLOCK_B={c['BLOCK_B']} BLOCK_N={c['BLOCK_N']} "
+                f"stages={self.num_stages} maxnreg={self.maxnreg} BLOCK_B={c['BLOCK_B']} BLOCK_N={c['BLOCK_N']} "
                 f"BLOCK_K={c['BLOCK_K']} dot={c['INPUT_PRECISION']}")
 
 
@@ -109,20 +117,22 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def _tiles(B: int, H: int, dtype: str, options: Options, limits: DeviceLimits):
+    """(variant, BLOCK_B, BLOCK_N, BLOCK_K, num_warps, num_stages) of the batch-tiled kernels."""
     if options.kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {options.kernel!r}")
-    block_b = 16 if B <= 256 else 32
+    block_b = MIN_DOT  # the smallest dot M: most programs for a given B, fewest registers
     block_h = max(MIN_DOT, _next_pow2(H))
-    op_bytes = _ELEMENT_BYTES[dtype]
-    w_bytes = 4 * block_h * block_h * op_bytes
-    num_warps = 4 if w_bytes <= 4 * 32 * RESIDENT_W_BYTES_PER_THREAD // 2 else 8
-    resident = (options.kernel != "batch_streamed"
-                and w_bytes <= num_warps * 32 * RESIDENT_W_BYTES_PER_THREAD)
-    if resident:
+    w_bytes = 4 * block_h * block_h * _ELEMENT_BYTES[dtype]
+    if options.kernel != "batch_streamed" and w_bytes <= RESIDENT_W_MAX_BYTES:
+        num_warps = 4 if w_bytes <= RESIDENT_W_FOUR_WARPS_BYTES else 8
         return "batch_resident", block_b, block_h, block_h, num_warps, 1
-    # Streamed: tiles no larger than half of H, so even small H runs several tiles.
-    tile = min(64 if op_bytes <= 2 else 32, max(MIN_DOT, block_h // 2))
-    return "batch_streamed", block_b, tile, tile, 4, 2
+    # At most half of BLOCK_H, so a forced streamed plan on a small H still loops over tiles.
+    tile = min(STREAMED_TILE, max(MIN_DOT, block_h // 2))
+    return "batch_streamed", block_b, tile, tile, 8, 1
+
+
+def _maxnreg(num_warps: int) -> int:
+    return min(255, MAX_REGISTERS_PER_SM // (32 * num_warps))
 
 
 def _common_constexprs(dtype: str, options: Options, limits: DeviceLimits):
@@ -157,7 +167,8 @@ def plan_forward(B: int, H: int, dtype: torch.dtype, options: Options, limits: D
         ("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision), ("ACC_DTYPE", acc),
     )
     grid = (-(-B // block_b),)
-    return Plan("lstm_fwd_kernel_batch", variant, grid, num_warps, num_stages, signature, constexprs)
+    return Plan("lstm_fwd_kernel_batch", variant, grid, num_warps, num_stages, _maxnreg(num_warps),
+                signature, constexprs)
 
 
 def plan_backward(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits) -> Plan:
@@ -181,4 +192,5 @@ def plan_backward(B: int, H: int, dtype: torch.dtype, options: Options, limits: 
         ("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision), ("ACC_DTYPE", acc),
     )
     grid = (-(-B // block_b),)
-    return Plan("lstm_bwd_kernel_batch", variant, grid, num_warps, num_stages, signature, constexprs)
+    return Plan("lstm_bwd_kernel_batch", variant, grid, num_warps, num_stages, _maxnreg(num_warps),
+                signature, constexprs)
