@@ -1,6 +1,8 @@
 """The public functional op: checks, backend choice, input projection, registered recurrence."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -74,3 +76,30 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
     y, h_n, c_n, _, _ = lstm_recurrence(xw, weight_hh, h0, c0, peephole, cell_clip, grad_clip,
                                         batch_first, store_state, kernel)
     return y, (h_n, c_n)
+
+
+@torch.no_grad()
+def init_forget_bias(bias_ih, bias_hh=None, value=1.0):
+    """Set the forget-gate block of bias_ih to `value` and of bias_hh to 0, in place.
+
+    With b_f = 1 the forget gate starts near sigmoid(1) = 0.73, open, so the cell state
+    and its gradient survive many steps early in training (Gers et al. 2000; Jozefowicz et
+    al. 2015). Gate blocks are [i | f | g | o], each hidden_size wide.
+
+    Example:
+        >>> lstm = torch.nn.LSTM(5, 24)
+        >>> init_forget_bias(lstm.bias_ih_l0, lstm.bias_hh_l0, 1.0)
+        >>> float(lstm.bias_ih_l0[24:48].min()), float(lstm.bias_hh_l0[24:48].abs().max())
+        (1.0, 0.0)
+    """
+    if not isinstance(bias_ih, torch.Tensor) or bias_ih.dim() != 1 or bias_ih.shape[0] % 4:
+        shape = tuple(bias_ih.shape) if isinstance(bias_ih, torch.Tensor) else type(bias_ih).__name__
+        raise ValueError(f"bias_ih must be a 1-D tensor of 4 * hidden_size elements, got {shape}")
+    H = bias_ih.shape[0] // 4
+    if bias_hh is not None and tuple(bias_hh.shape) != (4 * H,):
+        raise ValueError(f"bias_hh must have shape {(4 * H,)}, got {tuple(bias_hh.shape)}")
+    if not math.isfinite(value):
+        raise ValueError(f"value must be finite, got {value}")
+    bias_ih[H:2 * H] = value
+    if bias_hh is not None:
+        bias_hh[H:2 * H] = 0.0

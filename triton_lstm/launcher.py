@@ -12,6 +12,14 @@ import torch
 
 from .planning import DeviceLimits, Options, plan_backward, plan_forward
 
+# Tests set this so every output starts as NaN and an element a kernel forgot to write fails.
+poison_outputs = False
+
+
+def _output(like: torch.Tensor, *shape: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    out = like.new_empty(shape, dtype=dtype)
+    return out.fill_(float("nan")) if poison_outputs else out
+
 
 def _kernels():
     try:
@@ -82,11 +90,11 @@ def forward(xw, w_hh, h0, c0, peephole, cell_clip, batch_first, store_state, ker
                       allow_tf32=torch.backends.cudnn.allow_tf32)
     plan = plan_forward(B, H, xw.dtype, options, device_limits(xw.device))
     acc = _compute_dtype(xw.dtype)
-    y = xw.new_empty((B, T, H) if batch_first else (T, B, H))
-    h_n, c_n = xw.new_empty(B, H), xw.new_empty(B, H)
+    y = _output(xw, *((B, T, H) if batch_first else (T, B, H)))
+    h_n, c_n = _output(xw, B, H), _output(xw, B, H)
     if store_state:
-        gates = xw.new_empty(T, B, 4 * H, dtype=acc)
-        c_hist = xw.new_empty(T + 1, B, H, dtype=acc)
+        gates = _output(xw, T, B, 4 * H, dtype=acc)
+        c_hist = _output(xw, T + 1, B, H, dtype=acc)
     else:
         gates, c_hist = xw.new_empty(0, dtype=acc), xw.new_empty(0, dtype=acc)
     # Arguments a plan does not read still need a valid pointer of the right dtype.
@@ -119,8 +127,8 @@ def backward(dy, dh_n, dc_n, w_hh, gates, c_hist, peephole, cell_clip, grad_clip
                       grad_clip=grad_clip is not None, kernel=kernel,
                       allow_tf32=torch.backends.cudnn.allow_tf32)
     plan = plan_backward(B, H, dy.dtype, options, device_limits(dy.device))
-    dpre = dy.new_empty(T, B, 4 * H)
-    dh0, dc0 = dy.new_empty(B, H), dy.new_empty(B, H)
+    dpre = _output(dy, T, B, 4 * H)
+    dh0, dc0 = _output(dy, B, H), _output(dy, B, H)
     streamed = plan.variant == "batch_streamed"
     scratch_dh = gates.new_empty(2, B, H) if streamed else gates
     scratch_dc = gates.new_empty(2, B, H) if streamed else c_hist

@@ -1,0 +1,178 @@
+"""The kernels against the oracles: torch.nn.LSTM, gradcheck, opcheck and the reference."""
+import zlib
+
+import pytest
+import torch
+
+import triton_lstm
+from conftest import (DEVICE, DTYPE_IDS, TOLERANCE, ON_GPU, assert_close, call, leaves,
+                      outputs_and_grads, random_lstm_tensors, rel_err, torch_lstm)
+from triton_lstm import launcher, ops, reference
+
+SHAPES = [  # T, B, I, H: odd sizes, B=1 and T=1 included
+    (7, 3, 5, 24), (1, 1, 5, 8), (5, 2, 3, 64), (3, 17, 4, 96),
+]
+KERNELS = ["batch", "batch_streamed"]
+
+
+def shape_id(s):
+    T, B, I, H = s
+    return f"T{T}-B{B}-I{I}-H{H}"
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+def test_kernels_match_torch_lstm(shape, dtype, kernel):
+    T, B, I, H = shape
+    seed = zlib.crc32(f"{shape}{dtype}{kernel}".encode()) % 10_000
+    base = random_lstm_tensors(T, B, I, H, torch.float64, seed=seed)
+    got = outputs_and_grads(triton_lstm.lstm, leaves(base, dtype), seed, kernel=kernel, backend="triton")
+    want = outputs_and_grads(torch_lstm, leaves(base, torch.float64, "cpu"), seed)
+    assert got.keys() == want.keys() == {"y", "h_n", "c_n", "dx", "dweight_ih", "dweight_hh",
+                                         "dbias_ih", "dbias_hh", "dh0", "dc0"}
+    for k in got:
+        assert_close(got[k], want[k], TOLERANCE[dtype], k)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=DTYPE_IDS.get)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_half_precision_three_way(dtype, kernel):
+    # err(kernel vs fp64) <= 2 x err(nn.LSTM in the same dtype vs fp64) + atol, and < 3e-2.
+    T, B, I, H = 9, 3, 5, 40
+    seed = 4242 + (dtype == torch.float16) + 2 * (kernel == "batch")
+    base = random_lstm_tensors(T, B, I, H, torch.float64, seed=seed)
+    got = outputs_and_grads(triton_lstm.lstm, leaves(base, dtype), seed, kernel=kernel, backend="triton")
+    want = outputs_and_grads(torch_lstm, leaves(base, torch.float64, "cpu"), seed)
+    same_dtype_torch = outputs_and_grads(torch_lstm, leaves(base, dtype, "cpu"), seed)
+    for k in got:
+        assert got[k].dtype == dtype
+        err, torch_err = rel_err(got[k], want[k]), rel_err(same_dtype_torch[k], want[k])
+        assert err < TOLERANCE[dtype], (k, err)
+        assert err <= 2 * torch_err + 1e-2, (k, err, torch_err)
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+@pytest.mark.parametrize("bias,hx", [(False, False), (True, False)], ids=["no-bias-no-hx", "bias-no-hx"])
+def test_layouts_and_optional_arguments(batch_first, bias, hx):
+    T, B, I, H = 6, 3, 7, 24
+    seed = 77 + batch_first + 2 * bias
+    base = random_lstm_tensors(T, B, I, H, torch.float64, seed=seed, bias=bias, hx=hx, batch_first=batch_first)
+    got = outputs_and_grads(triton_lstm.lstm, leaves(base, torch.float64), seed, batch_first=batch_first,
+                            backend="triton")
+    want = outputs_and_grads(torch_lstm, leaves(base, torch.float64, "cpu"), seed, batch_first=batch_first)
+    for k in want:
+        assert_close(got[k], want[k], 1e-10, k)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_gradcheck_through_kernels(kernel):
+    base = random_lstm_tensors(4, 2, 3, 8, torch.float64, seed=11)
+    t = leaves(base, torch.float64)
+    names = list(t)
+
+    def fn(*tensors):
+        d = dict(zip(names, tensors))
+        y, (h, c) = call(triton_lstm.lstm, d, kernel=kernel, backend="triton")
+        return y, h, c
+
+    assert torch.autograd.gradcheck(fn, tuple(t.values()), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def test_opcheck_registered_ops():
+    T, B, H = 3, 2, 16
+    g = torch.Generator().manual_seed(5)
+    xw = torch.randn(T, B, 4 * H, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_()
+    w_hh = (torch.randn(4 * H, H, generator=g, dtype=torch.float64) * 0.2).to(DEVICE).requires_grad_()
+    h0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_()
+    c0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_()
+    args = (xw, w_hh, h0, c0, None, None, None, False, True, "auto")
+    torch.library.opcheck(ops.lstm_recurrence, args)
+    y, h_n, c_n, gates, c_hist = ops.lstm_recurrence(*args)
+    bwd_args = (torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n), w_hh.detach(),
+                gates.detach(), c_hist.detach(), None, None, None, False, "auto")
+    torch.library.opcheck(ops.lstm_recurrence_bwd, bwd_args)
+
+
+def test_saturated_cell_state_matches_reference():
+    # Large inputs over many steps push |c| into the tens: outputs and grads stay finite.
+    T, B, I, H = 40, 2, 4, 24
+    base = random_lstm_tensors(T, B, I, H, torch.float64, seed=99)
+    base["x"] = base["x"] * 6.0
+    base["bias_ih"] = base["bias_ih"] + 3.0  # gates open: c accumulates i * g every step
+    got = outputs_and_grads(triton_lstm.lstm, leaves(base, torch.float32), 99, backend="triton")
+    want = outputs_and_grads(reference.lstm, leaves(base, torch.float64, "cpu"), 99)
+    assert want["c_n"].abs().max() > 10
+    for k in want:
+        assert torch.isfinite(got[k]).all(), k
+        assert_close(got[k], want[k], 1e-5, k)
+
+
+def test_tanh_and_sigmoid_are_finite_at_extremes():
+    # c of +-1e4 (cell state is unbounded): h must be finite and equal o * sign(c).
+    T, B, I, H = 2, 2, 3, 16
+    base = random_lstm_tensors(T, B, I, H, torch.float64, seed=3)
+    base["c0"] = torch.full((B, H), 1e4, dtype=torch.float64)
+    base["c0"][0] = -1e4
+    base["x"] = base["x"] * 1e3
+    t = leaves(base, torch.float32)
+    with torch.no_grad():
+        y, (h, c) = call(triton_lstm.lstm, t, backend="triton")
+        yr, (hr, cr) = call(reference.lstm, leaves(base, torch.float64, "cpu"))
+    assert torch.isfinite(y).all() and torch.isfinite(c).all()
+    assert_close(y, yr, 1e-5, "y")
+    assert_close(c, cr, 1e-5, "c_n")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_one_forward_and_one_backward_launch_whatever_T(launch_counter, kernel):
+    counts = []
+    for T in (2, 20):
+        base = random_lstm_tensors(T, 3, 5, 24, torch.float32, seed=T)
+        t = leaves(base, torch.float32)
+        launch_counter.count = 0
+        y, (h, c) = call(triton_lstm.lstm, t, kernel=kernel, backend="triton")
+        forward_launches = launch_counter.count
+        (y.sum() + h.sum() + c.sum()).backward()
+        counts.append((forward_launches, launch_counter.count - forward_launches))
+    assert counts == [(1, 1), (1, 1)]
+
+
+def test_inference_saves_no_state(monkeypatch):
+    seen = []
+    original = launcher.forward
+
+    def spy(*args):
+        out = original(*args)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(launcher, "forward", spy)
+    base = random_lstm_tensors(5, 3, 4, 24, torch.float32, seed=8)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            y, _ = call(triton_lstm.lstm, leaves(base, torch.float32), backend="triton")
+        assert seen[-1][3].numel() == 0 and seen[-1][4].numel() == 0, mode.__name__
+    y, _ = call(triton_lstm.lstm, leaves(base, torch.float32), backend="triton")
+    assert seen[-1][3].shape == (5, 3, 96) and seen[-1][4].shape == (6, 3, 24)
+
+
+def test_inputs_are_not_modified():
+    base = random_lstm_tensors(4, 3, 5, 24, torch.float32, seed=21)
+    t = leaves(base, torch.float32)
+    before = {k: v.detach().clone() for k, v in t.items()}
+    y, (h, c) = call(triton_lstm.lstm, t, backend="triton")
+    (y.sum() + h.sum()).backward()
+    for k, v in t.items():
+        assert torch.equal(v.detach(), before[k]), k
+
+
+@pytest.mark.skipif(ON_GPU, reason="checks the CPU dispatch rules")
+def test_auto_backend_on_cpu_runs_the_kernels_in_the_interpreter(launch_counter):
+    base = random_lstm_tensors(3, 2, 4, 16, torch.float32, seed=1)
+    with torch.no_grad():
+        y, _ = call(triton_lstm.lstm, leaves(base, torch.float32), backend="auto")
+        assert launch_counter.count == 1
+        yr, _ = call(triton_lstm.lstm, leaves(base, torch.float32), backend="reference")
+        assert launch_counter.count == 1
+    assert_close(y, yr, 1e-5, "y")
