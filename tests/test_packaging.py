@@ -1,0 +1,28 @@
+"""kernels/ installs as triton_lstm.kernels, never as a top-level `kernels` module."""
+import pathlib
+import subprocess
+import sys
+import zipfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_installed_package_imports_kernels_and_no_top_level_kernels(tmp_path):
+    code = ("import importlib.util, triton_lstm.kernels.launch as l; "
+            "print(importlib.util.find_spec('kernels') is None, sorted(l.KERNELS))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={"TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "True"
+    assert "lstm_fwd_kernel_batch" in out.stdout
+
+
+def test_wheel_maps_kernels_under_triton_lstm(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("triton_lstm-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "triton_lstm/kernels/lstm_fwd.py" in names
+    assert "triton_lstm/kernels/gates.py" in names
+    assert not any(n.startswith("kernels/") for n in names)
+    assert not any(n.startswith(("tests/", "perf/")) for n in names)
