@@ -136,11 +136,12 @@ def interpreter_rows(shapes, env):
             err_dw = ((w_hh.grad.double() - ref[2].grad).norm() / ref[2].grad.norm()).item()
             plan = planning.plan_forward(B, H, torch.float32, planning.Options(kernel=kernel),
                                          planning.DeviceLimits.interpreter())
-            common = dict(kernel=plan.kernel, provider="triton_lstm (interpreter)", T=T, B=B, I=I, H=H,
-                          dtype="fp32", config=plan.variant)
+            common = dict(provider="triton_lstm (interpreter)", T=T, B=B, I=I, H=H, dtype="fp32",
+                          config=plan.variant, kernel=plan.kernel)
             rows += [
                 row(env, mode="forward", metric="launches_per_sequence", unit="count", p50=fwd, **common),
-                row(env, mode="backward", metric="launches_per_sequence", unit="count", p50=bwd, **common),
+                row(env, mode="backward", metric="launches_per_sequence", unit="count", p50=bwd,
+                    **dict(common, kernel="lstm_bwd_kernel_batch")),
                 row(env, mode="forward", metric="rel_err_y_vs_fp64_reference", unit="", p50=err_y, **common),
                 row(env, mode="forward+backward", metric="rel_err_dW_hh_vs_fp64_reference", unit="",
                     p50=err_dw, **common),
