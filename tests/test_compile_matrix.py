@@ -60,3 +60,8 @@ def test_planner_rule_resident_until_64kb():
     fp32_tf32 = planning.plan_forward(8, 64, torch.float32, planning.Options(allow_tf32=True), lim)
     assert fp32_tf32.constexpr("INPUT_PRECISION") == "tf32"
     assert planning.plan_forward(100, 64, torch.float32, planning.Options(), lim).grid == (7,)
+
+
+def test_cache_key_follows_the_kernel_sources():
+    names = {p.name for p in compile_check._kernel_sources()}
+    assert {"gates.py", "lstm_fwd.py", "lstm_bwd.py", "launch.py"} <= names

@@ -176,3 +176,21 @@ def test_auto_backend_on_cpu_runs_the_kernels_in_the_interpreter(launch_counter)
         yr, _ = call(triton_lstm.lstm, leaves(base, torch.float32), backend="reference")
         assert launch_counter.count == 1
     assert_close(y, yr, 1e-5, "y")
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    T, B, I, H = 5, 3, 4, 16
+    base = random_lstm_tensors(T, B, I, H, torch.float32, seed=31, peephole=True)
+
+    def loss(t):
+        y, (h, c) = call(triton_lstm.lstm, t, backend="triton", grad_clip=0.5)
+        return (y * y).sum() + h.sum() + c.sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    eager_t, compiled_t = leaves(base, torch.float32), leaves(base, torch.float32)
+    eager_loss, compiled_loss = loss(eager_t), compiled(compiled_t)
+    eager_loss.backward()
+    compiled_loss.backward()
+    assert_close(compiled_loss, eager_loss, 1e-6, "loss")
+    for k in eager_t:
+        assert_close(compiled_t[k].grad, eager_t[k].grad, 1e-6, f"d{k}")

@@ -36,7 +36,6 @@ MATRIX_OPTIONS = (
     Options(store_state=False),
     Options(peephole=True, cell_clip=True, grad_clip=True),
 )
-KERNELS_DIR = pathlib.Path(__file__).resolve().parent / "kernels"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +68,19 @@ def plan_matrix(limits: DeviceLimits, Bs=MATRIX_B, Hs=MATRIX_H, dtypes=MATRIX_DT
     return list(dict.fromkeys(plans))
 
 
+def _kernel_sources() -> list[pathlib.Path]:
+    # Where triton_lstm.kernels really lives: kernels/ at the repo root in an editable install.
+    from . import kernels
+
+    sources = sorted(pathlib.Path(kernels.__file__).resolve().parent.glob("*.py"))
+    if not any(p.name == "lstm_fwd.py" for p in sources):
+        raise RuntimeError(f"kernel sources not found next to {kernels.__file__}")
+    return sources
+
+
 def _source_digest() -> str:
     h = hashlib.sha256()
-    for path in sorted(KERNELS_DIR.glob("*.py")):
+    for path in _kernel_sources():
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
