@@ -146,6 +146,7 @@ def _common_constexprs(dtype: str, options: Options, limits: DeviceLimits):
     return acc, dot_in_fp32, precision
 
 
+@functools.lru_cache(maxsize=1024)
 def plan_forward(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits) -> Plan:
     """Plan the forward recurrence of one layer and direction over batch B and hidden size H."""
     name = dtype_name(dtype)
@@ -171,6 +172,7 @@ def plan_forward(B: int, H: int, dtype: torch.dtype, options: Options, limits: D
                 signature, constexprs)
 
 
+@functools.lru_cache(maxsize=1024)
 def plan_backward(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits) -> Plan:
     """Plan the backward recurrence; same tiles as the forward of the same shapes."""
     name = dtype_name(dtype)
