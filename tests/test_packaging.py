@@ -1,5 +1,7 @@
 """kernels/ installs as triton_lstm.kernels, never as a top-level `kernels` module."""
+import os
 import pathlib
+import site
 import subprocess
 import sys
 import zipfile
@@ -26,3 +28,17 @@ def test_wheel_maps_kernels_under_triton_lstm(tmp_path):
     assert "triton_lstm/kernels/gates.py" in names
     assert not any(n.startswith("kernels/") for n in names)
     assert not any(n.startswith(("tests/", "perf/")) for n in names)
+    # Install the wheel on its own and import from it, with no editable finder in the way
+    # (-S skips .pth files; torch and triton still come from site-packages).
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True)
+    code = ("import importlib.util, triton_lstm, triton_lstm.kernels.launch as l; "
+            "print(triton_lstm.__file__, importlib.util.find_spec('kernels') is None, sorted(l.KERNELS))")
+    path = os.pathsep.join([str(target)] + site.getsitepackages())
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": path, "TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    file, no_top_level, _ = out.stdout.split(" ", 2)
+    assert file.startswith(str(target)) and no_top_level == "True"
+    assert "lstm_bwd_kernel_batch" in out.stdout
