@@ -65,8 +65,7 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
     if resolve_backend(backend, x.device) == "reference":
         return reference.lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole=peephole,
                               grad_clip=grad_clip, cell_clip=cell_clip, batch_first=batch_first)
-    bias = bias_ih if bias_hh is None else (bias_hh if bias_ih is None else bias_ih + bias_hh)
-    xw = F.linear(x, weight_ih, bias)  # one GEMM for all T steps
+    xw = F.linear(x, weight_ih, reference.combined_bias(bias_ih, bias_hh))  # one GEMM for all T steps
     if hx is None:
         h0 = c0 = x.new_zeros(B, H)
     else:

@@ -60,7 +60,8 @@ def device_limits(device: torch.device) -> DeviceLimits:
     return DeviceLimits.of_cuda_device(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of gate maths, saved gates and c: fp32, or fp64 for fp64 inputs."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -89,7 +90,7 @@ def forward(xw, w_hh, h0, c0, peephole, cell_clip, batch_first, store_state, ker
                       store_state=store_state, kernel=kernel,
                       allow_tf32=torch.backends.cudnn.allow_tf32)
     plan = plan_forward(B, H, xw.dtype, options, device_limits(xw.device))
-    acc = _compute_dtype(xw.dtype)
+    acc = compute_dtype(xw.dtype)
     y = _output(xw, *((B, T, H) if batch_first else (T, B, H)))
     h_n, c_n = _output(xw, B, H), _output(xw, B, H)
     if store_state:

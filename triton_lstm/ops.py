@@ -16,10 +16,6 @@ from torch import Tensor
 from . import launcher
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 @torch.library.custom_op("triton_lstm::lstm_recurrence", mutates_args=())
 def lstm_recurrence(xw: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, peephole: Tensor | None,
                     cell_clip: float | None, grad_clip: float | None, batch_first: bool,
@@ -32,7 +28,7 @@ def lstm_recurrence(xw: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, peephole: 
 def _(xw, w_hh, h0, c0, peephole, cell_clip, grad_clip, batch_first, store_state, kernel):
     T, B = (xw.shape[1], xw.shape[0]) if batch_first else (xw.shape[0], xw.shape[1])
     H = w_hh.shape[1]
-    acc = _acc_dtype(xw.dtype)
+    acc = launcher.compute_dtype(xw.dtype)
     y = xw.new_empty((B, T, H) if batch_first else (T, B, H))
     if store_state:
         gates, c_hist = xw.new_empty(T, B, 4 * H, dtype=acc), xw.new_empty(T + 1, B, H, dtype=acc)

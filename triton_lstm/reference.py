@@ -23,6 +23,13 @@ def _gate_input(pre: torch.Tensor, grad_clip: float | None) -> torch.Tensor:
     return pre
 
 
+def combined_bias(bias_ih, bias_hh):
+    """b_ih + b_hh, either of which may be None."""
+    if bias_ih is None or bias_hh is None:
+        return bias_ih if bias_hh is None else bias_hh
+    return bias_ih + bias_hh
+
+
 def lstm_cell(xw_t, h, c, weight_hh, peephole=None, grad_clip=None, cell_clip=None):
     """One step. xw_t: (B, 4H) = x_t W_ih^T + b_ih + b_hh; h, c: (B, H). Returns (h, c, (i, f, g, o))."""
     pre_i, pre_f, pre_g, pre_o = (xw_t + h @ weight_hh.T).chunk(4, dim=-1)
@@ -65,8 +72,7 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
     T, B, _, H = check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first)
     grad_clip = clip_value("grad_clip", grad_clip)
     cell_clip = clip_value("cell_clip", cell_clip)
-    bias = bias_ih if bias_hh is None else (bias_hh if bias_ih is None else bias_ih + bias_hh)
-    xw = F.linear(x, weight_ih, bias)
+    xw = F.linear(x, weight_ih, combined_bias(bias_ih, bias_hh))
     if batch_first:
         xw = xw.transpose(0, 1)
     if hx is None:
