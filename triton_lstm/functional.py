@@ -57,7 +57,7 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         >>> tuple(y.shape), tuple(h_n.shape)
         ((7, 3, 24), (3, 24))
     """
-    T, B, _, H = check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first)
+    T, B, _, H, _ = check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first)
     grad_clip = clip_value("grad_clip", grad_clip)
     cell_clip = clip_value("cell_clip", cell_clip)
     if kernel not in KERNEL_CHOICES:

@@ -15,6 +15,7 @@ class Shapes(NamedTuple):
     B: int
     I: int
     H: int
+    P: int  # size of h: proj_size, or H without a projection
 
 
 def _tensor(name: str, value, dims: int | None = None) -> torch.Tensor:
@@ -50,8 +51,32 @@ def clip_value(name: str, value) -> float | None:
     return float(torch.tensor(value, dtype=torch.float32))
 
 
-def check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first) -> Shapes:
-    """Check the functional op's tensors; return (T, B, I, H)."""
+def check_lengths(lengths, T: int, B: int, device: torch.device) -> torch.Tensor | None:
+    """lengths as the kernels read them: None, or a (B,) int64 tensor on `device`.
+
+    Values are checked (1 <= length <= T) when lengths is on the CPU, as
+    pack_padded_sequence requires; lengths already on a GPU are trusted, since reading
+    them would synchronise the host.
+    """
+    if lengths is None:
+        return None
+    if isinstance(lengths, (list, tuple)):
+        lengths = torch.tensor(lengths, dtype=torch.int64)
+    _tensor("lengths", lengths, 1)
+    if lengths.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
+    _shape("lengths", lengths, (B,))
+    if lengths.device.type == "cpu":
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 1 or high > T:
+            raise ValueError(f"lengths must lie in [1, {T}] (the number of steps in x), "
+                             f"got values from {low} to {high}")
+    return lengths.to(device=device, dtype=torch.int64)
+
+
+def check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first,
+                    weight_hr=None) -> Shapes:
+    """Check the functional op's tensors; return (T, B, I, H, P)."""
     _tensor("x", x, 3)
     if x.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"x has dtype {x.dtype}, expected one of {list(SUPPORTED_DTYPES)}")
@@ -59,10 +84,22 @@ def check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, bat
     _tensor("weight_ih", weight_ih, 2)
     _same_kind("weight_ih", weight_ih, x)
     _same_kind("weight_hh", weight_hh, x)
-    H = weight_hh.shape[1]
-    if H < 1:
-        raise ValueError(f"weight_hh must have shape (4 * hidden_size, hidden_size), got {tuple(weight_hh.shape)}")
-    _shape("weight_hh", weight_hh, (4 * H, H))
+    if weight_hh.shape[0] % 4 or weight_hh.shape[0] == 0:
+        raise ValueError("weight_hh must have shape (4 * hidden_size, hidden_size) or "
+                         f"(4 * hidden_size, proj_size), got {tuple(weight_hh.shape)}")
+    H = weight_hh.shape[0] // 4
+    if weight_hr is None:
+        P = H
+        _shape("weight_hh", weight_hh, (4 * H, H))
+    else:
+        _tensor("weight_hr", weight_hr, 2)
+        _same_kind("weight_hr", weight_hr, x)
+        P = weight_hr.shape[0]
+        if P < 1 or P >= H:
+            raise ValueError(f"weight_hr must have shape (proj_size, hidden_size) with 0 < proj_size < "
+                             f"hidden_size = {H}, got {tuple(weight_hr.shape)}")
+        _shape("weight_hr", weight_hr, (P, H))
+        _shape("weight_hh", weight_hh, (4 * H, P))
     T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
     I = x.shape[2]
     _shape("weight_ih", weight_ih, (4 * H, I))
@@ -77,12 +114,12 @@ def check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, bat
     if hx is not None:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError(f"hx must be a tuple (h0, c0) or None, got {type(hx).__name__}")
-        for name, state in zip(("hx[0] (h0)", "hx[1] (c0)"), hx):
+        for name, state, size in (("hx[0] (h0)", hx[0], P), ("hx[1] (c0)", hx[1], H)):
             _tensor(name, state, 2)
             _same_kind(name, state, x)
-            _shape(name, state, (B, H))
+            _shape(name, state, (B, size))
     if peephole is not None:
         _tensor("peephole", peephole, 2)
         _same_kind("peephole", peephole, x)
         _shape("peephole", peephole, (3, H))
-    return Shapes(T, B, I, H)
+    return Shapes(T, B, I, H, P)
