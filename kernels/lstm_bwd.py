@@ -1,114 +1,223 @@
-"""Backward LSTM recurrence: one launch runs the reverse time loop of one layer and direction.
+"""Backward LSTM recurrence: one launch runs the reverse time loop of one layer, both directions.
 
-Legend (see lstm_fwd.py for the forward's)
-  dy_ptr        (T, B, H) grad of y (any strides)
-  dh_n, dc_n    (B, H) grads of the final state
-  gates_ptr     (T, B, 4H) saved activations [i | f | g | o], compute dtype
-  c_hist_ptr    (T + 1, B, H) saved c_{-1} = c0, c_0, ..., c_{T-1}, compute dtype
-  dpre_ptr      (T, B, 4H) grad of the gate pre-activations (after grad_clip): the grad of
-                xw, from which torch GEMMs make dW_ih, dW_hh, db and dx
-  dh0, dc0      (B, H) grads of the initial state
-  *_scratch     (2, B, H) compute dtype, double-buffered dh and dc of the streamed path
-Per step: dh = dy_t + dpre_{t+1} W_hh, fused gate derivatives (kernels/gates.py), optional
-clipping of dpre, then the recurrent dot. Same grid and W_RESIDENT split as the forward.
+Legend (see lstm_fwd.py for the forward's and for steps versus time)
+  dy_ptr        (T, B, D * P) grad of y (any strides for T and B)
+  dh_n, dc_n    (D, B, P), (D, B, H) grads of the final state, contiguous
+  gates_ptr     (D, T, B, 4H) saved activations [i | f | g | o] by time, compute dtype
+  c_hist_ptr    (D, T, B, H) saved c_t by time; c0 (D, B, H) is c before a row's first step
+  dpre_ptr      (T, B, D * 4H) grad of the gate pre-activations (after grad_clip), laid
+                out like xw: from it torch GEMMs make dW_ih, dW_hh, db and dx; zero past
+                each row's end
+  dh_hist_ptr   (D, T, B, P) grad of h_t (output + recurrent) by time, for dW_hr (HAS_PROJ)
+  dh0, dc0      (D, B, P), (D, B, H) grads of the initial state
+  *_scratch     per direction, double-buffered dh (2, B, P) and dc (2, B, H); streamed path
+Per step s = T-1 .. 0, for the rows that ran at s: dh = dy_t + dpre_{next} W_hh; with a
+projection dm = dh W_hr; fused gate derivatives (kernels/gates.py), optional clipping of
+dpre, then the recurrent dot. Rows past their end carry dh and dc unchanged.
+Same grid and W_RESIDENT split as the forward.
 """
 import triton
 import triton.language as tl
 
 from .gates import lstm_cell_backward
-from .lstm_fwd import load_gate_tiles, load_peephole, load_w_tiles, store_gate_tiles
+from .lstm_fwd import (dot_acc, dot_operand, load_gate_tiles, load_lengths, load_peephole, load_w_tiles,
+                       rows_at_step, store_gate_tiles)
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit
+def load_c_prev(c_hist_ptr, c0_tile, s64, t_row, is_reverse, offs, stride_c_t, mask):
+    """c before the step: c at the row's previous time, or c0 at its first step (s = 0)."""
+    t_prev = tl.where(is_reverse, t_row + 1, t_row - 1)  # [BLOCK_B]
+    has_prev = (tl.zeros_like(t_row) + s64) > 0  # [BLOCK_B]; a block mask, not a scalar one
+    b_c_prev = tl.load(c_hist_ptr + t_prev[:, None] * stride_c_t + offs, mask=mask & has_prev[:, None], other=0.0)
+    return tl.where(has_prev[:, None], b_c_prev, c0_tile)
+
+
+@triton.jit(do_not_specialize=["T", "direction0"])
 def lstm_bwd_kernel_batch(
-    dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, gates_ptr, c_hist_ptr, peephole_ptr,
-    dpre_ptr, dh0_ptr, dc0_ptr, dh_scratch_ptr, dc_scratch_ptr,
-    T, B, H, cell_clip, grad_clip,
-    stride_dy_t, stride_dy_b, stride_w_row, stride_w_col, stride_dhn_b, stride_dcn_b,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr,
+    lengths_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_scratch_ptr, dc_scratch_ptr,
+    T, B, H, P, direction0, cell_clip, grad_clip,
+    stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col,
+    stride_hr_dir, stride_hr_row, stride_hr_col, stride_c0_dir, stride_c0_b,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
     W_RESIDENT: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
-    USE_GRAD_CLIP: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
+    USE_GRAD_CLIP: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1).to(tl.int64)
+    num_d = tl.num_programs(1)
+    is_reverse = (pid_d + direction0) == 1
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B]
     mask_b = offs_b < B
     cell_clip = tl.cast(cell_clip, tl.float32)
     grad_clip = tl.cast(grad_clip, tl.float32)
-    stride_g_t = tl.cast(B, tl.int64) * 4 * H  # gates and dpre: (T, B, 4H), contiguous
-    stride_c_t = tl.cast(B, tl.int64) * H  # c_hist and scratch: (., B, H), contiguous
+    B64 = tl.cast(B, tl.int64)
+    stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H)
+    stride_c_t = B64 * H  # c_hist and dc scratch: (D, ., B, H)
+    stride_h_t = B64 * P  # dh_hist and dh scratch: (D, ., B, P)
+    stride_dpre_b = num_d * 4 * H  # dpre: (T, B, D * 4H), contiguous
+    stride_dpre_t = B64 * stride_dpre_b
+    dy_ptr += pid_d * P
+    dh_n_ptr += pid_d * B64 * P
+    dc_n_ptr += pid_d * B64 * H
+    w_hh_ptr += pid_d * stride_w_dir
+    w_hr_ptr += pid_d * stride_hr_dir
+    gates_ptr += pid_d * T * stride_g_t
+    c_hist_ptr += pid_d * T * stride_c_t
+    c0_ptr += pid_d * stride_c0_dir
+    peephole_ptr += pid_d * 3 * H
+    dpre_ptr += pid_d * 4 * H
+    dh_hist_ptr += pid_d * T * stride_h_t
+    dh0_ptr += pid_d * B64 * P
+    dc0_ptr += pid_d * B64 * H
+    dh_scratch_ptr += pid_d * 2 * stride_h_t
+    dc_scratch_ptr += pid_d * 2 * stride_c_t
+    b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
 
     if W_RESIDENT:
-        offs_n = tl.arange(0, BLOCK_N)  # [BLOCK_N], BLOCK_N >= H
+        offs_n = tl.arange(0, BLOCK_N)  # [BLOCK_N] hidden units, BLOCK_N >= H
+        offs_p = tl.arange(0, BLOCK_P)  # [BLOCK_P] entries of h, BLOCK_P >= P
         mask_n = offs_n < H
+        mask_p = offs_p < P
         mask_bn = mask_b[:, None] & mask_n[None, :]
+        mask_bp = mask_b[:, None] & mask_p[None, :]
         state_offs = offs_b[:, None] * H + offs_n[None, :]
+        h_offs = offs_b[:, None] * P + offs_p[None, :]
         gate_offs = offs_b[:, None] * 4 * H + offs_n[None, :]
         # W_hh gate blocks as stored, b_w*[n, k] = W_hh[gate * H + n, k]
-        w_ptrs = w_hh_ptr + offs_n[:, None] * stride_w_row + offs_n[None, :] * stride_w_col
+        w_ptrs = w_hh_ptr + offs_n[:, None] * stride_w_row + offs_p[None, :] * stride_w_col
         b_wi, b_wf, b_wg, b_wo = load_w_tiles(
-            w_ptrs, H * stride_w_row, mask_n[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_N, BLOCK_N]
+            w_ptrs, H * stride_w_row, mask_n[:, None] & mask_p[None, :], DOT_IN_FP32)  # [BLOCK_N, BLOCK_P]
+        if HAS_PROJ:
+            b_whr = dot_operand(w_hr_ptr + offs_p[:, None] * stride_hr_row + offs_n[None, :] * stride_hr_col,
+                                mask_p[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_P, BLOCK_N]
         p_i, p_f, p_o = load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, BLOCK_N]
-        b_dh = tl.load(dh_n_ptr + offs_b[:, None] * stride_dhn_b + offs_n[None, :],
+        b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_n[None, :],
                        mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
-        b_dc = tl.load(dc_n_ptr + offs_b[:, None] * stride_dcn_b + offs_n[None, :],
-                       mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
+        b_dh = tl.load(dh_n_ptr + h_offs, mask=mask_bp, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_P]
+        b_dc = tl.load(dc_n_ptr + state_offs, mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
         for tt in range(T):
-            t64 = tl.cast(T - 1 - tt, tl.int64)
-            b_dh += tl.load(dy_ptr + t64 * stride_dy_t + offs_b[:, None] * stride_dy_b + offs_n[None, :],
-                            mask=mask_bn, other=0.0).to(ACC_DTYPE)
-            b_i, b_f, b_g, b_o = load_gate_tiles(gates_ptr + t64 * stride_g_t + gate_offs, H, mask_bn, ACC_DTYPE)
-            b_c_prev = tl.load(c_hist_ptr + t64 * stride_c_t + state_offs, mask=mask_bn, other=0.0)
-            b_c = tl.load(c_hist_ptr + (t64 + 1) * stride_c_t + state_offs, mask=mask_bn, other=0.0)
-            dpre_i, dpre_f, dpre_g, dpre_o, b_dc = lstm_cell_backward(
-                b_dh, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
+            s64 = tl.cast(T - 1 - tt, tl.int64)
+            active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
+            mask_act_n = mask_bn & active[:, None]
+            dh_total = b_dh + tl.load(dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b
+                                      + offs_p[None, :], mask=mask_bp & active[:, None], other=0.0).to(ACC_DTYPE)
+            if HAS_PROJ:
+                tl.store(dh_hist_ptr + t_row[:, None] * stride_h_t + h_offs,
+                         tl.where(active[:, None], dh_total, 0.0).to(dh_hist_ptr.dtype.element_ty), mask=mask_bp)
+                b_dm = dot_acc(dh_total, b_whr, INPUT_PRECISION, ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
+            else:
+                b_dm = dh_total
+            b_i, b_f, b_g, b_o = load_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + gate_offs, H,
+                                                 mask_act_n, ACC_DTYPE)
+            b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act_n, other=0.0)
+            b_c_prev = load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t, mask_act_n)
+            dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(
+                b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
                 HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
-            store_gate_tiles(dpre_ptr + t64 * stride_g_t + gate_offs, H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bn)
-            op_dtype = b_wi.dtype
-            b_dh = tl.dot(dpre_i.to(op_dtype), b_wi, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            b_dh += tl.dot(dpre_f.to(op_dtype), b_wf, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            b_dh += tl.dot(dpre_g.to(op_dtype), b_wg, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            b_dh += tl.dot(dpre_o.to(op_dtype), b_wo, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-        tl.store(dh0_ptr + state_offs, b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bn)
+            if HAS_LENGTHS:
+                zero = tl.zeros_like(dpre_i)
+                dpre_i = tl.where(active[:, None], dpre_i, zero)
+                dpre_f = tl.where(active[:, None], dpre_f, zero)
+                dpre_g = tl.where(active[:, None], dpre_g, zero)
+                dpre_o = tl.where(active[:, None], dpre_o, zero)
+            store_gate_tiles(dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
+                             + offs_n[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bn)
+            dh_prev = dot_acc(dpre_i, b_wi, INPUT_PRECISION, ACC_DTYPE)  # [BLOCK_B, BLOCK_P]
+            dh_prev += dot_acc(dpre_f, b_wf, INPUT_PRECISION, ACC_DTYPE)
+            dh_prev += dot_acc(dpre_g, b_wg, INPUT_PRECISION, ACC_DTYPE)
+            dh_prev += dot_acc(dpre_o, b_wo, INPUT_PRECISION, ACC_DTYPE)
+            if HAS_LENGTHS:
+                b_dh = tl.where(active[:, None], dh_prev, b_dh)
+                b_dc = tl.where(active[:, None], dc_prev, b_dc)
+            else:
+                b_dh = dh_prev
+                b_dc = dc_prev
+        tl.store(dh0_ptr + h_offs, b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bp)
         tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bn)
     else:
         for n0 in range(0, H, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             mask_bn = mask_b[:, None] & (offs_n < H)[None, :]
-            b_dh = tl.load(dh_n_ptr + offs_b[:, None] * stride_dhn_b + offs_n[None, :], mask=mask_bn, other=0.0)
-            b_dc = tl.load(dc_n_ptr + offs_b[:, None] * stride_dcn_b + offs_n[None, :], mask=mask_bn, other=0.0)
-            tl.store(dh_scratch_ptr + offs_b[:, None] * H + offs_n[None, :], b_dh.to(ACC_DTYPE), mask=mask_bn)
+            b_dc = tl.load(dc_n_ptr + offs_b[:, None] * H + offs_n[None, :], mask=mask_bn, other=0.0)
             tl.store(dc_scratch_ptr + offs_b[:, None] * H + offs_n[None, :], b_dc.to(ACC_DTYPE), mask=mask_bn)
+        for k0 in range(0, P, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_bk = mask_b[:, None] & (offs_k < P)[None, :]
+            b_dh = tl.load(dh_n_ptr + offs_b[:, None] * P + offs_k[None, :], mask=mask_bk, other=0.0)
+            tl.store(dh_scratch_ptr + offs_b[:, None] * P + offs_k[None, :], b_dh.to(ACC_DTYPE), mask=mask_bk)
         tl.debug_barrier()
         for tt in range(T):
-            t64 = tl.cast(T - 1 - tt, tl.int64)
-            cur = tl.cast(tt % 2, tl.int64) * stride_c_t
-            nxt = stride_c_t - cur
+            s64 = tl.cast(T - 1 - tt, tl.int64)
+            active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
+            cur = tl.cast(tt % 2, tl.int64)
+            nxt = 1 - cur
+            dy_row_ptr = dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b  # [BLOCK_B, 1]
+            if HAS_PROJ:
+                for k0 in range(0, P, BLOCK_K):
+                    offs_k = k0 + tl.arange(0, BLOCK_K)
+                    mask_bk = mask_b[:, None] & (offs_k < P)[None, :]
+                    h_offs = offs_b[:, None] * P + offs_k[None, :]
+                    dh_total = tl.load(dh_scratch_ptr + cur * stride_h_t + h_offs, mask=mask_bk, other=0.0)
+                    dh_total += tl.load(dy_row_ptr + offs_k[None, :], mask=mask_bk & active[:, None],
+                                        other=0.0).to(ACC_DTYPE)
+                    tl.store(dh_hist_ptr + t_row[:, None] * stride_h_t + h_offs,
+                             tl.where(active[:, None], dh_total, 0.0).to(dh_hist_ptr.dtype.element_ty),
+                             mask=mask_bk)
             # phase 1: gate derivatives of every unit tile, dpre_t to memory
             for n0 in range(0, H, BLOCK_N):
                 offs_n = n0 + tl.arange(0, BLOCK_N)  # [BLOCK_N]
                 mask_n = offs_n < H
                 mask_bn = mask_b[:, None] & mask_n[None, :]
+                mask_act_n = mask_bn & active[:, None]
                 state_offs = offs_b[:, None] * H + offs_n[None, :]
                 gate_offs = offs_b[:, None] * 4 * H + offs_n[None, :]
-                b_dh = tl.load(dh_scratch_ptr + cur + state_offs, mask=mask_bn, other=0.0)  # [BLOCK_B, BLOCK_N]
-                b_dh += tl.load(dy_ptr + t64 * stride_dy_t + offs_b[:, None] * stride_dy_b + offs_n[None, :],
-                                mask=mask_bn, other=0.0).to(ACC_DTYPE)
-                b_dc = tl.load(dc_scratch_ptr + cur + state_offs, mask=mask_bn, other=0.0)
-                b_i, b_f, b_g, b_o = load_gate_tiles(gates_ptr + t64 * stride_g_t + gate_offs, H, mask_bn, ACC_DTYPE)
-                b_c_prev = tl.load(c_hist_ptr + t64 * stride_c_t + state_offs, mask=mask_bn, other=0.0)
-                b_c = tl.load(c_hist_ptr + (t64 + 1) * stride_c_t + state_offs, mask=mask_bn, other=0.0)
+                if HAS_PROJ:
+                    # dm = (dh_carry + dy_t) W_hr, re-read per unit tile instead of a barrier
+                    b_dm = tl.zeros([BLOCK_B, BLOCK_N], ACC_DTYPE)
+                    for k0 in range(0, P, BLOCK_K):
+                        offs_k = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K] entries of h
+                        mask_k = offs_k < P
+                        mask_bk = mask_b[:, None] & mask_k[None, :]
+                        dh_total = tl.load(dh_scratch_ptr + cur * stride_h_t + offs_b[:, None] * P + offs_k[None, :],
+                                           mask=mask_bk, other=0.0)
+                        dh_total += tl.load(dy_row_ptr + offs_k[None, :], mask=mask_bk & active[:, None],
+                                            other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_K]
+                        b_whr = dot_operand(w_hr_ptr + offs_k[:, None] * stride_hr_row + offs_n[None, :] * stride_hr_col,
+                                            mask_k[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_K, BLOCK_N]
+                        b_dm += dot_acc(dh_total, b_whr, INPUT_PRECISION, ACC_DTYPE)
+                else:
+                    b_dm = tl.load(dh_scratch_ptr + cur * stride_h_t + state_offs, mask=mask_bn, other=0.0)
+                    b_dm += tl.load(dy_row_ptr + offs_n[None, :], mask=mask_act_n, other=0.0).to(ACC_DTYPE)
+                b_dc = tl.load(dc_scratch_ptr + cur * stride_c_t + state_offs, mask=mask_bn, other=0.0)
+                b_i, b_f, b_g, b_o = load_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + gate_offs, H,
+                                                     mask_act_n, ACC_DTYPE)
+                b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act_n, other=0.0)
+                b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_n[None, :],
+                               mask=mask_act_n & ((tl.zeros_like(t_row) + s64) == 0)[:, None], other=0.0).to(ACC_DTYPE)
+                b_c_prev = load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t, mask_act_n)
                 p_i, p_f, p_o = load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE, HAS_PEEPHOLE)
-                dpre_i, dpre_f, dpre_g, dpre_o, b_dc = lstm_cell_backward(
-                    b_dh, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
+                dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(
+                    b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
                     HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
-                store_gate_tiles(dpre_ptr + t64 * stride_g_t + gate_offs, H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bn)
-                tl.store(dc_scratch_ptr + nxt + state_offs, b_dc, mask=mask_bn)
+                if HAS_LENGTHS:
+                    zero = tl.zeros_like(dpre_i)
+                    dpre_i = tl.where(active[:, None], dpre_i, zero)
+                    dpre_f = tl.where(active[:, None], dpre_f, zero)
+                    dpre_g = tl.where(active[:, None], dpre_g, zero)
+                    dpre_o = tl.where(active[:, None], dpre_o, zero)
+                    dc_prev = tl.where(active[:, None], dc_prev, b_dc)
+                store_gate_tiles(dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
+                                 + offs_n[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bn)
+                tl.store(dc_scratch_ptr + nxt * stride_c_t + state_offs, dc_prev, mask=mask_bn)
             tl.debug_barrier()
-            # phase 2: dh_{t-1} = dpre_t W_hh, one [BLOCK_B, BLOCK_K] tile at a time
-            for k0 in range(0, H, BLOCK_K):
+            # phase 2: dh_{t-1} = dpre_t W_hh, one [BLOCK_B, BLOCK_K] tile of h at a time
+            for k0 in range(0, P, BLOCK_K):
                 offs_k = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
-                mask_k = offs_k < H
+                mask_k = offs_k < P
+                mask_bk = mask_b[:, None] & mask_k[None, :]
                 b_acc = tl.zeros([BLOCK_B, BLOCK_K], ACC_DTYPE)
                 for n0 in range(0, H, BLOCK_N):
                     offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -116,23 +225,29 @@ def lstm_bwd_kernel_batch(
                     w_ptrs = w_hh_ptr + offs_n[:, None] * stride_w_row + offs_k[None, :] * stride_w_col
                     b_wi, b_wf, b_wg, b_wo = load_w_tiles(
                         w_ptrs, H * stride_w_row, mask_n[:, None] & mask_k[None, :], DOT_IN_FP32)  # [BLOCK_N, BLOCK_K]
-                    op_dtype = b_wi.dtype
                     dpre_i, dpre_f, dpre_g, dpre_o = load_gate_tiles(
-                        dpre_ptr + t64 * stride_g_t + offs_b[:, None] * 4 * H + offs_n[None, :], H,
-                        mask_b[:, None] & mask_n[None, :], op_dtype)  # [BLOCK_B, BLOCK_N]
-                    b_acc += tl.dot(dpre_i, b_wi, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-                    b_acc += tl.dot(dpre_f, b_wf, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-                    b_acc += tl.dot(dpre_g, b_wg, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-                    b_acc += tl.dot(dpre_o, b_wo, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-                tl.store(dh_scratch_ptr + nxt + offs_b[:, None] * H + offs_k[None, :], b_acc,
-                         mask=mask_b[:, None] & mask_k[None, :])
+                        dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b + offs_n[None, :],
+                        H, mask_b[:, None] & mask_n[None, :] & active[:, None], ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
+                    b_acc += dot_acc(dpre_i, b_wi, INPUT_PRECISION, ACC_DTYPE)
+                    b_acc += dot_acc(dpre_f, b_wf, INPUT_PRECISION, ACC_DTYPE)
+                    b_acc += dot_acc(dpre_g, b_wg, INPUT_PRECISION, ACC_DTYPE)
+                    b_acc += dot_acc(dpre_o, b_wo, INPUT_PRECISION, ACC_DTYPE)
+                h_offs = offs_b[:, None] * P + offs_k[None, :]
+                if HAS_LENGTHS:
+                    dh_carry = tl.load(dh_scratch_ptr + cur * stride_h_t + h_offs, mask=mask_bk, other=0.0)
+                    b_acc = tl.where(active[:, None], b_acc, dh_carry)
+                tl.store(dh_scratch_ptr + nxt * stride_h_t + h_offs, b_acc, mask=mask_bk)
             tl.debug_barrier()
-        last = (T % 2) * stride_c_t
+        last = tl.cast(T % 2, tl.int64)
         for n0 in range(0, H, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             mask_bn = mask_b[:, None] & (offs_n < H)[None, :]
             state_offs = offs_b[:, None] * H + offs_n[None, :]
-            b_dh = tl.load(dh_scratch_ptr + last + state_offs, mask=mask_bn, other=0.0)
-            b_dc = tl.load(dc_scratch_ptr + last + state_offs, mask=mask_bn, other=0.0)
-            tl.store(dh0_ptr + state_offs, b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bn)
+            b_dc = tl.load(dc_scratch_ptr + last * stride_c_t + state_offs, mask=mask_bn, other=0.0)
             tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bn)
+        for k0 in range(0, P, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_bk = mask_b[:, None] & (offs_k < P)[None, :]
+            h_offs = offs_b[:, None] * P + offs_k[None, :]
+            b_dh = tl.load(dh_scratch_ptr + last * stride_h_t + h_offs, mask=mask_bk, other=0.0)
+            tl.store(dh0_ptr + h_offs, b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bk)

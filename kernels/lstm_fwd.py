@@ -1,17 +1,26 @@
-"""Forward LSTM recurrence: one launch runs all T steps of one layer and direction.
+"""Forward LSTM recurrence: one launch runs all T steps of one layer, both directions.
 
 Legend
-  T B H        steps, batch, hidden size; G = 4 gates in the order i f g o
-  xw_ptr       (T, B, 4H) x W_ih^T + b_ih + b_hh, computed by one torch GEMM before the launch
-  w_hh_ptr     (4H, H) recurrent weight, rows [W_i; W_f; W_g; W_o]
-  y_ptr        (T, B, H) h_t for every step (any strides: batch_first writes in place)
-  gates_ptr    (T, B, 4H) activations [i | f | g | o] in the compute dtype  (STORE_STATE)
-  c_hist_ptr   (T + 1, B, H) c_{-1} = c0, c_0, ..., c_{T-1}, compute dtype (STORE_STATE)
-  *_scratch    (2, B, H) compute dtype, double-buffered h and c of the streamed path
+  T B H P      steps, batch, hidden size, size of h (proj_size, or H); G = 4 gates i f g o;
+               D directions (1, or 2 when bidirectional), pid_d the direction of a program
+  xw_ptr       (T, B, D * 4H) x W_ih^T + b_ih + b_hh of every direction, one torch GEMM
+  w_hh_ptr     (D, 4H, P) recurrent weights, rows [W_i; W_f; W_g; W_o]
+  w_hr_ptr     (D, P, H) output projection (HAS_PROJ): h_t = (o_t * tanh(c_t)) W_hr^T
+  h0, c0       (D, B, P), (D, B, H);  h_n, c_n likewise, contiguous
+  lengths_ptr  (B,) int64 (HAS_LENGTHS): row b runs steps 0 .. len_b - 1
+  y_ptr        (T, B, D * P) h_t of every step, direction d in columns d*P .. d*P+P-1
+               (any strides for T and B: batch_first writes in place)
+  gates_ptr    (D, T, B, 4H) activations [i | f | g | o] by time, compute dtype (STORE_STATE)
+  c_hist_ptr   (D, T, B, H) c_t by time (after cell_clip), compute dtype (STORE_STATE)
+  *_scratch    per direction: h (2, B, P) and c (2, B, H) double-buffered, m (B, H)
+               (o * tanh(c) before the projection), compute dtype; streamed path only
   b_*          register tiles, shapes in trailing comments
-Variant "batch": grid (cdiv(B, BLOCK_B),), each program owns BLOCK_B rows and runs the
-whole sequence. With W_RESIDENT the four [H, H] blocks of W_hh^T are loaded once before
-the time loop and h, c live in registers; otherwise W_hh is streamed from L2 in
+Steps and time: at step s a row runs time t = s (forward) or t = len_b - 1 - s (reverse,
+so a row starts at its own last step). A row past its end (s >= len_b) keeps its state
+and writes zeros at time s, so every time index of every row is written exactly once.
+Variant "batch": grid (cdiv(B, BLOCK_B), D), each program owns BLOCK_B rows of one
+direction for the whole sequence. With W_RESIDENT, W_hh^T (and W_hr^T) are loaded once
+before the time loop and h, c live in registers; otherwise W_hh is streamed from L2 in
 [BLOCK_K, BLOCK_N] tiles each step and h, c go through the program's own scratch rows.
 """
 import triton
@@ -38,18 +47,21 @@ def store_gate_tiles(ptrs, gate_stride, b_i, b_f, b_g, b_o, mask):
 
 
 @triton.jit
-def load_w_tiles(w_ptrs, gate_stride, mask, DOT_IN_FP32: tl.constexpr):
+def dot_operand(ptrs, mask, DOT_IN_FP32: tl.constexpr):
     # DOT_IN_FP32: the interpreter computes on raw bf16 bits, so 16-bit tiles are upcast
     # there (exact: the GPU's 16-bit MMA accumulates in fp32 too).
-    b_wi = tl.load(w_ptrs, mask=mask, other=0.0)
-    b_wf = tl.load(w_ptrs + gate_stride, mask=mask, other=0.0)
-    b_wg = tl.load(w_ptrs + 2 * gate_stride, mask=mask, other=0.0)
-    b_wo = tl.load(w_ptrs + 3 * gate_stride, mask=mask, other=0.0)
+    b_w = tl.load(ptrs, mask=mask, other=0.0)
     if DOT_IN_FP32:
-        b_wi = b_wi.to(tl.float32)
-        b_wf = b_wf.to(tl.float32)
-        b_wg = b_wg.to(tl.float32)
-        b_wo = b_wo.to(tl.float32)
+        b_w = b_w.to(tl.float32)
+    return b_w
+
+
+@triton.jit
+def load_w_tiles(w_ptrs, gate_stride, mask, DOT_IN_FP32: tl.constexpr):
+    b_wi = dot_operand(w_ptrs, mask, DOT_IN_FP32)
+    b_wf = dot_operand(w_ptrs + gate_stride, mask, DOT_IN_FP32)
+    b_wg = dot_operand(w_ptrs + 2 * gate_stride, mask, DOT_IN_FP32)
+    b_wo = dot_operand(w_ptrs + 3 * gate_stride, mask, DOT_IN_FP32)
     return b_wi, b_wf, b_wg, b_wo
 
 
@@ -66,116 +78,230 @@ def load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE: tl.constexpr, HAS_
     return p_i, p_f, p_o
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit
+def load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS: tl.constexpr):
+    if HAS_LENGTHS:
+        b_len = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
+    else:
+        b_len = tl.zeros_like(offs_b) + T
+    return b_len.to(tl.int64)  # [BLOCK_B]
+
+
+@triton.jit
+def rows_at_step(s64, b_len, is_reverse):
+    """Which rows run at step s, and the time index each row reads and writes."""
+    active = s64 < b_len  # [BLOCK_B]
+    t_row = tl.where(active & is_reverse, b_len - 1 - s64, s64)  # [BLOCK_B]
+    return active, t_row
+
+
+@triton.jit
+def dot_acc(a, b, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    return tl.dot(a.to(b.dtype), b, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+
+
+@triton.jit(do_not_specialize=["T", "direction0"])
 def lstm_fwd_kernel_batch(
-    xw_ptr, w_hh_ptr, h0_ptr, c0_ptr, peephole_ptr,
-    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, h_scratch_ptr, c_scratch_ptr,
-    T, B, H, cell_clip,
-    stride_xw_t, stride_xw_b, stride_w_row, stride_w_col,
-    stride_h0_b, stride_c0_b, stride_y_t, stride_y_b,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
+    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, h_scratch_ptr, c_scratch_ptr, m_scratch_ptr,
+    T, B, H, P, direction0, cell_clip,
+    stride_xw_t, stride_xw_b, stride_w_dir, stride_w_row, stride_w_col,
+    stride_hr_dir, stride_hr_row, stride_hr_col,
+    stride_h0_dir, stride_h0_b, stride_c0_dir, stride_c0_b, stride_y_t, stride_y_b,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
     W_RESIDENT: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr,
     STORE_STATE: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1).to(tl.int64)
+    # direction0 = 1 runs a lone reverse direction (the functional op's reverse=True)
+    is_reverse = (pid_d + direction0) == 1
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B]
     mask_b = offs_b < B
     cell_clip = tl.cast(cell_clip, tl.float32)
-    stride_g_t = tl.cast(B, tl.int64) * 4 * H  # gates: (T, B, 4H), contiguous
-    stride_c_t = tl.cast(B, tl.int64) * H  # c_hist and scratch: (., B, H), contiguous
+    B64 = tl.cast(B, tl.int64)
+    stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H), contiguous
+    stride_c_t = B64 * H  # c_hist and c scratch: (D, ., B, H), contiguous
+    stride_h_t = B64 * P  # h scratch: (D, 2, B, P)
+    xw_ptr += pid_d * 4 * H
+    w_hh_ptr += pid_d * stride_w_dir
+    w_hr_ptr += pid_d * stride_hr_dir
+    h0_ptr += pid_d * stride_h0_dir
+    c0_ptr += pid_d * stride_c0_dir
+    peephole_ptr += pid_d * 3 * H
+    y_ptr += pid_d * P
+    h_n_ptr += pid_d * B64 * P
+    c_n_ptr += pid_d * B64 * H
+    gates_ptr += pid_d * T * stride_g_t
+    c_hist_ptr += pid_d * T * stride_c_t
+    h_scratch_ptr += pid_d * 2 * stride_h_t
+    c_scratch_ptr += pid_d * 2 * stride_c_t
+    m_scratch_ptr += pid_d * stride_c_t
+    b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
 
     if W_RESIDENT:
-        offs_n = tl.arange(0, BLOCK_N)  # [BLOCK_N], BLOCK_N >= H
+        offs_n = tl.arange(0, BLOCK_N)  # [BLOCK_N] hidden units, BLOCK_N >= H
+        offs_p = tl.arange(0, BLOCK_P)  # [BLOCK_P] entries of h, BLOCK_P >= P
         mask_n = offs_n < H
+        mask_p = offs_p < P
         mask_bn = mask_b[:, None] & mask_n[None, :]
+        mask_bp = mask_b[:, None] & mask_p[None, :]
         # W_hh^T gate blocks, b_w*[k, n] = W_hh[gate * H + n, k]
-        w_ptrs = w_hh_ptr + offs_n[None, :] * stride_w_row + offs_n[:, None] * stride_w_col
+        w_ptrs = w_hh_ptr + offs_n[None, :] * stride_w_row + offs_p[:, None] * stride_w_col
         b_wi, b_wf, b_wg, b_wo = load_w_tiles(
-            w_ptrs, H * stride_w_row, mask_n[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_N, BLOCK_N]
+            w_ptrs, H * stride_w_row, mask_p[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_P, BLOCK_N]
+        if HAS_PROJ:
+            b_whr = dot_operand(w_hr_ptr + offs_n[:, None] * stride_hr_col + offs_p[None, :] * stride_hr_row,
+                                mask_n[:, None] & mask_p[None, :], DOT_IN_FP32)  # [BLOCK_N, BLOCK_P]
         p_i, p_f, p_o = load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, BLOCK_N]
-        b_h = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_n[None, :],
-                      mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
+        b_h = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_p[None, :],
+                      mask=mask_bp, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_P]
         b_c = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_n[None, :],
                       mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
-        if STORE_STATE:
-            tl.store(c_hist_ptr + offs_b[:, None] * H + offs_n[None, :], b_c, mask=mask_bn)
-        for t in range(T):
-            t64 = tl.cast(t, tl.int64)
-            xw_ptrs = xw_ptr + t64 * stride_xw_t + offs_b[:, None] * stride_xw_b + offs_n[None, :]
-            pre_i, pre_f, pre_g, pre_o = load_gate_tiles(xw_ptrs, H, mask_bn, ACC_DTYPE)
-            b_h_op = b_h.to(b_wi.dtype)
-            pre_i += tl.dot(b_h_op, b_wi, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            pre_f += tl.dot(b_h_op, b_wf, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            pre_g += tl.dot(b_h_op, b_wg, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            pre_o += tl.dot(b_h_op, b_wo, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            b_i, b_f, b_g, b_o, b_c, b_h = lstm_cell_forward(
+        for s in range(T):
+            active, t_row = rows_at_step(tl.cast(s, tl.int64), b_len, is_reverse)  # [BLOCK_B]
+            xw_ptrs = xw_ptr + t_row[:, None] * stride_xw_t + offs_b[:, None] * stride_xw_b + offs_n[None, :]
+            pre_i, pre_f, pre_g, pre_o = load_gate_tiles(xw_ptrs, H, mask_bn & active[:, None], ACC_DTYPE)
+            pre_i += dot_acc(b_h, b_wi, INPUT_PRECISION, ACC_DTYPE)
+            pre_f += dot_acc(b_h, b_wf, INPUT_PRECISION, ACC_DTYPE)
+            pre_g += dot_acc(b_h, b_wg, INPUT_PRECISION, ACC_DTYPE)
+            pre_o += dot_acc(b_h, b_wo, INPUT_PRECISION, ACC_DTYPE)
+            b_i, b_f, b_g, b_o, c_new, m_new = lstm_cell_forward(
                 pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
-            tl.store(y_ptr + t64 * stride_y_t + offs_b[:, None] * stride_y_b + offs_n[None, :],
-                     b_h.to(y_ptr.dtype.element_ty), mask=mask_bn)
+            if HAS_PROJ:
+                h_new = dot_acc(m_new, b_whr, INPUT_PRECISION, ACC_DTYPE)  # [BLOCK_B, BLOCK_P]
+            else:
+                h_new = m_new
+            if HAS_LENGTHS:
+                b_h = tl.where(active[:, None], h_new, b_h)
+                b_c = tl.where(active[:, None], c_new, b_c)
+                h_new = tl.where(active[:, None], h_new, 0.0)
+            else:
+                b_h = h_new
+                b_c = c_new
+            tl.store(y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b + offs_p[None, :],
+                     h_new.to(y_ptr.dtype.element_ty), mask=mask_bp)
             if STORE_STATE:
-                store_gate_tiles(gates_ptr + t64 * stride_g_t + offs_b[:, None] * 4 * H + offs_n[None, :],
+                if HAS_LENGTHS:
+                    zero = tl.zeros_like(b_i)
+                    b_i = tl.where(active[:, None], b_i, zero)
+                    b_f = tl.where(active[:, None], b_f, zero)
+                    b_g = tl.where(active[:, None], b_g, zero)
+                    b_o = tl.where(active[:, None], b_o, zero)
+                    c_new = tl.where(active[:, None], c_new, zero)
+                store_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_n[None, :],
                                  H, b_i, b_f, b_g, b_o, mask_bn)
-                tl.store(c_hist_ptr + (t64 + 1) * stride_c_t + offs_b[:, None] * H + offs_n[None, :],
-                         b_c, mask=mask_bn)
-        tl.store(h_n_ptr + offs_b[:, None] * H + offs_n[None, :], b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bn)
+                tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + offs_b[:, None] * H + offs_n[None, :],
+                         c_new, mask=mask_bn)
+        tl.store(h_n_ptr + offs_b[:, None] * P + offs_p[None, :], b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bp)
         tl.store(c_n_ptr + offs_b[:, None] * H + offs_n[None, :], b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bn)
     else:
-        # Scratch slot s of h and c holds the state after an even (s=0) or odd (s=1) number of steps.
+        # Scratch slot 0/1 of h and c holds the state after an even/odd number of steps.
         for n0 in range(0, H, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             mask_bn = mask_b[:, None] & (offs_n < H)[None, :]
-            b_h = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_n[None, :], mask=mask_bn, other=0.0)
             b_c = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_n[None, :], mask=mask_bn, other=0.0)
-            tl.store(h_scratch_ptr + offs_b[:, None] * H + offs_n[None, :], b_h.to(ACC_DTYPE), mask=mask_bn)
             tl.store(c_scratch_ptr + offs_b[:, None] * H + offs_n[None, :], b_c.to(ACC_DTYPE), mask=mask_bn)
-            if STORE_STATE:
-                tl.store(c_hist_ptr + offs_b[:, None] * H + offs_n[None, :], b_c.to(ACC_DTYPE), mask=mask_bn)
+        for k0 in range(0, P, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_bk = mask_b[:, None] & (offs_k < P)[None, :]
+            b_h = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_k[None, :], mask=mask_bk, other=0.0)
+            tl.store(h_scratch_ptr + offs_b[:, None] * P + offs_k[None, :], b_h.to(ACC_DTYPE), mask=mask_bk)
         tl.debug_barrier()
-        for t in range(T):
-            t64 = tl.cast(t, tl.int64)
-            cur = (t64 % 2) * stride_c_t
-            nxt = stride_c_t - cur
+        for s in range(T):
+            active, t_row = rows_at_step(tl.cast(s, tl.int64), b_len, is_reverse)  # [BLOCK_B]
+            cur = tl.cast(s % 2, tl.int64)
+            nxt = 1 - cur
             for n0 in range(0, H, BLOCK_N):
                 offs_n = n0 + tl.arange(0, BLOCK_N)  # [BLOCK_N]
                 mask_n = offs_n < H
                 mask_bn = mask_b[:, None] & mask_n[None, :]
-                xw_ptrs = xw_ptr + t64 * stride_xw_t + offs_b[:, None] * stride_xw_b + offs_n[None, :]
-                pre_i, pre_f, pre_g, pre_o = load_gate_tiles(xw_ptrs, H, mask_bn, ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
-                for k0 in range(0, H, BLOCK_K):
+                xw_ptrs = xw_ptr + t_row[:, None] * stride_xw_t + offs_b[:, None] * stride_xw_b + offs_n[None, :]
+                pre_i, pre_f, pre_g, pre_o = load_gate_tiles(
+                    xw_ptrs, H, mask_bn & active[:, None], ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
+                for k0 in range(0, P, BLOCK_K):
                     offs_k = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
-                    mask_k = offs_k < H
-                    b_h = tl.load(h_scratch_ptr + cur + offs_b[:, None] * H + offs_k[None, :],
+                    mask_k = offs_k < P
+                    b_h = tl.load(h_scratch_ptr + cur * stride_h_t + offs_b[:, None] * P + offs_k[None, :],
                                   mask=mask_b[:, None] & mask_k[None, :], other=0.0)  # [BLOCK_B, BLOCK_K]
                     w_ptrs = w_hh_ptr + offs_n[None, :] * stride_w_row + offs_k[:, None] * stride_w_col
                     b_wi, b_wf, b_wg, b_wo = load_w_tiles(
                         w_ptrs, H * stride_w_row, mask_k[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_K, BLOCK_N]
-                    b_h_op = b_h.to(b_wi.dtype)
-                    pre_i += tl.dot(b_h_op, b_wi, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-                    pre_f += tl.dot(b_h_op, b_wf, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-                    pre_g += tl.dot(b_h_op, b_wg, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-                    pre_o += tl.dot(b_h_op, b_wo, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+                    pre_i += dot_acc(b_h, b_wi, INPUT_PRECISION, ACC_DTYPE)
+                    pre_f += dot_acc(b_h, b_wf, INPUT_PRECISION, ACC_DTYPE)
+                    pre_g += dot_acc(b_h, b_wg, INPUT_PRECISION, ACC_DTYPE)
+                    pre_o += dot_acc(b_h, b_wo, INPUT_PRECISION, ACC_DTYPE)
                 p_i, p_f, p_o = load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE, HAS_PEEPHOLE)
                 state_offs = offs_b[:, None] * H + offs_n[None, :]
-                b_c = tl.load(c_scratch_ptr + cur + state_offs, mask=mask_bn, other=0.0)
-                b_i, b_f, b_g, b_o, b_c, b_h = lstm_cell_forward(
+                b_c = tl.load(c_scratch_ptr + cur * stride_c_t + state_offs, mask=mask_bn, other=0.0)
+                b_i, b_f, b_g, b_o, c_new, m_new = lstm_cell_forward(
                     pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
-                tl.store(h_scratch_ptr + nxt + state_offs, b_h, mask=mask_bn)
-                tl.store(c_scratch_ptr + nxt + state_offs, b_c, mask=mask_bn)
-                tl.store(y_ptr + t64 * stride_y_t + offs_b[:, None] * stride_y_b + offs_n[None, :],
-                         b_h.to(y_ptr.dtype.element_ty), mask=mask_bn)
+                if HAS_LENGTHS:
+                    tl.store(c_scratch_ptr + nxt * stride_c_t + state_offs,
+                             tl.where(active[:, None], c_new, b_c), mask=mask_bn)
+                else:
+                    tl.store(c_scratch_ptr + nxt * stride_c_t + state_offs, c_new, mask=mask_bn)
+                if HAS_PROJ:
+                    tl.store(m_scratch_ptr + state_offs, m_new, mask=mask_bn)
+                else:
+                    h_old = m_new
+                    if HAS_LENGTHS:
+                        h_old = tl.load(h_scratch_ptr + cur * stride_h_t + state_offs, mask=mask_bn, other=0.0)
+                        m_new = tl.where(active[:, None], m_new, 0.0)
+                    tl.store(h_scratch_ptr + nxt * stride_h_t + state_offs,
+                             tl.where(active[:, None], m_new, h_old), mask=mask_bn)
+                    tl.store(y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b + offs_n[None, :],
+                             m_new.to(y_ptr.dtype.element_ty), mask=mask_bn)
                 if STORE_STATE:
-                    store_gate_tiles(gates_ptr + t64 * stride_g_t + offs_b[:, None] * 4 * H + offs_n[None, :],
+                    if HAS_LENGTHS:
+                        zero = tl.zeros_like(b_i)
+                        b_i = tl.where(active[:, None], b_i, zero)
+                        b_f = tl.where(active[:, None], b_f, zero)
+                        b_g = tl.where(active[:, None], b_g, zero)
+                        b_o = tl.where(active[:, None], b_o, zero)
+                        c_new = tl.where(active[:, None], c_new, zero)
+                    store_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_n[None, :],
                                      H, b_i, b_f, b_g, b_o, mask_bn)
-                    tl.store(c_hist_ptr + (t64 + 1) * stride_c_t + state_offs, b_c, mask=mask_bn)
+                    tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, c_new, mask=mask_bn)
+            if HAS_PROJ:
+                # every warp's m_t must be in memory before the projection reads all of it
+                tl.debug_barrier()
+                for p0 in range(0, P, BLOCK_P):
+                    offs_p = p0 + tl.arange(0, BLOCK_P)  # [BLOCK_P]
+                    mask_p = offs_p < P
+                    mask_bp = mask_b[:, None] & mask_p[None, :]
+                    h_new = tl.zeros([BLOCK_B, BLOCK_P], ACC_DTYPE)
+                    for k0 in range(0, H, BLOCK_K):
+                        offs_k = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K] hidden units
+                        mask_k = offs_k < H
+                        b_m = tl.load(m_scratch_ptr + offs_b[:, None] * H + offs_k[None, :],
+                                      mask=mask_b[:, None] & mask_k[None, :], other=0.0)  # [BLOCK_B, BLOCK_K]
+                        b_whr = dot_operand(w_hr_ptr + offs_k[:, None] * stride_hr_col + offs_p[None, :] * stride_hr_row,
+                                            mask_k[:, None] & mask_p[None, :], DOT_IN_FP32)  # [BLOCK_K, BLOCK_P]
+                        h_new += dot_acc(b_m, b_whr, INPUT_PRECISION, ACC_DTYPE)
+                    h_offs = offs_b[:, None] * P + offs_p[None, :]
+                    h_old = h_new
+                    if HAS_LENGTHS:
+                        h_old = tl.load(h_scratch_ptr + cur * stride_h_t + h_offs, mask=mask_bp, other=0.0)
+                        h_new = tl.where(active[:, None], h_new, 0.0)
+                    tl.store(h_scratch_ptr + nxt * stride_h_t + h_offs,
+                             tl.where(active[:, None], h_new, h_old), mask=mask_bp)
+                    tl.store(y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b + offs_p[None, :],
+                             h_new.to(y_ptr.dtype.element_ty), mask=mask_bp)
             # every warp's h_t must be in memory before any warp reads it at step t + 1
             tl.debug_barrier()
-        last = (T % 2) * stride_c_t
+        last = tl.cast(T % 2, tl.int64)
         for n0 in range(0, H, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             mask_bn = mask_b[:, None] & (offs_n < H)[None, :]
             state_offs = offs_b[:, None] * H + offs_n[None, :]
-            b_h = tl.load(h_scratch_ptr + last + state_offs, mask=mask_bn, other=0.0)
-            b_c = tl.load(c_scratch_ptr + last + state_offs, mask=mask_bn, other=0.0)
-            tl.store(h_n_ptr + state_offs, b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bn)
+            b_c = tl.load(c_scratch_ptr + last * stride_c_t + state_offs, mask=mask_bn, other=0.0)
             tl.store(c_n_ptr + state_offs, b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bn)
+        for k0 in range(0, P, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_bk = mask_b[:, None] & (offs_k < P)[None, :]
+            h_offs = offs_b[:, None] * P + offs_k[None, :]
+            b_h = tl.load(h_scratch_ptr + last * stride_h_t + h_offs, mask=mask_bk, other=0.0)
+            tl.store(h_n_ptr + h_offs, b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bk)

@@ -21,7 +21,7 @@ def run(t, **kw):
     ("x", torch.zeros(4, 3, 6), ValueError, r"weight_ih must have shape \(32, 6\), got \(32, 5\)"),
     ("x", torch.zeros(0, 3, 5), ValueError, "at least one step"),
     ("weight_ih", torch.zeros(32, 5, dtype=torch.float64), TypeError, "weight_ih has dtype torch.float64, expected torch.float32"),
-    ("weight_hh", torch.zeros(32, 9), ValueError, r"weight_hh must have shape \(36, 9\), got \(32, 9\)"),
+    ("weight_hh", torch.zeros(32, 9), ValueError, r"weight_hh must have shape \(32, 8\), got \(32, 9\)"),
     ("weight_hh", [[1.0]], TypeError, "weight_hh must be a torch.Tensor"),
     ("bias_ih", torch.zeros(31), ValueError, r"bias_ih must have shape \(32,\), got \(31,\)"),
     ("bias_hh", torch.zeros(32, dtype=torch.float16), TypeError, "bias_hh has dtype"),

@@ -22,7 +22,7 @@ def test_matrix_covers_the_grid_and_every_specialisation(matrix):
     assert {p.variant for p in plans} == {"batch_resident", "batch_streamed"}
     assert {p.kernel for p in plans} == {"lstm_fwd_kernel_batch", "lstm_bwd_kernel_batch"}
     assert {p.signature[0][1] for p in plans} == {"*fp32", "*bf16", "*fp16", "*fp64"}
-    for flag in ("HAS_PEEPHOLE", "USE_CELL_CLIP", "STORE_STATE", "USE_GRAD_CLIP"):
+    for flag in ("HAS_PEEPHOLE", "USE_CELL_CLIP", "STORE_STATE", "USE_GRAD_CLIP", "HAS_LENGTHS", "HAS_PROJ"):
         assert {p.constexpr(flag) for p in plans if flag in dict(p.constexprs)} == {True, False}, flag
 
 
@@ -43,8 +43,9 @@ def test_interpreter_plans_are_the_gpu_plans():
     for dtype in compile_check.MATRIX_DTYPES:
         for H in (24, 64, 256):
             for make in (planning.plan_forward, planning.plan_backward):
-                gpu = make(3, H, dtype, planning.Options(allow_tf32=False), TARGETS[80])
-                cpu = make(3, H, dtype, planning.Options(allow_tf32=False), planning.DeviceLimits.interpreter())
+                gpu = make(3, H, H, 2, dtype, planning.Options(allow_tf32=False), TARGETS[80])
+                cpu = make(3, H, H, 2, dtype, planning.Options(allow_tf32=False),
+                           planning.DeviceLimits.interpreter())
                 strip = {"DOT_IN_FP32"}
                 assert dataclasses.replace(gpu, constexprs=tuple(c for c in gpu.constexprs if c[0] not in strip)) == \
                     dataclasses.replace(cpu, constexprs=tuple(c for c in cpu.constexprs if c[0] not in strip))
@@ -53,13 +54,17 @@ def test_interpreter_plans_are_the_gpu_plans():
 
 def test_planner_rule_resident_until_64kb():
     lim = TARGETS[90]
-    assert planning.plan_forward(8, 64, torch.float32, planning.Options(), lim).variant == "batch_resident"
-    assert planning.plan_forward(8, 128, torch.bfloat16, planning.Options(), lim).variant == "batch_streamed"
-    assert planning.plan_forward(8, 24, torch.float32, planning.Options(kernel="batch_streamed"), lim).variant \
+    plan = planning.plan_forward
+    assert plan(8, 64, 64, 1, torch.float32, planning.Options(), lim).variant == "batch_resident"
+    assert plan(8, 128, 128, 1, torch.bfloat16, planning.Options(), lim).variant == "batch_streamed"
+    assert plan(8, 24, 24, 1, torch.float32, planning.Options(kernel="batch_streamed"), lim).variant \
         == "batch_streamed"
-    fp32_tf32 = planning.plan_forward(8, 64, torch.float32, planning.Options(allow_tf32=True), lim)
+    # a projection adds W_hr^T [BLOCK_H, BLOCK_P]: (4 + 1) x 64 x 32 x 4 bytes = 40 KB still fits
+    assert plan(8, 64, 20, 1, torch.float32, planning.Options(), lim).variant == "batch_resident"
+    fp32_tf32 = plan(8, 64, 64, 1, torch.float32, planning.Options(allow_tf32=True), lim)
     assert fp32_tf32.constexpr("INPUT_PRECISION") == "tf32"
-    assert planning.plan_forward(100, 64, torch.float32, planning.Options(), lim).grid == (7,)
+    # one program per 16 rows and per direction
+    assert plan(100, 64, 64, 2, torch.float32, planning.Options(), lim).grid == (7, 2)
 
 
 def test_cache_key_follows_the_kernel_sources():

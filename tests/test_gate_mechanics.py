@@ -5,7 +5,7 @@ import torch
 import triton_lstm
 from conftest import (DTYPE_IDS, TOLERANCE, assert_close, call, leaves, outputs_and_grads,
                       random_lstm_tensors)
-from triton_lstm import ops, reference
+from triton_lstm import reference
 
 KERNELS = ["batch", "batch_streamed"]
 GRAD_KEYS = ("dx", "dweight_ih", "dweight_hh", "dbias_ih", "dbias_hh", "dh0", "dc0", "dpeephole")
@@ -122,14 +122,12 @@ def test_cell_clip_matches_reference(dtype, kernel):
     assert unclipped["c_n"].abs().max() > 1.5 * clip
     for k in want:
         assert_close(got[k], want[k], TOLERANCE[dtype], k)
-    # Every c_t, not only c_n: the op's saved cell history (c0 excluded) is within the clip.
+    # Every c_t, not only c_n: the cell state the kernel records at each step is within the clip.
     with torch.no_grad():
-        xw = torch.nn.functional.linear(t["x"], t["weight_ih"], t["bias_ih"] + t["bias_hh"])
-        *_, c_hist = ops.lstm_recurrence(xw, t["weight_hh"], t["h0"], t["c0"], t["peephole"], clip, None,
-                                         False, True, kernel)
-    assert c_hist.shape == (T + 1, B, H)
-    assert c_hist[1:].abs().max() <= clip * (1 + 1e-6)
-    assert (c_hist[1:].abs() >= clip * (1 - 1e-6)).float().mean() > 0.05  # the clip was active
+        *_, record = call(triton_lstm.lstm, t, kernel=kernel, backend="triton", cell_clip=clip, return_gates=True)
+    assert record.c.shape == (T, B, H)
+    assert record.c.abs().max() <= clip * (1 + 1e-6)
+    assert (record.c.abs() >= clip * (1 - 1e-6)).float().mean() > 0.05  # the clip was active
 
 
 def test_clip_options_launch_once_each_way(launch_counter):

@@ -79,18 +79,26 @@ def test_gradcheck_through_kernels(kernel):
     assert torch.autograd.gradcheck(fn, tuple(t.values()), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
-def test_opcheck_registered_ops():
-    T, B, H = 3, 2, 16
+@pytest.mark.parametrize("proj,lengths", [(False, False), (True, True)], ids=["plain", "proj-lengths"])
+def test_opcheck_registered_ops(proj, lengths):
+    # Two directions, so the fake (meta) shapes of the stacked layout are checked too.
+    T, B, H, D = 3, 2, 16, 2
+    P = 5 if proj else H
     g = torch.Generator().manual_seed(5)
-    xw = torch.randn(T, B, 4 * H, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_()
-    w_hh = (torch.randn(4 * H, H, generator=g, dtype=torch.float64) * 0.2).to(DEVICE).requires_grad_()
-    h0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_()
-    c0 = torch.randn(B, H, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_()
-    args = (xw, w_hh, h0, c0, None, None, None, False, True, "auto")
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE).requires_grad_()
+
+    xw, w_hh = rand(T, B, D * 4 * H), rand(D, 4 * H, P, scale=0.2)
+    w_hr = rand(D, P, H, scale=0.3) if proj else None
+    h0, c0 = rand(D, B, P), rand(D, B, H)
+    lens = torch.tensor([3, 1]).to(DEVICE) if lengths else None
+    args = (xw, w_hh, w_hr, h0, c0, None, lens, None, None, False, False, True, "auto")
     torch.library.opcheck(ops.lstm_recurrence, args)
     y, h_n, c_n, gates, c_hist = ops.lstm_recurrence(*args)
     bwd_args = (torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n), w_hh.detach(),
-                gates.detach(), c_hist.detach(), None, None, None, False, "auto")
+                None if w_hr is None else w_hr.detach(), gates.detach(), c_hist.detach(), c0.detach(), None,
+                lens, None, None, False, False, "auto")
     torch.library.opcheck(ops.lstm_recurrence_bwd, bwd_args)
 
 
@@ -154,7 +162,7 @@ def test_inference_saves_no_state(monkeypatch):
             y, _ = call(triton_lstm.lstm, leaves(base, torch.float32), backend="triton")
         assert seen[-1][3].numel() == 0 and seen[-1][4].numel() == 0, mode.__name__
     y, _ = call(triton_lstm.lstm, leaves(base, torch.float32), backend="triton")
-    assert seen[-1][3].shape == (5, 3, 96) and seen[-1][4].shape == (6, 3, 24)
+    assert seen[-1][3].shape == (1, 5, 3, 96) and seen[-1][4].shape == (1, 5, 3, 24)
 
 
 def test_inputs_are_not_modified():

@@ -30,12 +30,18 @@ MATRIX_B = (1, 3, 64, 256)
 MATRIX_H = (24, 64, 128, 256, 512, 1024)
 MATRIX_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 # Options that change the code: the default training forward, inference (nothing stored),
-# and every gate-mechanics branch at once.
+# and every gate-mechanics branch at once with variable lengths.
 MATRIX_OPTIONS = (
     Options(),
     Options(store_state=False),
-    Options(peephole=True, cell_clip=True, grad_clip=True),
+    Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True),
 )
+# An output projection (proj_size) changes the code too; P is runtime, only BLOCK_P varies.
+MATRIX_PROJ_OPTIONS = (MATRIX_OPTIONS[0], MATRIX_OPTIONS[2])
+
+
+def proj_size_for(H: int) -> int:
+    return max(7, H // 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,18 +59,21 @@ class CompileResult:
 
 
 def plan_matrix(limits: DeviceLimits, Bs=MATRIX_B, Hs=MATRIX_H, dtypes=MATRIX_DTYPES,
-                options=MATRIX_OPTIONS) -> list[Plan]:
-    """Every distinct plan the dispatcher produces over the grid, forward and backward."""
+                options=MATRIX_OPTIONS, proj_options=MATRIX_PROJ_OPTIONS) -> list[Plan]:
+    """Every distinct plan the dispatcher produces over the grid, forward and backward,
+    one and two directions, with and without an output projection."""
     plans = []
     for B in Bs:
         for H in Hs:
             for dtype in dtypes:
-                for opt in options:
+                shapes = [(H, opt) for opt in options] + [(proj_size_for(H), opt) for opt in proj_options]
+                for P, opt in shapes:
                     for kernel in ("auto", "batch_streamed"):
-                        o = dataclasses.replace(opt, kernel=kernel)
-                        plans.append(plan_forward(B, H, dtype, o, limits))
-                        if o.store_state:
-                            plans.append(plan_backward(B, H, dtype, o, limits))
+                        for directions in (1, 2):
+                            o = dataclasses.replace(opt, kernel=kernel)
+                            plans.append(plan_forward(B, H, P, directions, dtype, o, limits))
+                            if o.store_state:
+                                plans.append(plan_backward(B, H, P, directions, dtype, o, limits))
     return list(dict.fromkeys(plans))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -9,7 +10,8 @@ import torch.nn.functional as F
 from . import launcher, reference
 from .ops import lstm_recurrence
 from .planning import KERNEL_CHOICES
-from .validation import BACKENDS, check_lstm_args, clip_value
+from .records import GateRecord
+from .validation import BACKENDS, check_lengths, check_lstm_args, clip_value
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -26,28 +28,110 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return "reference"
 
 
-def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peephole=None,
-         grad_clip=None, cell_clip=None, batch_first=False, kernel="auto", backend="auto"):
+class LayerWeights(NamedTuple):
+    """One direction of one layer: the shapes of torch.nn.LSTM's parameters, plus peephole."""
+    weight_ih: torch.Tensor  # (4H, I)
+    weight_hh: torch.Tensor  # (4H, P)
+    bias_ih: torch.Tensor | None = None  # (4H,)
+    bias_hh: torch.Tensor | None = None  # (4H,)
+    weight_hr: torch.Tensor | None = None  # (P, H)
+    peephole: torch.Tensor | None = None  # (3, H)
+
+
+def autocast_dtype(device_type: str, op: str) -> torch.dtype | None:
+    """The dtype autocast gives torch's `op` ("lstm" or "lstm_cell") here, or None.
+
+    torch's autocast casts lstm to the lower precision on CPU and CUDA, lstm_cell on CUDA only."""
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    if op == "lstm" or device_type == "cuda":
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def _cast(t, dtype):
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
+def cast_weights(weights: LayerWeights, dtype: torch.dtype) -> LayerWeights:
+    return LayerWeights(*(_cast(t, dtype) for t in weights))
+
+
+def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=None, batch_first=False,
+               reverse=False, kernel="auto", backend="triton", return_gates=False):
+    """One layer, all its directions (1 or 2) in one recurrent kernel launch. Checked arguments.
+
+    Args:
+        x: (T, B, I) or (B, T, I). weights: a list of LayerWeights, one per direction
+        (forward first). h0: (D, B, P), c0: (D, B, H). lengths: (B,) int64 on x's device or None.
+        reverse: with one direction, run it in reverse.
+    Returns:
+        y (T, B, D*P) (or (B, T, D*P)), h_n (D, B, P), c_n (D, B, H), and a list of
+        GateRecord per direction when return_gates, else None.
+    """
+    D = len(weights)
+    if backend == "reference":
+        outs = [reference.lstm(x, *w[:4], hx=(h0[d], c0[d]), peephole=w.peephole, weight_hr=w.weight_hr,
+                               grad_clip=grad_clip, cell_clip=cell_clip, lengths=lengths,
+                               batch_first=batch_first, reverse=(d + int(reverse)) == 1,
+                               return_gates=return_gates)
+                for d, w in enumerate(weights)]
+        y = torch.cat([o[0] for o in outs], dim=-1) if D > 1 else outs[0][0]
+        h_n = torch.stack([o[1][0] for o in outs])
+        c_n = torch.stack([o[1][1] for o in outs])
+        return y, h_n, c_n, [o[2] for o in outs] if return_gates else None
+    w_ih = torch.cat([w.weight_ih for w in weights]) if D > 1 else weights[0].weight_ih
+    biases = [reference.combined_bias(w.bias_ih, w.bias_hh) for w in weights]
+    bias = None if biases[0] is None else (torch.cat(biases) if D > 1 else biases[0])
+    xw = F.linear(x, w_ih, bias)  # one GEMM for all steps and directions
+    w_hh = torch.stack([w.weight_hh for w in weights])
+    w_hr = torch.stack([w.weight_hr for w in weights]) if weights[0].weight_hr is not None else None
+    peephole = torch.stack([w.peephole for w in weights]) if weights[0].peephole is not None else None
+    state_inputs = [t for t in (xw, w_hh, w_hr, h0, c0, peephole) if t is not None]
+    store_state = return_gates or (torch.is_grad_enabled() and any(t.requires_grad for t in state_inputs))
+    y, h_n, c_n, gates, c_hist = lstm_recurrence(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip,
+                                                 grad_clip, batch_first, reverse, store_state, kernel)
+    records = None
+    if return_gates:
+        H = c_hist.shape[-1]
+        records = []
+        for d in range(D):
+            fields = [*gates[d].split(H, dim=-1), c_hist[d]]
+            records.append(GateRecord(*(f.transpose(0, 1) if batch_first else f for f in fields)))
+    return y, h_n, c_n, records
+
+
+def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peephole=None, weight_hr=None,
+         grad_clip=None, cell_clip=None, lengths=None, batch_first=False, reverse=False, kernel="auto",
+         backend="auto", return_gates=False):
     """Single-layer LSTM over a whole sequence: one kernel launch forward, one backward.
 
     Args:
         x: (T, B, I), or (B, T, I) with batch_first. float32, bfloat16, float16 or float64.
-        weight_ih: (4H, I); weight_hh: (4H, H); gate blocks in torch.nn.LSTM's order i, f, g, o.
+        weight_ih: (4H, I); weight_hh: (4H, P); gate blocks in torch.nn.LSTM's order i, f, g, o.
         bias_ih, bias_hh: (4H,) or None.
-        hx: (h0, c0), each (B, H), or None for zeros.
+        hx: (h0, c0), shapes (B, P) and (B, H), or None for zeros.
         peephole: (3, H) tensor [p_i; p_f; p_o] or None. The input and forget gates see
             c_{t-1}, the output gate sees c_t.
+        weight_hr: (P, H) output projection, P < H (torch.nn.LSTM's proj_size), or None (P = H).
         grad_clip: None or a positive float: clamp d(loss)/d(gate pre-activation) to
             [-grad_clip, grad_clip] at every step inside the backward kernel (Graves 2013).
         cell_clip: None or a positive float: clamp c_t to [-cell_clip, cell_clip] each step.
             Clip values are applied as float32 numbers.
+        lengths: (B,) integers in [1, T], or None: row b runs its first lengths[b] steps;
+            past its end its state is frozen and its output is zero. Values are checked when
+            lengths is on the CPU (reading them on a GPU would synchronise).
         batch_first: x and y are (B, T, .) instead of (T, B, .).
+        reverse: run each row from its last step (lengths[b] - 1) back to step 0.
         kernel: "auto", "batch" (batch-tiled, W_hh resident when it fits) or
             "batch_streamed" (batch-tiled, W_hh streamed from L2 each step).
         backend: "auto" (the Triton kernels for CUDA tensors, or CPU tensors under
             TRITON_INTERPRET=1; the reference otherwise), "triton" or "reference".
+        return_gates: also return a GateRecord (i, f, g, o, c), each (T, B, H) (or
+            (B, T, H) with batch_first), written by the forward kernel; detached.
     Returns:
-        y: (T, B, H) (or (B, T, H)); (h_n, c_n), each (B, H).
+        y: (T, B, P) (or (B, T, P)); (h_n, c_n), shapes (B, P) and (B, H); the GateRecord
+        when return_gates.
 
     Example:
         >>> import torch, triton_lstm
@@ -57,24 +141,28 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         >>> tuple(y.shape), tuple(h_n.shape)
         ((7, 3, 24), (3, 24))
     """
-    T, B, _, H, _ = check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first)
+    low = autocast_dtype(x.device.type, "lstm") if isinstance(x, torch.Tensor) else None
+    if low is not None:
+        x, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, peephole = (
+            _cast(t, low) for t in (x, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, peephole))
+        hx = None if hx is None else tuple(_cast(t, low) for t in hx)
+    T, B, _, H, P = check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first,
+                                    weight_hr)
     grad_clip = clip_value("grad_clip", grad_clip)
     cell_clip = clip_value("cell_clip", cell_clip)
+    lengths = check_lengths(lengths, T, B, x.device)
     if kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
-    if resolve_backend(backend, x.device) == "reference":
-        return reference.lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole=peephole,
-                              grad_clip=grad_clip, cell_clip=cell_clip, batch_first=batch_first)
-    xw = F.linear(x, weight_ih, reference.combined_bias(bias_ih, bias_hh))  # one GEMM for all T steps
-    if hx is None:
-        h0 = c0 = x.new_zeros(B, H)
-    else:
-        h0, c0 = hx
-    state_inputs = (xw, weight_hh, h0, c0) + ((peephole,) if peephole is not None else ())
-    store_state = torch.is_grad_enabled() and any(t.requires_grad for t in state_inputs)
-    y, h_n, c_n, _, _ = lstm_recurrence(xw, weight_hh, h0, c0, peephole, cell_clip, grad_clip,
-                                        batch_first, store_state, kernel)
-    return y, (h_n, c_n)
+    backend = resolve_backend(backend, x.device)
+    h0, c0 = (x.new_zeros(B, P), x.new_zeros(B, H)) if hx is None else hx
+    weights = [LayerWeights(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, peephole)]
+    y, h_n, c_n, records = lstm_layer(x, weights, h0.unsqueeze(0), c0.unsqueeze(0), lengths=lengths,
+                                      grad_clip=grad_clip, cell_clip=cell_clip, batch_first=batch_first,
+                                      reverse=reverse, kernel=kernel, backend=backend,
+                                      return_gates=return_gates)
+    if return_gates:
+        return y, (h_n[0], c_n[0]), records[0]
+    return y, (h_n[0], c_n[0])
 
 
 @torch.no_grad()

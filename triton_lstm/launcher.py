@@ -1,8 +1,8 @@
 """Launcher: allocate outputs, plan, and launch the recurrent kernels. No autograd here.
 
-Layouts (time-major unless batch_first, which only changes strides):
-  xw (T, B, 4H) | (B, T, 4H)   y, dy (T, B, H) | (B, T, H)
-  gates (T, B, 4H) and c_hist (T + 1, B, H) in the compute dtype (fp32, fp64 for fp64)
+Layouts (time-major unless batch_first, which only changes strides), D directions:
+  xw (T, B, D*4H) | (B, T, D*4H)   y, dy (T, B, D*P) | (B, T, D*P)
+  gates (D, T, B, 4H) and c_hist (D, T, B, H) by time, in the compute dtype (fp32, fp64 for fp64)
 """
 from __future__ import annotations
 
@@ -76,72 +76,110 @@ def _rows_contiguous(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name} must have a contiguous last dimension, got strides {tuple(t.stride())}")
 
 
-def forward(xw, w_hh, h0, c0, peephole, cell_clip, batch_first, store_state, kernel):
-    """Run the forward recurrence. Returns y, h_n, c_n, gates, c_hist (the last two empty
-    unless store_state)."""
+def _layer_dims(w_hh: torch.Tensor) -> tuple[int, int, int]:
+    """(D, H, P) of stacked recurrent weights (D, 4H, P)."""
+    return w_hh.shape[0], w_hh.shape[1] // 4, w_hh.shape[2]
+
+
+def _steps_and_batch(t: torch.Tensor, batch_first: bool) -> tuple[int, int]:
+    return (t.shape[1], t.shape[0]) if batch_first else (t.shape[0], t.shape[1])
+
+
+def _options(**kw) -> Options:
+    return Options(allow_tf32=torch.backends.cudnn.allow_tf32, **kw)
+
+
+def forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, reverse, store_state, kernel):
+    """Run the forward recurrence of one layer, all its directions in one launch.
+
+    xw (T, B, D*4H) (or (B, T, D*4H)), w_hh (D, 4H, P), w_hr (D, P, H) or None, h0 (D, B, P),
+    c0 (D, B, H), peephole (D, 3, H) or None, lengths (B,) int64 or None.
+    Returns y (T, B, D*P) (or (B, T, D*P)), h_n (D, B, P), c_n (D, B, H), gates
+    (D, T, B, 4H) and c_hist (D, T, B, H) (the last two empty unless store_state).
+    """
     launch = _kernels()
-    T, B = (xw.shape[1], xw.shape[0]) if batch_first else (xw.shape[0], xw.shape[1])
-    H = w_hh.shape[1]
+    T, B = _steps_and_batch(xw, batch_first)
+    D, H, P = _layer_dims(w_hh)
     for name, t in (("h0", h0), ("c0", c0)):
         _rows_contiguous(name, t)
     if peephole is not None and not peephole.is_contiguous():
         raise ValueError("peephole must be contiguous")
-    options = Options(peephole=peephole is not None, cell_clip=cell_clip is not None,
-                      store_state=store_state, kernel=kernel,
-                      allow_tf32=torch.backends.cudnn.allow_tf32)
-    plan = plan_forward(B, H, xw.dtype, options, device_limits(xw.device))
+    options = _options(peephole=peephole is not None, cell_clip=cell_clip is not None,
+                       store_state=store_state, kernel=kernel, lengths=lengths is not None)
+    plan = plan_forward(B, H, P, D, xw.dtype, options, device_limits(xw.device))
     acc = compute_dtype(xw.dtype)
-    y = _output(xw, *((B, T, H) if batch_first else (T, B, H)))
-    h_n, c_n = _output(xw, B, H), _output(xw, B, H)
+    y = _output(xw, *((B, T, D * P) if batch_first else (T, B, D * P)))
+    h_n, c_n = _output(xw, D, B, P), _output(xw, D, B, H)
     if store_state:
-        gates = _output(xw, T, B, 4 * H, dtype=acc)
-        c_hist = _output(xw, T + 1, B, H, dtype=acc)
+        gates = _output(xw, D, T, B, 4 * H, dtype=acc)
+        c_hist = _output(xw, D, T, B, H, dtype=acc)
     else:
         gates, c_hist = xw.new_empty(0, dtype=acc), xw.new_empty(0, dtype=acc)
     # Arguments a plan does not read still need a valid pointer of the right dtype.
     unused = xw.new_empty(1, dtype=acc)
     streamed = plan.variant == "batch_streamed"
-    scratch_h = xw.new_empty(2, B, H, dtype=acc) if streamed else unused
-    scratch_c = xw.new_empty(2, B, H, dtype=acc) if streamed else unused
+    scratch_h = xw.new_empty(D, 2, B, P, dtype=acc) if streamed else unused
+    scratch_c = xw.new_empty(D, 2, B, H, dtype=acc) if streamed else unused
+    scratch_m = xw.new_empty(D, B, H, dtype=acc) if streamed and w_hr is not None else unused
     stride_xw_t, stride_xw_b = _time_major_strides(xw, batch_first)
     stride_y_t, stride_y_b = _time_major_strides(y, batch_first)
+    w_hr_arg = w_hr if w_hr is not None else w_hh
     launch.launch(plan, dict(
-        xw_ptr=xw, w_hh_ptr=w_hh, h0_ptr=h0, c0_ptr=c0,
+        xw_ptr=xw, w_hh_ptr=w_hh, w_hr_ptr=w_hr_arg, h0_ptr=h0, c0_ptr=c0,
         peephole_ptr=peephole if peephole is not None else w_hh,
+        lengths_ptr=lengths if lengths is not None else _unused_lengths(xw.device),
         y_ptr=y, h_n_ptr=h_n, c_n_ptr=c_n, gates_ptr=gates if store_state else unused,
         c_hist_ptr=c_hist if store_state else unused, h_scratch_ptr=scratch_h, c_scratch_ptr=scratch_c,
-        T=T, B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
+        m_scratch_ptr=scratch_m,
+        T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
         stride_xw_t=stride_xw_t, stride_xw_b=stride_xw_b,
-        stride_w_row=w_hh.stride(0), stride_w_col=w_hh.stride(1),
-        stride_h0_b=h0.stride(0), stride_c0_b=c0.stride(0), stride_y_t=stride_y_t, stride_y_b=stride_y_b,
+        stride_w_dir=w_hh.stride(0), stride_w_row=w_hh.stride(1), stride_w_col=w_hh.stride(2),
+        stride_hr_dir=w_hr_arg.stride(0), stride_hr_row=w_hr_arg.stride(1), stride_hr_col=w_hr_arg.stride(2),
+        stride_h0_dir=h0.stride(0), stride_h0_b=h0.stride(1), stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
+        stride_y_t=stride_y_t, stride_y_b=stride_y_b,
     ))
     return y, h_n, c_n, gates, c_hist
 
 
-def backward(dy, dh_n, dc_n, w_hh, gates, c_hist, peephole, cell_clip, grad_clip, batch_first, kernel):
-    """Run the backward recurrence. Returns dpre (T, B, 4H), dh0, dc0."""
+def _unused_lengths(device: torch.device) -> torch.Tensor:
+    return torch.empty(1, dtype=torch.int64, device=device)
+
+
+def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, cell_clip, grad_clip,
+             batch_first, reverse, kernel):
+    """Run the backward recurrence of one layer, all its directions in one launch.
+
+    Returns dpre (T, B, D*4H) time-major, dh0 (D, B, P), dc0 (D, B, H), and dh_hist
+    (D, T, B, P), the grad of every h_t, with a projection (else empty).
+    """
     launch = _kernels()
-    T, B, H = gates.shape[0], gates.shape[1], w_hh.shape[1]
+    D, T, B = gates.shape[0], gates.shape[1], gates.shape[2]
+    _, H, P = _layer_dims(w_hh)
     for name, t in (("dh_n", dh_n), ("dc_n", dc_n)):
-        _rows_contiguous(name, t)
-    options = Options(peephole=peephole is not None, cell_clip=cell_clip is not None,
-                      grad_clip=grad_clip is not None, kernel=kernel,
-                      allow_tf32=torch.backends.cudnn.allow_tf32)
-    plan = plan_backward(B, H, dy.dtype, options, device_limits(dy.device))
-    dpre = _output(dy, T, B, 4 * H)
-    dh0, dc0 = _output(dy, B, H), _output(dy, B, H)
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+    options = _options(peephole=peephole is not None, cell_clip=cell_clip is not None,
+                       grad_clip=grad_clip is not None, kernel=kernel, lengths=lengths is not None)
+    plan = plan_backward(B, H, P, D, dy.dtype, options, device_limits(dy.device))
+    dpre = _output(dy, T, B, D * 4 * H)
+    dh0, dc0 = _output(dy, D, B, P), _output(dy, D, B, H)
+    dh_hist = _output(gates, D, T, B, P) if w_hr is not None else gates.new_empty(0)
     streamed = plan.variant == "batch_streamed"
-    scratch_dh = gates.new_empty(2, B, H) if streamed else gates
-    scratch_dc = gates.new_empty(2, B, H) if streamed else c_hist
+    scratch_dh = gates.new_empty(D, 2, B, P) if streamed else gates
+    scratch_dc = gates.new_empty(D, 2, B, H) if streamed else c_hist
     stride_dy_t, stride_dy_b = _time_major_strides(dy, batch_first)
+    w_hr_arg = w_hr if w_hr is not None else w_hh
     launch.launch(plan, dict(
-        dy_ptr=dy, dh_n_ptr=dh_n, dc_n_ptr=dc_n, w_hh_ptr=w_hh, gates_ptr=gates, c_hist_ptr=c_hist,
-        peephole_ptr=peephole if peephole is not None else w_hh,
-        dpre_ptr=dpre, dh0_ptr=dh0, dc0_ptr=dc0, dh_scratch_ptr=scratch_dh, dc_scratch_ptr=scratch_dc,
-        T=T, B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
+        dy_ptr=dy, dh_n_ptr=dh_n, dc_n_ptr=dc_n, w_hh_ptr=w_hh, w_hr_ptr=w_hr_arg, gates_ptr=gates,
+        c_hist_ptr=c_hist, c0_ptr=c0, peephole_ptr=peephole if peephole is not None else w_hh,
+        lengths_ptr=lengths if lengths is not None else _unused_lengths(dy.device),
+        dpre_ptr=dpre, dh_hist_ptr=dh_hist if w_hr is not None else gates, dh0_ptr=dh0, dc0_ptr=dc0,
+        dh_scratch_ptr=scratch_dh, dc_scratch_ptr=scratch_dc,
+        T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
         grad_clip=grad_clip if grad_clip is not None else 0.0,
         stride_dy_t=stride_dy_t, stride_dy_b=stride_dy_b,
-        stride_w_row=w_hh.stride(0), stride_w_col=w_hh.stride(1),
-        stride_dhn_b=dh_n.stride(0), stride_dcn_b=dc_n.stride(0),
+        stride_w_dir=w_hh.stride(0), stride_w_row=w_hh.stride(1), stride_w_col=w_hh.stride(2),
+        stride_hr_dir=w_hr_arg.stride(0), stride_hr_row=w_hr_arg.stride(1), stride_hr_col=w_hr_arg.stride(2),
+        stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
     ))
-    return dpre, dh0, dc0
+    return dpre, dh0, dc0, dh_hist

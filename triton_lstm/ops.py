@@ -2,11 +2,12 @@
 register_autograd), so torch.compile(fullgraph=True) traces through them and CUDA graphs
 can capture them: no host synchronisation inside forward or backward.
 
-    triton_lstm::lstm_recurrence      xw, W_hh, h0, c0 -> y, h_n, c_n (+ saved gates, c)
-    triton_lstm::lstm_recurrence_bwd  dy, dh_n, dc_n, saved state -> dpre, dh0, dc0
+    triton_lstm::lstm_recurrence      xw, W_hh, W_hr, h0, c0 -> y, h_n, c_n (+ saved gates, c)
+    triton_lstm::lstm_recurrence_bwd  dy, dh_n, dc_n, saved state -> dpre, dh0, dc0, dh_hist
 
-The input projection xw = x W_ih^T + b is an ordinary torch op outside: its gradients
-(dx, dW_ih, db) come from autograd, fed by dpre = d(loss)/d(xw).
+One call runs one layer, all its directions (D = 1 or 2, stacked on the first dimension of
+W_hh, W_hr, h0, c0 and peephole). The input projection xw = x W_ih^T + b is an ordinary
+torch op outside: its gradients (dx, dW_ih, db) come from autograd, fed by dpre.
 """
 from __future__ import annotations
 
@@ -17,78 +18,108 @@ from . import launcher
 
 
 @torch.library.custom_op("triton_lstm::lstm_recurrence", mutates_args=())
-def lstm_recurrence(xw: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, peephole: Tensor | None,
-                    cell_clip: float | None, grad_clip: float | None, batch_first: bool,
-                    store_state: bool, kernel: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Forward recurrence in one kernel launch. grad_clip is only carried to the backward."""
-    return launcher.forward(xw, w_hh, h0, c0, peephole, cell_clip, batch_first, store_state, kernel)
+def lstm_recurrence(xw: Tensor, w_hh: Tensor, w_hr: Tensor | None, h0: Tensor, c0: Tensor,
+                    peephole: Tensor | None, lengths: Tensor | None, cell_clip: float | None,
+                    grad_clip: float | None, batch_first: bool, reverse: bool, store_state: bool,
+                    kernel: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Forward recurrence of one layer in one kernel launch. grad_clip is only carried to the backward."""
+    return launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, reverse,
+                            store_state, kernel)
 
 
 @lstm_recurrence.register_fake
-def _(xw, w_hh, h0, c0, peephole, cell_clip, grad_clip, batch_first, store_state, kernel):
+def _(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first, reverse, store_state,
+      kernel):
     T, B = (xw.shape[1], xw.shape[0]) if batch_first else (xw.shape[0], xw.shape[1])
-    H = w_hh.shape[1]
+    D, H, P = w_hh.shape[0], w_hh.shape[1] // 4, w_hh.shape[2]
     acc = launcher.compute_dtype(xw.dtype)
-    y = xw.new_empty((B, T, H) if batch_first else (T, B, H))
+    y = xw.new_empty((B, T, D * P) if batch_first else (T, B, D * P))
     if store_state:
-        gates, c_hist = xw.new_empty(T, B, 4 * H, dtype=acc), xw.new_empty(T + 1, B, H, dtype=acc)
+        gates, c_hist = xw.new_empty(D, T, B, 4 * H, dtype=acc), xw.new_empty(D, T, B, H, dtype=acc)
     else:
         gates, c_hist = xw.new_empty(0, dtype=acc), xw.new_empty(0, dtype=acc)
-    return y, xw.new_empty(B, H), xw.new_empty(B, H), gates, c_hist
+    return y, xw.new_empty(D, B, P), xw.new_empty(D, B, H), gates, c_hist
 
 
 @torch.library.custom_op("triton_lstm::lstm_recurrence_bwd", mutates_args=())
-def lstm_recurrence_bwd(dy: Tensor, dh_n: Tensor, dc_n: Tensor, w_hh: Tensor, gates: Tensor,
-                        c_hist: Tensor, peephole: Tensor | None, cell_clip: float | None,
-                        grad_clip: float | None, batch_first: bool,
-                        kernel: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Backward recurrence in one kernel launch: dpre (T, B, 4H) after grad_clip, dh0, dc0."""
-    return launcher.backward(dy, dh_n, dc_n, w_hh, gates, c_hist, peephole, cell_clip, grad_clip,
-                             batch_first, kernel)
+def lstm_recurrence_bwd(dy: Tensor, dh_n: Tensor, dc_n: Tensor, w_hh: Tensor, w_hr: Tensor | None,
+                        gates: Tensor, c_hist: Tensor, c0: Tensor, peephole: Tensor | None,
+                        lengths: Tensor | None, cell_clip: float | None, grad_clip: float | None,
+                        batch_first: bool, reverse: bool, kernel: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backward recurrence in one kernel launch: dpre (T, B, D*4H) after grad_clip, dh0, dc0, dh_hist."""
+    return launcher.backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, cell_clip,
+                             grad_clip, batch_first, reverse, kernel)
 
 
 @lstm_recurrence_bwd.register_fake
-def _(dy, dh_n, dc_n, w_hh, gates, c_hist, peephole, cell_clip, grad_clip, batch_first, kernel):
-    T, B, H = gates.shape[0], gates.shape[1], w_hh.shape[1]
-    return dy.new_empty(T, B, 4 * H), dy.new_empty(B, H), dy.new_empty(B, H)
+def _(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, cell_clip, grad_clip, batch_first,
+      reverse, kernel):
+    D, T, B = gates.shape[0], gates.shape[1], gates.shape[2]
+    H, P = w_hh.shape[1] // 4, w_hh.shape[2]
+    dh_hist = gates.new_empty(D, T, B, P) if w_hr is not None else gates.new_empty(0)
+    return dy.new_empty(T, B, D * 4 * H), dy.new_empty(D, B, P), dy.new_empty(D, B, H), dh_hist
+
+
+def previous_by_time(hist: Tensor, init: Tensor, lengths: Tensor | None, reverse: bool) -> Tensor:
+    """The state each time index started from: hist (T, B, N) by time, init (B, N) before a
+    row's first step. Forward: hist[t-1]; reverse: hist[t+1], or init at the row's last
+    time. Entries past a row's end are meaningless (their dpre is zero)."""
+    if not reverse:
+        return torch.cat([init.unsqueeze(0), hist[:-1]], dim=0)
+    shifted = torch.cat([hist[1:], init.unsqueeze(0)], dim=0)
+    if lengths is None:
+        return shifted
+    t = torch.arange(hist.shape[0], device=hist.device)[:, None]  # [T, 1]
+    return torch.where((t + 1 < lengths[None, :])[:, :, None], shifted, init.unsqueeze(0))
 
 
 def _setup_context(ctx, inputs, output):
-    xw, w_hh, h0, c0, peephole, cell_clip, grad_clip, batch_first, store_state, kernel = inputs
+    (xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first, reverse, store_state,
+     kernel) = inputs
     y, _, _, gates, c_hist = output
-    ctx.save_for_backward(w_hh, h0, peephole, y, gates, c_hist)
-    ctx.options = (cell_clip, grad_clip, batch_first, store_state, kernel)
+    ctx.mark_non_differentiable(gates, c_hist)
+    ctx.save_for_backward(w_hh, w_hr, h0, c0, peephole, lengths, y, gates, c_hist)
+    ctx.options = (cell_clip, grad_clip, batch_first, reverse, store_state, kernel)
 
 
 def _backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
-    w_hh, h0, peephole, y, gates, c_hist = ctx.saved_tensors
-    cell_clip, grad_clip, batch_first, store_state, kernel = ctx.options
+    w_hh, w_hr, h0, c0, peephole, lengths, y, gates, c_hist = ctx.saved_tensors
+    cell_clip, grad_clip, batch_first, reverse, store_state, kernel = ctx.options
     if not store_state:
         raise RuntimeError("triton_lstm: the forward ran without saving state for backward "
                            "(no input required grad when it ran, or grad mode was off)")
     dy = torch.zeros_like(y) if dy is None else dy
     dh_n = torch.zeros_like(h0) if dh_n is None else dh_n.contiguous()
-    dc_n = torch.zeros_like(h0) if dc_n is None else dc_n.contiguous()
+    dc_n = torch.zeros_like(c0) if dc_n is None else dc_n.contiguous()
     if dy.stride(-1) != 1:
         dy = dy.contiguous()
-    dpre, dh0, dc0 = lstm_recurrence_bwd(dy, dh_n, dc_n, w_hh, gates, c_hist, peephole, cell_clip,
-                                         grad_clip, batch_first, kernel)
-    T, B, H4 = dpre.shape
-    H = H4 // 4
+    dpre, dh0, dc0, dh_hist = lstm_recurrence_bwd(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole,
+                                                  lengths, cell_clip, grad_clip, batch_first, reverse, kernel)
+    D, T, B, H4 = gates.shape
+    H, P = H4 // 4, w_hh.shape[2]
     # Weight and peephole gradients are big reductions over all steps: torch GEMMs.
-    y_tm = y.transpose(0, 1) if batch_first else y
-    h_prev = torch.cat([h0.unsqueeze(0), y_tm[:-1]], dim=0)  # (T, B, H)
-    dw_hh = dpre.reshape(T * B, H4).T @ h_prev.reshape(T * B, H)
-    dpeephole = None
-    if peephole is not None:
-        acc = dpre.to(c_hist.dtype).view(T, B, 4, H)
-        dpeephole = torch.stack([
-            (acc[:, :, 0] * c_hist[:-1]).sum((0, 1)),
-            (acc[:, :, 1] * c_hist[:-1]).sum((0, 1)),
-            (acc[:, :, 3] * c_hist[1:]).sum((0, 1)),
-        ]).to(peephole.dtype)
+    y_tm = (y.transpose(0, 1) if batch_first else y).view(T, B, D, P)
+    dpre_d = dpre.view(T, B, D, H4)
+    dw_hh, dw_hr, dpeephole = [], [], []
+    for d in range(D):
+        is_reverse = (d + int(reverse)) == 1
+        h_prev = previous_by_time(y_tm[:, :, d], h0[d], lengths, is_reverse)  # [T, B, P]
+        dw_hh.append(dpre_d[:, :, d].reshape(T * B, H4).T @ h_prev.reshape(T * B, P))
+        if w_hr is not None:
+            m = gates[d, ..., 3 * H:] * torch.tanh(c_hist[d])  # o * tanh(c), [T, B, H]
+            dw_hr.append((dh_hist[d].reshape(T * B, P).T @ m.reshape(T * B, H)).to(w_hr.dtype))
+        if peephole is not None:
+            acc = dpre_d[:, :, d].to(c_hist.dtype).view(T, B, 4, H)
+            c_prev = previous_by_time(c_hist[d], c0[d].to(c_hist.dtype), lengths, is_reverse)
+            dpeephole.append(torch.stack([
+                (acc[:, :, 0] * c_prev).sum((0, 1)),
+                (acc[:, :, 1] * c_prev).sum((0, 1)),
+                (acc[:, :, 3] * c_hist[d]).sum((0, 1)),
+            ]).to(peephole.dtype))
     dxw = dpre.transpose(0, 1) if batch_first else dpre
-    return dxw, dw_hh, dh0, dc0, dpeephole, None, None, None, None, None
+    return (dxw, torch.stack(dw_hh), torch.stack(dw_hr) if w_hr is not None else None, dh0, dc0,
+            torch.stack(dpeephole) if peephole is not None else None,
+            None, None, None, None, None, None, None)
 
 
 lstm_recurrence.register_autograd(_backward, setup_context=_setup_context)

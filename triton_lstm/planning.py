@@ -101,6 +101,7 @@ class Options:
     cell_clip: bool = False
     grad_clip: bool = False
     store_state: bool = True  # forward only: save gates and c for the backward
+    lengths: bool = False  # rows carry their own lengths (variable-length input)
     kernel: str = "auto"
     allow_tf32: bool = True  # fp32 dots on a GPU: tf32 (torch.backends.cudnn.allow_tf32) or ieee
 
@@ -116,19 +117,22 @@ def dtype_name(dtype: torch.dtype) -> str:
         raise TypeError(f"unsupported dtype {dtype}; expected one of {list(_DTYPE_NAMES)}") from None
 
 
-def _tiles(B: int, H: int, dtype: str, options: Options, limits: DeviceLimits):
-    """(variant, BLOCK_B, BLOCK_N, BLOCK_K, num_warps, num_stages) of the batch-tiled kernels."""
+def _tiles(H: int, P: int, dtype: str, options: Options):
+    """(variant, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_P, num_warps, num_stages) of the batch-tiled kernels."""
     if options.kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {options.kernel!r}")
     block_b = MIN_DOT  # the smallest dot M: most programs for a given B, fewest registers
     block_h = max(MIN_DOT, _next_pow2(H))
-    w_bytes = 4 * block_h * block_h * _ELEMENT_BYTES[dtype]
+    block_p = max(MIN_DOT, _next_pow2(P))
+    # W_hh^T is four [BLOCK_P, BLOCK_H] blocks; a projection adds W_hr^T [BLOCK_H, BLOCK_P].
+    w_blocks = 4 + (P != H)
+    w_bytes = w_blocks * block_h * block_p * _ELEMENT_BYTES[dtype]
     if options.kernel != "batch_streamed" and w_bytes <= RESIDENT_W_MAX_BYTES:
         num_warps = 4 if w_bytes <= RESIDENT_W_FOUR_WARPS_BYTES else 8
-        return "batch_resident", block_b, block_h, block_h, num_warps, 1
+        return "batch_resident", block_b, block_h, block_h, block_p, num_warps, 1
     # At most half of BLOCK_H, so a forced streamed plan on a small H still loops over tiles.
     tile = min(STREAMED_TILE, max(MIN_DOT, block_h // 2))
-    return "batch_streamed", block_b, tile, tile, 8, 1
+    return "batch_streamed", block_b, tile, tile, tile, 8, 1
 
 
 def _maxnreg(num_warps: int) -> int:
@@ -146,53 +150,71 @@ def _common_constexprs(dtype: str, options: Options, limits: DeviceLimits):
     return acc, dot_in_fp32, precision
 
 
+def _tile_constexprs(variant, block_b, block_n, block_k, block_p, P, H, options):
+    return (
+        ("BLOCK_B", block_b), ("BLOCK_N", block_n), ("BLOCK_K", block_k), ("BLOCK_P", block_p),
+        ("W_RESIDENT", variant == "batch_resident"), ("HAS_PEEPHOLE", options.peephole),
+        ("USE_CELL_CLIP", options.cell_clip),
+    )
+
+
+def _flag_constexprs(P, H, options):
+    return (("HAS_LENGTHS", options.lengths), ("HAS_PROJ", P != H))
+
+
 @functools.lru_cache(maxsize=1024)
-def plan_forward(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits) -> Plan:
-    """Plan the forward recurrence of one layer and direction over batch B and hidden size H."""
+def plan_forward(B: int, H: int, P: int, directions: int, dtype: torch.dtype, options: Options,
+                 limits: DeviceLimits) -> Plan:
+    """Plan the forward recurrence of one layer: batch B, hidden size H, h of size P
+    (proj_size, or H), 1 or 2 directions in one grid."""
     name = dtype_name(dtype)
-    variant, block_b, block_n, block_k, num_warps, num_stages = _tiles(B, H, name, options, limits)
+    variant, block_b, block_n, block_k, block_p, num_warps, num_stages = _tiles(H, P, name, options)
     acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
     p, a = f"*{name}", f"*{acc}"
     signature = (
-        ("xw_ptr", p), ("w_hh_ptr", p), ("h0_ptr", p), ("c0_ptr", p), ("peephole_ptr", p),
-        ("y_ptr", p), ("h_n_ptr", p), ("c_n_ptr", p), ("gates_ptr", a), ("c_hist_ptr", a),
-        ("h_scratch_ptr", a), ("c_scratch_ptr", a),
-        ("T", "i32"), ("B", "i32"), ("H", "i32"), ("cell_clip", "fp32"),
-        ("stride_xw_t", "i32"), ("stride_xw_b", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
-        ("stride_h0_b", "i32"), ("stride_c0_b", "i32"), ("stride_y_t", "i32"), ("stride_y_b", "i32"),
+        ("xw_ptr", p), ("w_hh_ptr", p), ("w_hr_ptr", p), ("h0_ptr", p), ("c0_ptr", p), ("peephole_ptr", p),
+        ("lengths_ptr", "*i64"), ("y_ptr", p), ("h_n_ptr", p), ("c_n_ptr", p), ("gates_ptr", a),
+        ("c_hist_ptr", a), ("h_scratch_ptr", a), ("c_scratch_ptr", a), ("m_scratch_ptr", a),
+        ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", "fp32"),
+        ("stride_xw_t", "i32"), ("stride_xw_b", "i32"),
+        ("stride_w_dir", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
+        ("stride_hr_dir", "i32"), ("stride_hr_row", "i32"), ("stride_hr_col", "i32"),
+        ("stride_h0_dir", "i32"), ("stride_h0_b", "i32"), ("stride_c0_dir", "i32"), ("stride_c0_b", "i32"),
+        ("stride_y_t", "i32"), ("stride_y_b", "i32"),
     )
-    constexprs = (
-        ("BLOCK_B", block_b), ("BLOCK_N", block_n), ("BLOCK_K", block_k),
-        ("W_RESIDENT", variant == "batch_resident"), ("HAS_PEEPHOLE", options.peephole),
-        ("USE_CELL_CLIP", options.cell_clip), ("STORE_STATE", options.store_state),
+    constexprs = _tile_constexprs(variant, block_b, block_n, block_k, block_p, P, H, options) + \
+        _flag_constexprs(P, H, options) + (
+        ("STORE_STATE", options.store_state),
         ("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision), ("ACC_DTYPE", acc),
     )
-    grid = (-(-B // block_b),)
+    grid = (-(-B // block_b), directions)
     return Plan("lstm_fwd_kernel_batch", variant, grid, num_warps, num_stages, _maxnreg(num_warps),
                 signature, constexprs)
 
 
 @functools.lru_cache(maxsize=1024)
-def plan_backward(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits) -> Plan:
+def plan_backward(B: int, H: int, P: int, directions: int, dtype: torch.dtype, options: Options,
+                  limits: DeviceLimits) -> Plan:
     """Plan the backward recurrence; same tiles as the forward of the same shapes."""
     name = dtype_name(dtype)
-    variant, block_b, block_n, block_k, num_warps, num_stages = _tiles(B, H, name, options, limits)
+    variant, block_b, block_n, block_k, block_p, num_warps, num_stages = _tiles(H, P, name, options)
     acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
     p, a = f"*{name}", f"*{acc}"
     signature = (
-        ("dy_ptr", p), ("dh_n_ptr", p), ("dc_n_ptr", p), ("w_hh_ptr", p), ("gates_ptr", a),
-        ("c_hist_ptr", a), ("peephole_ptr", p), ("dpre_ptr", p), ("dh0_ptr", p), ("dc0_ptr", p),
-        ("dh_scratch_ptr", a), ("dc_scratch_ptr", a),
-        ("T", "i32"), ("B", "i32"), ("H", "i32"), ("cell_clip", "fp32"), ("grad_clip", "fp32"),
-        ("stride_dy_t", "i32"), ("stride_dy_b", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
-        ("stride_dhn_b", "i32"), ("stride_dcn_b", "i32"),
+        ("dy_ptr", p), ("dh_n_ptr", p), ("dc_n_ptr", p), ("w_hh_ptr", p), ("w_hr_ptr", p), ("gates_ptr", a),
+        ("c_hist_ptr", a), ("c0_ptr", p), ("peephole_ptr", p), ("lengths_ptr", "*i64"), ("dpre_ptr", p),
+        ("dh_hist_ptr", a), ("dh0_ptr", p), ("dc0_ptr", p), ("dh_scratch_ptr", a), ("dc_scratch_ptr", a),
+        ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"),
+        ("cell_clip", "fp32"), ("grad_clip", "fp32"),
+        ("stride_dy_t", "i32"), ("stride_dy_b", "i32"),
+        ("stride_w_dir", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
+        ("stride_hr_dir", "i32"), ("stride_hr_row", "i32"), ("stride_hr_col", "i32"),
+        ("stride_c0_dir", "i32"), ("stride_c0_b", "i32"),
     )
-    constexprs = (
-        ("BLOCK_B", block_b), ("BLOCK_N", block_n), ("BLOCK_K", block_k),
-        ("W_RESIDENT", variant == "batch_resident"), ("HAS_PEEPHOLE", options.peephole),
-        ("USE_CELL_CLIP", options.cell_clip), ("USE_GRAD_CLIP", options.grad_clip),
+    constexprs = _tile_constexprs(variant, block_b, block_n, block_k, block_p, P, H, options) + (
+        ("USE_GRAD_CLIP", options.grad_clip),) + _flag_constexprs(P, H, options) + (
         ("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision), ("ACC_DTYPE", acc),
     )
-    grid = (-(-B // block_b),)
+    grid = (-(-B // block_b), directions)
     return Plan("lstm_bwd_kernel_batch", variant, grid, num_warps, num_stages, _maxnreg(num_warps),
                 signature, constexprs)
