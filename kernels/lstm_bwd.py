@@ -14,7 +14,7 @@ Legend (see lstm_fwd.py for the forward's and for steps versus time)
 Per step s = T-1 .. 0, for the rows that ran at s: dh = dy_t + dpre_{next} W_hh; with a
 projection dm = dh W_hr; fused gate derivatives (kernels/gates.py), optional clipping of
 dpre, then the recurrent dot. Rows past their end carry dh and dc unchanged.
-Same grid and W_RESIDENT split as the forward.
+Same grid and W_RESIDENT split as the forward (a projection is always streamed).
 """
 import triton
 import triton.language as tl
@@ -77,39 +77,27 @@ def lstm_bwd_kernel_batch(
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
 
     if W_RESIDENT:
+        tl.static_assert(not HAS_PROJ)  # the planner streams any projection: P == H here
         offs_n = tl.arange(0, BLOCK_N)  # [BLOCK_N] hidden units, BLOCK_N >= H
-        offs_p = tl.arange(0, BLOCK_P)  # [BLOCK_P] entries of h, BLOCK_P >= P
         mask_n = offs_n < H
-        mask_p = offs_p < P
         mask_bn = mask_b[:, None] & mask_n[None, :]
-        mask_bp = mask_b[:, None] & mask_p[None, :]
         state_offs = offs_b[:, None] * H + offs_n[None, :]
-        h_offs = offs_b[:, None] * P + offs_p[None, :]
         gate_offs = offs_b[:, None] * 4 * H + offs_n[None, :]
         # W_hh gate blocks as stored, b_w*[n, k] = W_hh[gate * H + n, k]
-        w_ptrs = w_hh_ptr + offs_n[:, None] * stride_w_row + offs_p[None, :] * stride_w_col
+        w_ptrs = w_hh_ptr + offs_n[:, None] * stride_w_row + offs_n[None, :] * stride_w_col
         b_wi, b_wf, b_wg, b_wo = load_w_tiles(
-            w_ptrs, H * stride_w_row, mask_n[:, None] & mask_p[None, :], DOT_IN_FP32)  # [BLOCK_N, BLOCK_P]
-        if HAS_PROJ:
-            b_whr = dot_operand(w_hr_ptr + offs_p[:, None] * stride_hr_row + offs_n[None, :] * stride_hr_col,
-                                mask_p[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_P, BLOCK_N]
+            w_ptrs, H * stride_w_row, mask_n[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_N, BLOCK_N]
         p_i, p_f, p_o = load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, BLOCK_N]
         b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_n[None, :],
                        mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
-        b_dh = tl.load(dh_n_ptr + h_offs, mask=mask_bp, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_P]
+        b_dh = tl.load(dh_n_ptr + state_offs, mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
         b_dc = tl.load(dc_n_ptr + state_offs, mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
         for tt in range(T):
             s64 = tl.cast(T - 1 - tt, tl.int64)
             active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
             mask_act_n = mask_bn & active[:, None]
-            dh_total = b_dh + tl.load(dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b
-                                      + offs_p[None, :], mask=mask_bp & active[:, None], other=0.0).to(ACC_DTYPE)
-            if HAS_PROJ:
-                tl.store(dh_hist_ptr + t_row[:, None] * stride_h_t + h_offs,
-                         tl.where(active[:, None], dh_total, 0.0).to(dh_hist_ptr.dtype.element_ty), mask=mask_bp)
-                b_dm = dot_acc(dh_total, b_whr, INPUT_PRECISION, ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
-            else:
-                b_dm = dh_total
+            b_dm = b_dh + tl.load(dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b
+                                  + offs_n[None, :], mask=mask_act_n, other=0.0).to(ACC_DTYPE)
             b_i, b_f, b_g, b_o = load_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + gate_offs, H,
                                                  mask_act_n, ACC_DTYPE)
             b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act_n, other=0.0)
@@ -125,7 +113,7 @@ def lstm_bwd_kernel_batch(
                 dpre_o = tl.where(active[:, None], dpre_o, zero)
             store_gate_tiles(dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
                              + offs_n[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bn)
-            dh_prev = dot_acc(dpre_i, b_wi, INPUT_PRECISION, ACC_DTYPE)  # [BLOCK_B, BLOCK_P]
+            dh_prev = dot_acc(dpre_i, b_wi, INPUT_PRECISION, ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
             dh_prev += dot_acc(dpre_f, b_wf, INPUT_PRECISION, ACC_DTYPE)
             dh_prev += dot_acc(dpre_g, b_wg, INPUT_PRECISION, ACC_DTYPE)
             dh_prev += dot_acc(dpre_o, b_wo, INPUT_PRECISION, ACC_DTYPE)
@@ -135,7 +123,7 @@ def lstm_bwd_kernel_batch(
             else:
                 b_dh = dh_prev
                 b_dc = dc_prev
-        tl.store(dh0_ptr + h_offs, b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bp)
+        tl.store(dh0_ptr + state_offs, b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bn)
         tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bn)
     else:
         for n0 in range(0, H, BLOCK_N):

@@ -19,7 +19,7 @@ Steps and time: at step s a row runs time t = s (forward) or t = len_b - 1 - s (
 so a row starts at its own last step). A row past its end (s >= len_b) keeps its state
 and writes zeros at time s, so every time index of every row is written exactly once.
 Variant "batch": grid (cdiv(B, BLOCK_B), D), each program owns BLOCK_B rows of one
-direction for the whole sequence. With W_RESIDENT, W_hh^T (and W_hr^T) are loaded once
+direction for the whole sequence. With W_RESIDENT (never with a projection), W_hh^T is loaded once
 before the time loop and h, c live in registers; otherwise W_hh is streamed from L2 in
 [BLOCK_K, BLOCK_N] tiles each step and h, c go through the program's own scratch rows.
 """
@@ -142,22 +142,18 @@ def lstm_fwd_kernel_batch(
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
 
     if W_RESIDENT:
+        # The planner streams any projection (see triton_lstm/planning.py): P == H here.
+        tl.static_assert(not HAS_PROJ)
         offs_n = tl.arange(0, BLOCK_N)  # [BLOCK_N] hidden units, BLOCK_N >= H
-        offs_p = tl.arange(0, BLOCK_P)  # [BLOCK_P] entries of h, BLOCK_P >= P
         mask_n = offs_n < H
-        mask_p = offs_p < P
         mask_bn = mask_b[:, None] & mask_n[None, :]
-        mask_bp = mask_b[:, None] & mask_p[None, :]
         # W_hh^T gate blocks, b_w*[k, n] = W_hh[gate * H + n, k]
-        w_ptrs = w_hh_ptr + offs_n[None, :] * stride_w_row + offs_p[:, None] * stride_w_col
+        w_ptrs = w_hh_ptr + offs_n[None, :] * stride_w_row + offs_n[:, None] * stride_w_col
         b_wi, b_wf, b_wg, b_wo = load_w_tiles(
-            w_ptrs, H * stride_w_row, mask_p[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_P, BLOCK_N]
-        if HAS_PROJ:
-            b_whr = dot_operand(w_hr_ptr + offs_n[:, None] * stride_hr_col + offs_p[None, :] * stride_hr_row,
-                                mask_n[:, None] & mask_p[None, :], DOT_IN_FP32)  # [BLOCK_N, BLOCK_P]
+            w_ptrs, H * stride_w_row, mask_n[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_N, BLOCK_N]
         p_i, p_f, p_o = load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, BLOCK_N]
-        b_h = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_p[None, :],
-                      mask=mask_bp, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_P]
+        b_h = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_n[None, :],
+                      mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
         b_c = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_n[None, :],
                       mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
         for s in range(T):
@@ -168,12 +164,8 @@ def lstm_fwd_kernel_batch(
             pre_f += dot_acc(b_h, b_wf, INPUT_PRECISION, ACC_DTYPE)
             pre_g += dot_acc(b_h, b_wg, INPUT_PRECISION, ACC_DTYPE)
             pre_o += dot_acc(b_h, b_wo, INPUT_PRECISION, ACC_DTYPE)
-            b_i, b_f, b_g, b_o, c_new, m_new = lstm_cell_forward(
+            b_i, b_f, b_g, b_o, c_new, h_new = lstm_cell_forward(
                 pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
-            if HAS_PROJ:
-                h_new = dot_acc(m_new, b_whr, INPUT_PRECISION, ACC_DTYPE)  # [BLOCK_B, BLOCK_P]
-            else:
-                h_new = m_new
             if HAS_LENGTHS:
                 b_h = tl.where(active[:, None], h_new, b_h)
                 b_c = tl.where(active[:, None], c_new, b_c)
@@ -181,8 +173,8 @@ def lstm_fwd_kernel_batch(
             else:
                 b_h = h_new
                 b_c = c_new
-            tl.store(y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b + offs_p[None, :],
-                     h_new.to(y_ptr.dtype.element_ty), mask=mask_bp)
+            tl.store(y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b + offs_n[None, :],
+                     h_new.to(y_ptr.dtype.element_ty), mask=mask_bn)
             if STORE_STATE:
                 if HAS_LENGTHS:
                     zero = tl.zeros_like(b_i)
@@ -195,7 +187,7 @@ def lstm_fwd_kernel_batch(
                                  H, b_i, b_f, b_g, b_o, mask_bn)
                 tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + offs_b[:, None] * H + offs_n[None, :],
                          c_new, mask=mask_bn)
-        tl.store(h_n_ptr + offs_b[:, None] * P + offs_p[None, :], b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bp)
+        tl.store(h_n_ptr + offs_b[:, None] * H + offs_n[None, :], b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bn)
         tl.store(c_n_ptr + offs_b[:, None] * H + offs_n[None, :], b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bn)
     else:
         # Scratch slot 0/1 of h and c holds the state after an even/odd number of steps.

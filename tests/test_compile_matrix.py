@@ -59,8 +59,8 @@ def test_planner_rule_resident_until_64kb():
     assert plan(8, 128, 128, 1, torch.bfloat16, planning.Options(), lim).variant == "batch_streamed"
     assert plan(8, 24, 24, 1, torch.float32, planning.Options(kernel="batch_streamed"), lim).variant \
         == "batch_streamed"
-    # a projection adds W_hr^T [BLOCK_H, BLOCK_P]: (4 + 1) x 64 x 32 x 4 bytes = 40 KB still fits
-    assert plan(8, 64, 20, 1, torch.float32, planning.Options(), lim).variant == "batch_resident"
+    # a projection is streamed (a resident one spills: see planning._tiles)
+    assert plan(8, 24, 7, 1, torch.float32, planning.Options(), lim).variant == "batch_streamed"
     fp32_tf32 = plan(8, 64, 64, 1, torch.float32, planning.Options(allow_tf32=True), lim)
     assert fp32_tf32.constexpr("INPUT_PRECISION") == "tf32"
     # one program per 16 rows and per direction

@@ -389,3 +389,32 @@ def test_modules_do_not_modify_inputs():
     before = [t.clone() for t in (x, *hx)]
     m(x, hx)
     assert all(torch.equal(a, b) for a, b in zip(before, (x, *hx)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA device")
+def test_no_host_sync_and_cuda_graph_capture():
+    # CUDA-graph friendly: no synchronising call in forward or backward, and a captured
+    # graph replays to the eager result.
+    m = triton_lstm.LSTM(8, 32, num_layers=2, bidirectional=True, device="cuda")
+    x = torch.randn(16, 4, 8, device="cuda")
+    m(x)[0].sum().backward()  # compile the kernels outside the checks
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        y, (h, c) = m(x)
+        (y.sum() + c.sum()).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    static_x = x.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.no_grad():
+        m(static_x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad():
+        static_y, _ = m(static_x)
+    static_x.copy_(torch.randn_like(x))
+    graph.replay()
+    with torch.no_grad():
+        assert_close(static_y, m(static_x)[0], 1e-6, "graph replay")

@@ -123,13 +123,15 @@ def _tiles(H: int, P: int, dtype: str, options: Options):
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {options.kernel!r}")
     block_b = MIN_DOT  # the smallest dot M: most programs for a given B, fewest registers
     block_h = max(MIN_DOT, _next_pow2(H))
-    block_p = max(MIN_DOT, _next_pow2(P))
-    # W_hh^T is four [BLOCK_P, BLOCK_H] blocks; a projection adds W_hr^T [BLOCK_H, BLOCK_P].
-    w_blocks = 4 + (P != H)
-    w_bytes = w_blocks * block_h * block_p * _ELEMENT_BYTES[dtype]
-    if options.kernel != "batch_streamed" and w_bytes <= RESIDENT_W_MAX_BYTES:
+    w_bytes = 4 * block_h * block_h * _ELEMENT_BYTES[dtype]
+    # A projection is always streamed: in one resident program the dot projecting m_t would
+    # consume the gate dots' results, Triton then lays every warp along the 16 batch rows of
+    # such a dot chain, each warp holds whole accumulators, and ptxas spills (compile report:
+    # 255 registers and 100-3000 spilled bytes at H = 24-128). Streaming sends m_t through the
+    # program's scratch, which breaks the chain.
+    if options.kernel != "batch_streamed" and P == H and w_bytes <= RESIDENT_W_MAX_BYTES:
         num_warps = 4 if w_bytes <= RESIDENT_W_FOUR_WARPS_BYTES else 8
-        return "batch_resident", block_b, block_h, block_h, block_p, num_warps, 1
+        return "batch_resident", block_b, block_h, block_h, block_h, num_warps, 1
     # At most half of BLOCK_H, so a forced streamed plan on a small H still loops over tiles.
     tile = min(STREAMED_TILE, max(MIN_DOT, block_h // 2))
     return "batch_streamed", block_b, tile, tile, tile, 8, 1
