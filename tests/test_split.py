@@ -1,0 +1,170 @@
+"""The grid-synchronised split kernels: barrier, forward and backward against the reference,
+fail-fast under the sequential interpreter, planning rules, and the PTX of sm_80 / sm_90.
+
+In the interpreter the split launches run inside concurrent_programs() (a thread per
+program), the stand-in for a GPU whose programs are all co-resident.
+"""
+import time
+
+import pytest
+import torch
+from conftest import ON_GPU, TOLERANCE, assert_close
+
+from concurrent_interpreter import concurrent_programs
+from triton_lstm import reference, split
+from triton_lstm.planning import DeviceLimits, Options, plan_forward
+
+needs_interpreter = pytest.mark.skipif(ON_GPU, reason="exercises Triton's CPU interpreter")
+DEVICE = "cuda" if ON_GPU else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def poison_split_outputs(monkeypatch):
+    monkeypatch.setattr(split, "poison_outputs", True)
+
+
+@pytest.fixture
+def concurrent():
+    if ON_GPU:
+        yield
+    else:
+        with concurrent_programs():
+            yield
+
+
+def run_selftest(P, T, spin_limit):
+    from triton_lstm.kernels.grid_barrier import grid_barrier_selftest_kernel
+
+    exchange = torch.full((T, P), -7, dtype=torch.int32, device=DEVICE)
+    out = torch.full((T, P), -7, dtype=torch.int32, device=DEVICE)
+    sync = torch.zeros(1, 2, dtype=torch.int32, device=DEVICE)
+    grid_barrier_selftest_kernel[(P,)](exchange, out, sync, T, spin_limit, BLOCK_P=max(16, 1 << (P - 1).bit_length()))
+    return out, sync
+
+
+@pytest.mark.parametrize("P", [5, 12])
+def test_barrier_lets_every_program_see_every_other_programs_step(concurrent, P):
+    T = 6
+    out, sync = run_selftest(P, T, split.default_spin_limit())
+    steps = torch.arange(1, T + 1, dtype=torch.int64, device=DEVICE)[:, None]
+    expected = (steps * (P * (P + 1) // 2)).expand(T, P)
+    assert torch.equal(out.long(), expected)
+    assert sync[0, 1].item() == 0 and sync[0, 0].item() == T * P  # no timeout, one arrival per program and step
+
+
+@needs_interpreter
+def test_barrier_times_out_and_flags_under_the_sequential_interpreter():
+    started = time.perf_counter()
+    _, sync = run_selftest(P=4, T=3, spin_limit=500)
+    assert sync[0, 1].item() == 1
+    assert sync[0, 0].item() >= split.POISON  # the counter is poisoned, so no later barrier waits
+    assert time.perf_counter() - started < 10
+
+
+# ---- forward and backward against the reference -------------------------------------------
+
+def random_problem(T, B, H, I, dtype, seed, peephole):
+    g = torch.Generator().manual_seed(seed)
+    k = H ** -0.5
+
+    def u(*shape):
+        return (torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * k
+
+    t = dict(x=torch.randn(T, B, I, generator=g, dtype=torch.float64), weight_ih=u(4 * H, I),
+             weight_hh=u(4 * H, H), bias=u(4 * H), h0=torch.randn(B, H, generator=g, dtype=torch.float64) * 0.5,
+             c0=torch.randn(B, H, generator=g, dtype=torch.float64) * 0.5,
+             peephole=u(3, H) * 3 if peephole else None)
+    upstream = [torch.randn(*s, generator=g, dtype=torch.float64) for s in ((T, B, H), (B, H), (B, H))]
+    return {k: (v.to(DEVICE, dtype) if v is not None else None) for k, v in t.items()}, \
+        [v.to(DEVICE, dtype) for v in upstream]
+
+
+def reference_outputs_and_grads(t, upstream, cell_clip, grad_clip):
+    leaves = {k: v.detach().double().cpu().requires_grad_() if v is not None else None for k, v in t.items()}
+    y, (h_n, c_n) = reference.lstm(leaves["x"], leaves["weight_ih"], leaves["weight_hh"], leaves["bias"], None,
+                                   (leaves["h0"], leaves["c0"]), peephole=leaves["peephole"],
+                                   grad_clip=grad_clip, cell_clip=cell_clip)
+    names = [k for k, v in leaves.items() if v is not None]
+    grads = torch.autograd.grad((y, h_n, c_n), [leaves[k] for k in names], [u.double().cpu() for u in upstream])
+    return {"y": y, "h_n": h_n, "c_n": c_n, **{f"d{k}": g for k, g in zip(names, grads)}}
+
+
+def split_outputs_and_grads(t, upstream, cell_clip, grad_clip):
+    """Split forward and backward; weight and input grads assembled from dpre with host GEMMs."""
+    x, w_ih, w_hh, h0, c0, peephole = (t[k] for k in ("x", "weight_ih", "weight_hh", "h0", "c0", "peephole"))
+    xw = x @ w_ih.T + t["bias"]
+    y, h_n, c_n, gates, c_hist = split.split_forward(xw, w_hh, h0, c0, peephole, cell_clip, True)
+    dpre, dh0, dc0 = split.split_backward(*upstream, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip)
+    H = w_hh.shape[1]
+    h_prev = torch.cat([h0[None], y[:-1]])  # h_{t-1}
+    c_prev = torch.cat([c0[None].to(c_hist.dtype), c_hist[:-1]])  # c_{t-1}
+    d_i, d_f, _, d_o = dpre.split(H, dim=-1)
+    out = {"y": y, "h_n": h_n, "c_n": c_n,
+           "dx": dpre @ w_ih, "dweight_ih": torch.einsum("tbg,tbi->gi", dpre, x),
+           "dweight_hh": torch.einsum("tbg,tbh->gh", dpre, h_prev), "dbias": dpre.sum((0, 1)),
+           "dh0": dh0, "dc0": dc0}
+    if peephole is not None:
+        out["dpeephole"] = torch.stack([(d_i * c_prev).sum((0, 1)), (d_f * c_prev).sum((0, 1)),
+                                        (d_o * c_hist).sum((0, 1))])
+    return out, dpre, c_hist
+
+
+CASES = [  # (T, B, H): at least 4 programs each way, batch 1 and odd batches
+    (3, 1, 64), (4, 3, 96), (3, 3, 256), (5, 17, 64),
+]
+
+
+@pytest.mark.parametrize("gate_options", ["plain", "peephole-cellclip-gradclip"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("T,B,H", CASES, ids=[f"T{T}-B{B}-H{H}" for T, B, H in CASES])
+def test_split_forward_and_backward_match_reference(concurrent, T, B, H, dtype, gate_options):
+    clipped = gate_options != "plain"
+    # small clips so both are active (on some c_t, some dpre); exact in fp32, where kernels hold them
+    cell_clip, grad_clip = (0.25, 0.0625) if clipped else (None, None)
+    t, upstream = random_problem(T, B, H, 7, dtype, seed=1000 * T + 10 * B + H, peephole=clipped)
+    plans = split.plan_split(B, H, dtype, Options(peephole=clipped, cell_clip=clipped, grad_clip=clipped),
+                             split.device_limits(torch.device(DEVICE)))
+    assert plans.forward.grid[0] >= 4 and plans.backward.grid[0] >= 4
+    got, dpre, c_hist = split_outputs_and_grads(t, upstream, cell_clip, grad_clip)
+    ref = reference_outputs_and_grads(t, upstream, cell_clip, grad_clip)
+    assert set(got) == set(ref)
+    for name in ref:
+        assert_close(got[name], ref[name], TOLERANCE[dtype], name)
+    if clipped:
+        assert (c_hist.abs() <= cell_clip).all() and (c_hist.abs() == cell_clip).any()
+        assert (dpre.abs() <= grad_clip).all() and (dpre.abs() == grad_clip).any()
+
+
+# ---- failing fast without concurrency ------------------------------------------------------
+
+@needs_interpreter
+def test_forced_split_under_sequential_interpreter_raises_within_seconds():
+    t, upstream = random_problem(4, 3, 64, 5, torch.float32, seed=7, peephole=False)
+    xw = t["x"] @ t["weight_ih"].T + t["bias"]
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="grid barrier timed out.*concurrently"):
+        split.split_forward(xw, t["weight_hh"], t["h0"], t["c0"], None, None, True)
+    assert time.perf_counter() - started < 15
+
+
+# ---- planning ------------------------------------------------------------------------------
+
+def test_plan_refuses_a_grid_that_cannot_be_co_resident():
+    few_sms = DeviceLimits("tiny", 90, 4, 232448)
+    assert split.plan_split(16, 64, torch.bfloat16, Options(), few_sms) is not None  # 4 backward programs of 16 units
+    assert split.plan_split(16, 1024, torch.bfloat16, Options(), few_sms) is None
+    # a larger slice per program brings H = 512 under a 16-SM budget
+    plans = split.plan_split(16, 512, torch.bfloat16, Options(), DeviceLimits("16 SMs", 90, 16, 232448))
+    assert plans.forward.grid == (16, 1) and dict(plans.forward.constexprs)["UNITS"] == 32
+    assert split.programs(plans.backward) <= 16
+
+
+def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_streams():
+    opts = Options()
+    for B, H in ((1, 1024), (16, 512), (3, 256)):
+        batch = plan_forward(B, H, torch.bfloat16, opts, DeviceLimits.interpreter())
+        assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.interpreter(), batch) is None
+        gpu_batch = plan_forward(B, H, torch.bfloat16, opts, DeviceLimits.sm90())
+        assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.sm90(), gpu_batch) is not None
+    small = plan_forward(16, 32, torch.bfloat16, opts, DeviceLimits.sm90())  # W_hh resident: batch wins
+    assert split.prefer_split(16, 32, torch.bfloat16, opts, DeviceLimits.sm90(), small) is None
