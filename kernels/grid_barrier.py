@@ -5,8 +5,8 @@ Legend
                sync_ptr[0] arrival counter, sync_ptr[1] error flag (1 = a barrier timed out)
   target       arrivals the barrier waits for: (k + 1) * num_programs at the k-th barrier,
                so the counter only grows and never needs a reset between barriers
-  spin_limit   how many times a program polls the counter before it gives up (runtime
-               argument: the launcher sets it large on a GPU, small in the interpreter)
+  spin_limit   how many polls in a row may see no new arrival before a program gives up
+               (runtime argument: the launcher sets it large on a GPU, small in the interpreter)
 
 Recipe (the same ordering as CUDA cooperative groups' grid.sync):
   1. tl.debug_barrier(): every warp of this program has issued its stores of the step;
@@ -18,7 +18,10 @@ Recipe (the same ordering as CUDA cooperative groups' grid.sync):
 A volatile load would not do for step 3: it carries no fence, so the data stores of other
 programs could still be invisible after it sees the counter.
 
-Bounded spin: after spin_limit polls a program sets the error flag and adds POISON to the
+Bounded spin: the bound is on polls WITHOUT PROGRESS (the counter unchanged), so it detects
+a stall, not slowness: a wait for many slow programs that keep arriving never times out,
+while a wait for programs that cannot run (not co-resident; the sequential interpreter)
+ends after spin_limit polls. Then the program sets the error flag and adds POISON to the
 counter. Every later target is then already met, so all programs run to the end without
 waiting (their outputs are garbage) and the launch returns in time proportional to T, never
 hangs; the host reads the flag after the launch and raises. This is what makes a forced
@@ -38,10 +41,12 @@ def grid_barrier(sync_ptr, target, spin_limit):
     tl.debug_barrier()
     tl.atomic_add(sync_ptr, 1, sem="release", scope="gpu")
     arrived = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
-    spins = 0
+    seen = arrived
+    spins = 0  # polls since the counter last moved
     while (arrived < target) & (spins < spin_limit):
         arrived = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
-        spins += 1
+        spins = tl.where(arrived != seen, 0, spins + 1)
+        seen = arrived
     if arrived < target:
         tl.atomic_xchg(sync_ptr + 1, 1, sem="relaxed", scope="gpu")
         # Release everyone waiting now and at every later barrier: a timeout must end the launch.

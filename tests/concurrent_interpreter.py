@@ -86,15 +86,19 @@ def _concurrent_call(self, *args_dev, **kwargs):
 
 
 @contextlib.contextmanager
-def concurrent_programs():
-    """Within the block, every interpreted launch runs its programs concurrently (threads)."""
+def concurrent_programs(yield_in_atomics: bool = True):
+    """Within the block, every interpreted launch runs its programs concurrently (threads).
+
+    yield_in_atomics=False leaves the GIL to Python's own switching (every 5 ms): the
+    plainest thread-per-program executor, which split kernels must also complete under.
+    """
     builder = interpreter.interpreter_builder
     original_class = type(builder)
-    threaded_class = type("ThreadedInterpreterBuilder", (original_class,), {
-        "grid_idx": _ThreadLocalGridIdx(),
-        "create_atomic_rmw": _yielding(original_class.create_atomic_rmw),
-        "create_atomic_cas": _yielding(original_class.create_atomic_cas),
-    })
+    members = {"grid_idx": _ThreadLocalGridIdx()}
+    if yield_in_atomics:
+        members.update(create_atomic_rmw=_yielding(original_class.create_atomic_rmw),
+                       create_atomic_cas=_yielding(original_class.create_atomic_cas))
+    threaded_class = type("ThreadedInterpreterBuilder", (original_class,), members)
     original_call = interpreter.GridExecutor.__call__
     builder.__class__ = threaded_class
     interpreter.GridExecutor.__call__ = _concurrent_call

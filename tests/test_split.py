@@ -138,13 +138,32 @@ def test_split_forward_and_backward_match_reference(concurrent, T, B, H, dtype, 
 # ---- failing fast without concurrency ------------------------------------------------------
 
 @needs_interpreter
-def test_forced_split_under_sequential_interpreter_raises_within_seconds():
+def test_split_completes_under_a_plain_thread_per_program_executor():
+    # No GIL hand-over in the atomics: only Python's 5 ms switching lets waiters' peers run.
+    t, upstream = random_problem(3, 3, 64, 5, torch.float64, seed=11, peephole=True)
+    with concurrent_programs(yield_in_atomics=False):
+        got, _, _ = split_outputs_and_grads(t, upstream, 0.25, 0.0625)
+    ref = reference_outputs_and_grads(t, upstream, 0.25, 0.0625)
+    for name in ("y", "c_n", "dweight_hh", "dh0", "dc0", "dpeephole"):
+        assert_close(got[name], ref[name], TOLERANCE[torch.float64], name)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_forced_split_under_sequential_interpreter_raises_within_seconds(direction):
     t, upstream = random_problem(4, 3, 64, 5, torch.float32, seed=7, peephole=False)
     xw = t["x"] @ t["weight_ih"].T + t["bias"]
+    args = (xw, t["weight_hh"], t["h0"], t["c0"], None, None, True)
+    if direction == "backward":
+        with concurrent_programs():
+            _, _, _, gates, c_hist = split.split_forward(*args)
     started = time.perf_counter()
-    with pytest.raises(RuntimeError, match="grid barrier timed out.*concurrently"):
-        split.split_forward(xw, t["weight_hh"], t["h0"], t["c0"], None, None, True)
-    assert time.perf_counter() - started < 15
+    with pytest.raises(RuntimeError, match=f"split {direction}: a grid barrier timed out.*concurrently"):
+        if direction == "forward":
+            split.split_forward(*args)
+        else:
+            split.split_backward(*upstream, t["weight_hh"], gates, c_hist, t["c0"], None, None, None)
+    assert time.perf_counter() - started < 10
 
 
 # ---- planning ------------------------------------------------------------------------------
