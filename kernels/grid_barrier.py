@@ -32,7 +32,7 @@ The counter is int32: the launcher keeps barriers * num_programs < POISON.
 import triton
 import triton.language as tl
 
-POISON = 1 << 30
+POISON = tl.constexpr(1 << 30)  # constexpr: jit code may read only constexpr globals
 
 
 @triton.jit

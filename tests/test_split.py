@@ -109,7 +109,7 @@ def split_outputs_and_grads(t, upstream, cell_clip, grad_clip):
     return out, dpre, c_hist
 
 
-CASES = [  # (T, B, H): at least 4 programs each way, batch 1 and odd batches
+CASES = [  # (T, B, H): at least 4 programs each way, batch 1 and odd batches (17: two batch tiles)
     (3, 1, 64), (4, 3, 96), (3, 3, 256), (5, 17, 64),
 ]
 
@@ -172,10 +172,16 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     few_sms = DeviceLimits("tiny", 90, 4, 232448)
     assert split.plan_split(16, 64, torch.bfloat16, Options(), few_sms) is not None  # 4 backward programs of 16 units
     assert split.plan_split(16, 1024, torch.bfloat16, Options(), few_sms) is None
-    # a larger slice per program brings H = 512 under a 16-SM budget
-    plans = split.plan_split(16, 512, torch.bfloat16, Options(), DeviceLimits("16 SMs", 90, 16, 232448))
-    assert plans.forward.grid == (16, 1) and dict(plans.forward.constexprs)["UNITS"] == 32
-    assert split.programs(plans.backward) <= 16
+    # a larger slice per program brings H = 256 under a 16-SM budget
+    plans = split.plan_split(16, 256, torch.bfloat16, Options(), DeviceLimits("16 SMs", 90, 16, 232448))
+    assert plans.forward.grid == (16, 1) and plans.forward.constexpr("UNITS") == 16
+    assert plans.backward.grid == (16, 1)
+    # a batch of 40 runs as three 16-row tiles, each its own barrier group, all co-resident
+    plans = split.plan_split(40, 256, torch.float32, Options(), DeviceLimits.sm90())
+    assert plans.forward.grid == (32, 3) and plans.forward.constexpr("BLOCK_B") == 16
+    # the backward holds all of dpre_t for its dot: only up to H = 256 (compile report)
+    assert split.plan_split(16, 512, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is None
+    assert split.plan_split(16, 512, torch.bfloat16, Options(store_state=False), DeviceLimits.sm90()).backward is None
 
 
 def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_streams():
@@ -187,3 +193,31 @@ def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_s
         assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.sm90(), gpu_batch) is not None
     small = plan_forward(16, 32, torch.bfloat16, opts, DeviceLimits.sm90())  # W_hh resident: batch wins
     assert split.prefer_split(16, 32, torch.bfloat16, opts, DeviceLimits.sm90(), small) is None
+
+
+# ---- PTX and resources of the compiled kernels (sm_80, sm_90; no GPU needed) ---------------
+
+def test_barrier_ptx_has_release_arrival_acquire_poll_and_l1_bypassing_reads():
+    results = split.compile_split_plans([(split.BARRIER_SELFTEST_PLAN, cc) for cc in (80, 90)])
+    for (_, cc), r in results.items():
+        assert r.ok, r.error
+        assert r.release_atomic and r.acquire_atomic, f"sm_{cc}: barrier atomics missing from the PTX"
+        assert r.cg_loads >= 1 and r.spill_bytes == 0, r
+
+
+def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
+    opts = Options(peephole=True, cell_clip=True, grad_clip=True)
+    rows = []
+    for cc, limits in ((80, DeviceLimits.sm80()), (90, DeviceLimits.sm90())):
+        rows.append((16, 256, torch.float32, split.plan_split(16, 256, torch.float32, opts, limits), cc))
+    # H = 1024 bf16 on a 132-SM part: the forward's 128 programs each keep a 64 KB slice
+    rows.append((16, 1024, torch.bfloat16, split.plan_split(16, 1024, torch.bfloat16, opts, DeviceLimits.sm90()), 90))
+    table = split.compile_report(rows)
+    assert len(table) >= 5
+    for row in table:
+        assert row["error"] is None, row
+        assert row["spill_bytes"] == 0 and row["co_resident"], row
+        assert row["w_slice"] in ("registers", "shared memory"), row
+        assert row["release"] and row["acquire"] and row["cg_loads"] >= 1, row
+    big = [r for r in table if r["H"] == 1024 and r["kernel"] == "lstm_fwd_kernel_split"]
+    assert big and big[0]["programs"] >= 64

@@ -71,12 +71,19 @@ from .planning import MIN_DOT, DeviceLimits, Options, Plan, _common_constexprs, 
 
 SPIN_LIMIT_GPU = 1 << 24
 SPIN_LIMIT_INTERPRETED = 10000
-MAX_BLOCK_B = 64  # larger batches get more batch tiles (grid axis 1), each with its own barrier
+# From the split compile report (sm_80 and sm_90, `python -m triton_lstm.split`):
+# - BLOCK_B = 64 spills in almost every plan; 16 never does, so a larger batch gets more
+#   batch tiles (grid axis 1, each tile with its own barrier) instead of taller tiles.
+# - A forward slice of up to 64 KB is spill-free (bf16 H = 1024, UNITS = 8, 8 warps: 240
+#   registers, the slice in shared memory); 128 KB spills.
+# - The backward also holds all of dpre_t ([BLOCK_B, 4 BLOCK_K]) for its one dot: spill-free
+#   up to BLOCK_K = 256 (H <= 256), spilling from H = 512 on. Past that the backward plan is
+#   None and the batch-tiled backward runs on the same saved state.
+MAX_BLOCK_B = 16
 FORWARD_UNITS = (8, 16, 32, 64)  # 4 * UNITS gate columns: 8 is DESIGN.md section 6's fastest
 BACKWARD_UNITS = (16, 32, 64)  # the backward dot's N is UNITS itself: >= 16
-# A resident W_hh slice of at most this many bytes per program compiles without spills
-# (split compile report: bf16 H = 1024 forward is 64 KB with 8 warps).
-RESIDENT_SLICE_MAX_BYTES = 128 * 1024
+RESIDENT_SLICE_MAX_BYTES = 64 * 1024
+BACKWARD_MAX_BLOCK_K = 256
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
@@ -86,7 +93,9 @@ poison_outputs = False  # tests set this: outputs start as NaN, so an unwritten 
 
 @dataclasses.dataclass(frozen=True)
 class SplitPlans:
-    """The forward and (when state is stored for one) backward split plans of one layer."""
+    """The forward and backward split plans of one layer. backward is None when no backward
+    is wanted (options.store_state False) or none fits (H > 256): the batch-tiled backward
+    then runs on the forward's saved state (same storage contract)."""
 
     forward: Plan
     backward: Plan | None
@@ -113,6 +122,13 @@ def resident_slice_bytes(plan: Plan) -> int:
     c = dict(plan.constexprs)
     element = 4 if c["DOT_IN_FP32"] else _ELEMENT_BYTES[plan.signature[1][1].lstrip("*")]
     return 4 * c["BLOCK_K"] * c["UNITS"] * element
+
+
+def _budgeted_slice_bytes(plan: Plan) -> int:
+    # fp64 is the verification dtype (gradcheck, 1e-10 tests), not a speed target: its plans
+    # take fp32's tiles, so every shape verified in fp32 is also verified in fp64. On a GPU
+    # its largest slices can exceed shared memory; Triton then refuses the launch.
+    return resident_slice_bytes(plan) // 2 if plan.constexpr("ACC_DTYPE") == "fp64" else resident_slice_bytes(plan)
 
 
 def _num_warps(slice_bytes: int) -> int:
@@ -163,9 +179,11 @@ def _plan_one(direction: str, units: int, B: int, H: int, name: str, options: Op
 
 def _fitting_plan(direction, unit_choices, B, H, name, options, limits, occupancy) -> Plan | None:
     """The plan with the fewest units per program whose grid is co-resident and whose slice fits."""
+    if direction == "backward" and max(MIN_DOT, _next_pow2(H)) > BACKWARD_MAX_BLOCK_K:
+        return None
     for units in unit_choices:
         plan = _plan_one(direction, units, B, H, name, options, limits)
-        if resident_slice_bytes(plan) > RESIDENT_SLICE_MAX_BYTES:
+        if _budgeted_slice_bytes(plan) > RESIDENT_SLICE_MAX_BYTES:
             continue
         per_sm = occupancy(plan) if occupancy is not None else 1
         if programs(plan) <= limits.num_sms * per_sm:
@@ -183,13 +201,16 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: Dev
         occupancy: plan -> programs per SM of its compiled kernel (`occupancy_from_compile`
             gives it without a GPU); None assumes one per SM.
     Returns:
-        SplitPlans, or None when no UNITS gives a co-resident grid with a resident W_hh
-        slice (the caller falls back to batch-tiled).
+        SplitPlans, or None when no UNITS gives the forward a co-resident grid with a
+        resident W_hh slice (the caller falls back to batch-tiled). Its backward is None
+        when store_state is off or no backward plan fits (batch-tiled backward then).
 
     Example:
         >>> plans = plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90())
-        >>> plans.forward.grid, plans.backward.grid
-        ((128, 1), (64, 1))
+        >>> plans.forward.grid, plans.backward
+        ((128, 1), None)
+        >>> plan_split(3, 256, torch.float32, Options(), DeviceLimits.sm80()).backward.grid
+        (16, 1)
     """
     name = dtype_name(dtype)
     forward = _fitting_plan("forward", FORWARD_UNITS, B, H, name, options, limits, occupancy)
@@ -198,8 +219,6 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: Dev
     backward = None
     if options.store_state:
         backward = _fitting_plan("backward", BACKWARD_UNITS, B, H, name, options, limits, occupancy)
-        if backward is None:
-            return None
     return SplitPlans(forward, backward)
 
 
@@ -284,13 +303,14 @@ def _options(peephole, cell_clip, grad_clip=None, store_state=True) -> Options:
                    allow_tf32=torch.backends.cudnn.allow_tf32)
 
 
-def _plans_or_raise(B, H, dtype, options, device) -> SplitPlans:
+def _plan_or_raise(direction, B, H, dtype, options, device) -> Plan:
     limits = device_limits(device)
     plans = plan_split(B, H, dtype, options, limits)
-    if plans is None:
-        raise RuntimeError(f"no split plan for B={B}, H={H}, {dtype} on {limits.name}: its programs cannot all "
-                           "be resident with their W_hh slices; use kernel='batch'")
-    return plans
+    plan = None if plans is None else getattr(plans, direction)
+    if plan is None:
+        raise RuntimeError(f"no split {direction} plan for B={B}, H={H}, {dtype} on {limits.name}: its programs "
+                           "cannot all be resident with their W_hh slices; use kernel='batch'")
+    return plan
 
 
 def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, plan: Plan | None = None,
@@ -322,8 +342,8 @@ def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, plan: P
     if peephole is not None and not peephole.is_contiguous():
         raise ValueError("peephole must be contiguous")
     if plan is None:
-        plan = _plans_or_raise(B, H, xw.dtype, _options(peephole, cell_clip, store_state=store_state),
-                               xw.device).forward
+        plan = _plan_or_raise("forward", B, H, xw.dtype, _options(peephole, cell_clip, store_state=store_state),
+                              xw.device)
     _check_counter_range(plan, T)
     acc = torch.float64 if xw.dtype == torch.float64 else torch.float32
     y = _output(xw, T, B, H)
@@ -375,7 +395,7 @@ def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip,
         if t.stride(-1) != 1:
             raise ValueError(f"{name} must have a contiguous last dimension, got strides {tuple(t.stride())}")
     if plan is None:
-        plan = _plans_or_raise(B, H, dy.dtype, _options(peephole, cell_clip, grad_clip), dy.device).backward
+        plan = _plan_or_raise("backward", B, H, dy.dtype, _options(peephole, cell_clip, grad_clip), dy.device)
     _check_counter_range(plan, T)
     dpre = _output(dy, T, B, 4 * H)
     dh0, dc0 = _output(dy, B, H), _output(dy, B, H)
@@ -391,3 +411,187 @@ def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip,
     if check:
         raise_if_barrier_failed(sync, "split backward")
     return dpre, dh0, dc0
+
+
+# ---- compile report: the split plans for sm_80 / sm_90 without a GPU ------------------------
+
+REPORT_B = (1, 64)  # one batch tile and four
+REPORT_H = (64, 256, 512, 1024)
+REPORT_DTYPES = (torch.bfloat16, torch.float32)  # fp16 compiles as bf16 does
+BARRIER_SELFTEST_PLAN = Plan(
+    "grid_barrier_selftest_kernel", "split", (8,), 4, 1, 128,
+    (("exchange_ptr", "*i32"), ("out_ptr", "*i32"), ("sync_ptr", "*i32"), ("T", "i32"), ("spin_limit", "i32")),
+    (("BLOCK_P", 16),))
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitCompileResult:
+    """One compiled split plan: compile_check's numbers plus what the PTX shows."""
+
+    capability: int
+    registers: int
+    spill_bytes: int
+    shared_bytes: int
+    max_programs_per_sm: int
+    release_atomic: bool  # atom/red ... .release.gpu ... add: the arrival publishes the step's stores
+    acquire_atomic: bool  # the poll: triton turns atomic_add(p, 0, acquire) into ld.global.gpu.acquire
+    cg_loads: int  # ld.global.cg: exchange reads that bypass L1
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def ptx_facts(ptx: str) -> dict:
+    import re
+
+    def has(pattern):
+        return re.search(pattern, ptx) is not None
+
+    return dict(
+        release_atomic=has(r"\b(atom|red)(\.\w+)*\.release(\.\w+)*\.gpu(\.\w+)*\.add\b")
+        or has(r"\b(atom|red)(\.\w+)*\.gpu(\.\w+)*\.release(\.\w+)*\.add\b"),
+        acquire_atomic=has(r"\b(atom|ld)(\.\w+)*\.gpu\.acquire\b") or has(r"\b(atom|ld)(\.\w+)*\.acquire\.gpu\b"),
+        cg_loads=len(re.findall(r"\bld\.global(\.\w+)*\.cg\b", ptx)),
+    )
+
+
+def _register_split_kernels() -> None:
+    """Make compile_check's compile_ptx find the split kernels (by name, in the child only)."""
+    from .kernels import launch
+
+    lstm_split, grid_barrier = _kernels()
+    for fn in (lstm_split.lstm_fwd_kernel_split, lstm_split.lstm_bwd_kernel_split,
+               grid_barrier.grid_barrier_selftest_kernel):
+        launch.KERNELS[fn.fn.__name__] = fn
+
+
+def _compile_split_one(item) -> SplitCompileResult:
+    import hashlib
+    import pathlib
+
+    from . import compile_check
+
+    plan, capability = item
+    # keyed also on this file, which decides what is read off the PTX
+    own = hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()[:12]
+    path = compile_check.cache_dir() / f"split-{own}-{compile_check.cache_key(plan, capability)}.json"
+    if path.exists():
+        return SplitCompileResult(**json.loads(path.read_text()))
+    _register_split_kernels()
+    base = compile_check._compile_uncached(plan, capability)
+    if not base.ok:
+        return SplitCompileResult(capability, -1, -1, -1, 0, False, False, 0, base.error)
+    ptx = compile_check.compile_ptx(plan, capability).asm["ptx"]  # triton's own cache: no second compile
+    result = SplitCompileResult(capability, base.registers, base.spill_bytes, base.shared_bytes,
+                                base.max_programs_per_sm, **ptx_facts(ptx))
+    path.write_text(json.dumps(dataclasses.asdict(result)))
+    return result
+
+
+def _serve() -> None:
+    import concurrent.futures
+
+    from . import compile_check
+
+    request = json.loads(sys.stdin.read())
+    items = [(compile_check._plan_from_json(p), cc) for p, cc in request["items"]]
+    if request["workers"] > 1 and len(items) > 1:
+        with concurrent.futures.ProcessPoolExecutor(request["workers"]) as pool:
+            results = list(pool.map(_compile_split_one, items))
+    else:
+        results = [_compile_split_one(item) for item in items]
+    sys.stdout.write(json.dumps([dataclasses.asdict(r) for r in results]))
+
+
+def compile_split_plans(items: list[tuple[Plan, int]], workers: int | None = None) -> dict:
+    """Compile each (plan, capability) for real (sm_80 / sm_90) in a child process without
+    TRITON_INTERPRET, like compile_check.compile_plans; returns {(plan, cc): SplitCompileResult}."""
+    from . import compile_check
+
+    unique = list(dict.fromkeys((compile_check.compiled_part(p), cc) for p, cc in items))
+    workers = workers or max(1, min(len(os.sched_getaffinity(0)), 8))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    request = json.dumps({"items": [(dataclasses.asdict(p), cc) for p, cc in unique], "workers": workers})
+    out = subprocess.run([sys.executable, "-m", "triton_lstm.split", "--serve"], input=request,
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"split compile child failed:\n{out.stderr[-4000:]}")
+    results = dict(zip(unique, (SplitCompileResult(**r) for r in json.loads(out.stdout))))
+    return {(p, cc): results[(compile_check.compiled_part(p), cc)] for p, cc in items}
+
+
+def occupancy_from_compile(capability: int, workers: int | None = None) -> Callable[[Plan], int]:
+    """plan -> programs per SM of its kernel compiled for sm_<capability> (for plan_split)."""
+    def occupancy(plan: Plan) -> int:
+        result = compile_split_plans([(plan, capability)], workers)[(plan, capability)]
+        if not result.ok or result.spill_bytes:
+            return 0  # a plan that does not compile cleanly is never co-resident
+        return result.max_programs_per_sm
+    return occupancy
+
+
+def report_plans(Bs=REPORT_B, Hs=REPORT_H, dtypes=REPORT_DTYPES, options=Options(peephole=True, cell_clip=True,
+                                                                                  grad_clip=True)) -> list:
+    """(plans, capability) for each shape of the report that has split plans (1 program per SM assumed)."""
+    from .compile_check import TARGETS
+
+    rows = []
+    for cc, limits in TARGETS.items():
+        for dtype in dtypes:
+            for H in Hs:
+                for B in Bs:
+                    plans = plan_split(B, H, dtype, options, limits)
+                    if plans is not None:
+                        rows.append((B, H, dtype, plans, cc))
+    return rows
+
+
+def compile_report(rows=None, workers: int | None = None) -> list[dict]:
+    """One dict per compiled split plan: shape, plan, registers, spills, shared memory, programs,
+    co-residency and where the W_hh slice lives; printed by `python -m triton_lstm.split`."""
+    from .compile_check import TARGETS
+
+    rows = report_plans() if rows is None else rows
+    items = [(plan, cc) for *_, plans, cc in rows for plan in (plans.forward, plans.backward) if plan is not None]
+    results = compile_split_plans(items, workers)
+    table = []
+    for B, H, dtype, plans, cc in rows:
+        for plan in (plans.forward, plans.backward):
+            if plan is None:
+                continue
+            r = results[(plan, cc)]
+            slice_bytes = resident_slice_bytes(plan)
+            if not r.ok or r.spill_bytes:
+                where = "NOT resident (spills)" if r.ok else "compile error"
+            elif r.shared_bytes >= slice_bytes:
+                where = "shared memory"
+            else:
+                where = "registers"
+            table.append(dict(
+                target=f"sm_{cc}", kernel=plan.kernel, B=B, H=H, dtype=dtype_name(dtype),
+                UNITS=plan.constexpr("UNITS"), BLOCK_B=plan.constexpr("BLOCK_B"), warps=plan.num_warps,
+                programs=programs(plan), registers=r.registers, spill_bytes=r.spill_bytes,
+                shared_bytes=r.shared_bytes, programs_per_sm=r.max_programs_per_sm,
+                co_resident=r.ok and programs(plan) <= TARGETS[cc].num_sms * r.max_programs_per_sm,
+                slice_bytes=slice_bytes, w_slice=where, release=r.release_atomic, acquire=r.acquire_atomic,
+                cg_loads=r.cg_loads, error=r.error))
+    return table
+
+
+def _main() -> None:
+    if "--serve" in sys.argv:
+        _serve()
+        return
+    table = compile_report()
+    columns = list(table[0])
+    print(" | ".join(c for c in columns if c != "error"))
+    for row in table:
+        print(" | ".join(str(row[c]) for c in columns if c != "error") + (f"  <-- {row['error'][:200]}"
+                                                                              if row["error"] else ""))
+
+
+if __name__ == "__main__":
+    _main()
