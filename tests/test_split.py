@@ -135,6 +135,16 @@ def test_split_forward_and_backward_match_reference(concurrent, T, B, H, dtype, 
         assert (dpre.abs() <= grad_clip).all() and (dpre.abs() == grad_clip).any()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_split_16_bit_matches_reference_within_half_precision_tolerance(concurrent, dtype):
+    # 16-bit storage, fp32 gate maths and accumulation (DOT_IN_FP32 in the interpreter)
+    t, upstream = random_problem(4, 3, 96, 7, dtype, seed=4242, peephole=True)
+    got, _, _ = split_outputs_and_grads(t, upstream, 0.25, 0.0625)
+    ref = reference_outputs_and_grads(t, upstream, 0.25, 0.0625)
+    for name in ref:
+        assert_close(got[name], ref[name], TOLERANCE[dtype], name)
+
+
 # ---- failing fast without concurrency ------------------------------------------------------
 
 @needs_interpreter
