@@ -201,6 +201,14 @@ def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_s
         assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.interpreter(), batch) is None
         gpu_batch = plan_forward(B, H, torch.bfloat16, opts, DeviceLimits.sm90())
         assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.sm90(), gpu_batch) is not None
+    batch = plan_forward(16, 512, torch.bfloat16, opts, DeviceLimits.sm90())
+    traffic = split.forward_traffic_per_step(
+        16, 512, torch.bfloat16, batch, split.plan_split(16, 512, torch.bfloat16, opts, DeviceLimits.sm90()).forward)
+    # the rule's premise at H = 512, B = 16: split busies 64x the programs, moves half the bytes
+    # in all, and over 100x fewer through its busiest program (one SM's path to L2)
+    assert traffic["split_programs"] == 64 * traffic["batch_programs"]
+    assert traffic["batch_bytes"] > 1.5 * traffic["split_bytes"]
+    assert traffic["batch_bytes_per_program"] > 100 * traffic["split_bytes_per_program"]
     small = plan_forward(16, 32, torch.bfloat16, opts, DeviceLimits.sm90())  # W_hh resident: batch wins
     assert split.prefer_split(16, 32, torch.bfloat16, opts, DeviceLimits.sm90(), small) is None
 

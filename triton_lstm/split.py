@@ -16,9 +16,9 @@ Per step and layer, with e bytes per element and P_b = cdiv(B, 16) batch-tiled p
 - split keeps cdiv(H, UNITS) * P_s programs busy (all SMs at H = 1024, UNITS = 8), W_hh
   never moves after the first step; per step each program reads h (B H e bytes, 32 KB at
   B = 16, H = 1024 bf16) plus its xw slice, and pays one grid barrier (about 0.8 us).
-So split is chosen when (a) the batch-tiled plan would stream W_hh (its per-program bytes
-per step, 4 H^2 e, exceed split's B H e + the barrier's cost, which holds for every H past
-the resident limit), (b) the split grid is co-resident, and (c) the batch-tiled grid leaves
+So split is chosen when (a) the batch-tiled plan would stream W_hh (its bytes per program
+and step, 4 H^2 e, then exceed split's B H e by 4H/B, e.g. 128x at H = 512, B = 16, far
+more than the barrier's cost; `forward_traffic_per_step` computes both), (b) the split grid is co-resident, and (c) the batch-tiled grid leaves
 most SMs idle (P_b * 4 <= num_sms: with many batch tiles the streamed W reads are spread
 over many SMs and each one's L2 traffic is what limits both variants). Under the
 interpreter the programs of a launch run one after another, so `kernel="auto"` never picks
@@ -222,6 +222,27 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: Dev
     return SplitPlans(forward, backward)
 
 
+def forward_traffic_per_step(B: int, H: int, dtype: torch.dtype, batch_plan: Plan,
+                             split_plan: Plan | None) -> dict:
+    """Programs busy and global bytes per forward step of each variant (analytic, for the rule
+    below and for perf reports): in total, and through the busiest program, which bounds a
+    step's time since a program reads through one SM. xw and y move in both; batch-tiled
+    streamed re-reads all of W_hh^T per program, split reads its batch tile's whole h per
+    program (and pays one barrier)."""
+    e = _ELEMENT_BYTES[dtype_name(dtype)]
+    io = B * 4 * H * e + B * H * e  # xw_t in, y_t out
+    n_batch = programs(batch_plan)
+    w_streamed = 4 * H * H * e if batch_plan.variant == "batch_streamed" else 0
+    row = {"batch_programs": n_batch, "batch_bytes": io + n_batch * w_streamed,
+           "batch_bytes_per_program": -(-io // n_batch) + w_streamed}
+    if split_plan is not None:
+        unit_programs, batch_tiles = split_plan.grid
+        tile_rows = -(-B // batch_tiles)
+        row.update(split_programs=programs(split_plan), split_bytes=io + unit_programs * B * H * e,
+                   split_bytes_per_program=-(-io // programs(split_plan)) + tile_rows * H * e)
+    return row
+
+
 def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits,
                  batch_plan: Plan, occupancy: Callable[[Plan], int] | None = None) -> SplitPlans | None:
     """The split plans when the rule in this module's docstring picks split over `batch_plan`, else None."""
@@ -287,12 +308,11 @@ def _check_counter_range(plan: Plan, barriers: int) -> None:
                          f"{barriers} barriers x {plan.grid[0]} programs >= {POISON}")
 
 
-def _launch(plan: Plan, args: dict, spin_limit: int) -> None:
+def _launch(plan: Plan, args: dict) -> None:
     from .kernels import launch as launch_helpers
 
     if tuple(args) != plan.arg_names:
         raise RuntimeError(f"launch arguments {tuple(args)} differ from the plan's {plan.arg_names}")
-    args["spin_limit"] = spin_limit
     _kernel_of(plan)[plan.grid](**args, **launch_helpers.triton_constexprs(plan), num_warps=plan.num_warps,
                                 num_stages=plan.num_stages, maxnreg=plan.maxnreg)
 
@@ -355,11 +375,12 @@ def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, plan: P
     _launch(plan, dict(
         xw_ptr=xw, w_hh_ptr=w_hh, h0_ptr=h0, c0_ptr=c0, peephole_ptr=peephole if peephole is not None else w_hh,
         y_ptr=y, h_n_ptr=h_n, c_n_ptr=c_n, gates_ptr=gates, c_hist_ptr=c_hist, sync_ptr=sync,
-        T=T, B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0, spin_limit=0,
+        T=T, B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
+        spin_limit=spin_limit if spin_limit is not None else default_spin_limit(),
         stride_xw_t=xw.stride(0), stride_xw_b=xw.stride(1),
         stride_w_row=w_hh.stride(0), stride_w_col=w_hh.stride(1),
         stride_h0_b=h0.stride(0), stride_c0_b=c0.stride(0), stride_y_t=y.stride(0), stride_y_b=y.stride(1),
-    ), spin_limit if spin_limit is not None else default_spin_limit())
+    ))
     if check:
         raise_if_barrier_failed(sync, "split forward")
     if not store_state:
@@ -404,10 +425,11 @@ def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip,
         dy_ptr=dy, dh_n_ptr=dh_n, dc_n_ptr=dc_n, w_hh_ptr=w_hh, gates_ptr=gates, c_hist_ptr=c_hist, c0_ptr=c0,
         peephole_ptr=peephole if peephole is not None else w_hh, dpre_ptr=dpre, dh0_ptr=dh0, dc0_ptr=dc0,
         sync_ptr=sync, T=T, B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
-        grad_clip=grad_clip if grad_clip is not None else 0.0, spin_limit=0,
+        grad_clip=grad_clip if grad_clip is not None else 0.0,
+        spin_limit=spin_limit if spin_limit is not None else default_spin_limit(),
         stride_dy_t=dy.stride(0), stride_dy_b=dy.stride(1), stride_w_row=w_hh.stride(0), stride_w_col=w_hh.stride(1),
         stride_dhn_b=dh_n.stride(0), stride_dcn_b=dc_n.stride(0), stride_c0_b=c0.stride(0),
-    ), spin_limit if spin_limit is not None else default_spin_limit())
+    ))
     if check:
         raise_if_barrier_failed(sync, "split backward")
     return dpre, dh0, dc0
