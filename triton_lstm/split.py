@@ -19,8 +19,9 @@ Per step and layer, with e bytes per element and P_b = cdiv(B, 16) batch-tiled p
 So split is chosen when (a) the batch-tiled plan would stream W_hh (its bytes per program
 and step, 4 H^2 e, then exceed split's B H e by 4H/B, e.g. 128x at H = 512, B = 16, far
 more than the barrier's cost; `forward_traffic_per_step` computes both), (b) the split
-grid is co-resident, and (c) the batch-tiled grid leaves most SMs idle (P_b * 4 <= num_sms: with many batch tiles the streamed W reads are spread
-over many SMs and each one's L2 traffic is what limits both variants). Under the
+grid is co-resident, and (c) the batch-tiled grid leaves most SMs idle (P_b * 4 <=
+num_sms: with many batch tiles the streamed W reads are spread over many SMs and each
+one's L2 traffic is what limits both variants). Under the
 interpreter the programs of a launch run one after another, so `kernel="auto"` never picks
 split there (a forced split fails fast, see below).
 
