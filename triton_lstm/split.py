@@ -1,0 +1,620 @@
+"""Host side of the grid-synchronised ("split") recurrence: plan, launch, compile report.
+
+The split kernels (kernels/lstm_split.py) split the hidden units across programs that all
+run at once and meet at a grid barrier every step (kernels/grid_barrier.py). This module
+plans them (pure), launches them (checks, allocation, the barrier's error flag), and
+compiles their plans for sm_80 / sm_90 without a GPU (reusing triton_lstm.compile_check).
+
+When split beats batch-tiled (the rule `prefer_split` implements)
+------------------------------------------------------------------
+Per step and layer, with e bytes per element and P_b = cdiv(B, 16) batch-tiled programs:
+- batch-tiled keeps only P_b programs busy (B = 16: one SM of 132). While its W_hh^T
+  (4 H^2 e bytes) fits one program (planning.RESIDENT_W_MAX_BYTES: H <= 64 in fp32, 90 in
+  16-bit) it moves only xw and y and has no barrier: about 0.5-1 us per step on an H100, the
+  fastest thing there is. Beyond that it streams all of W_hh from L2 every step:
+  P_b * 4 H^2 e bytes through P_b SMs, e.g. 2 MB per step at H = 512 bf16 through one SM.
+- split keeps cdiv(H, UNITS) * P_s programs busy (all SMs at H = 1024, UNITS = 8), W_hh
+  never moves after the first step; per step each program reads h (B H e bytes, 32 KB at
+  B = 16, H = 1024 bf16) plus its xw slice, and pays one grid barrier (about 0.8 us).
+So split is chosen when (a) the batch-tiled plan would stream W_hh (its bytes per program
+and step, 4 H^2 e, then exceed split's B H e by 4H/B, e.g. 128x at H = 512, B = 16, far
+more than the barrier's cost; `forward_traffic_per_step` computes both), (b) the split
+grid is co-resident, and (c) the batch-tiled grid leaves most SMs idle (P_b * 4 <=
+num_sms: with many batch tiles the streamed W reads are spread over many SMs and each
+one's L2 traffic is what limits both variants). Under the
+interpreter the programs of a launch run one after another, so `kernel="auto"` never picks
+split there (a forced split fails fast, see below).
+
+Co-residency
+------------
+A program that waits at the barrier holds its SM slot; a program that has not started
+cannot start until one ends. So every program of a launch must be resident at once:
+grid <= num_sms * programs_per_sm, where programs_per_sm comes from the compiled kernel's
+registers, shared memory and threads (compile_check.occupancy). `plan_split` takes that
+number as `occupancy(plan) -> programs per SM`; without it, it assumes one program per SM,
+which any kernel that compiles achieves on an otherwise idle GPU. Kernels running on other
+streams at the same time can hold SMs for their own duration; the bounded spin turns a wait
+that never ends into an error, and a long one into a delay.
+
+The barrier's bound
+-------------------
+The spin limit is a runtime argument, chosen here, so the kernel never knows what runs it.
+It bounds polls in a row that see no new arrival (a stall), not the whole wait, so slow
+but progressing programs never trip it. On a GPU one poll is an L2 round trip (>= 0.5 us):
+SPIN_LIMIT_GPU polls are 8+ seconds without any program arriving, against microseconds for
+a healthy barrier. In the interpreter one poll costs about 0.2-0.3 ms of Python, so
+SPIN_LIMIT_INTERPRETED fails a sequential launch in 2-3 seconds (program 0 times out once,
+poisons the counter, and every later barrier passes at once). Under a thread-per-program
+executor the longest run of polls without an arrival measured about 1000 when threads
+only hand over the GIL every 5 ms (48 programs, H = 256), and under 100 when atomics yield
+it (tests/concurrent_interpreter.py): a 10x margin.
+
+Checking the flag (the one host sync)
+-------------------------------------
+The launch zeroes its (batch tiles, 2) int32 sync buffer with torch on the launch's stream
+(no host sync, CUDA-graph friendly). After the launch `split_forward` / `split_backward`
+read the error flag, which synchronises with the device: that read is the only sync and
+happens only here, in the launcher. Pass `check=False` (and your own `sync` buffer) to skip
+it, e.g. under CUDA-graph capture, and call `raise_if_barrier_failed(sync)` later.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from typing import Callable
+
+import torch
+
+from .planning import MIN_DOT, DeviceLimits, Options, Plan, _common_constexprs, _next_pow2, dtype_name
+
+SPIN_LIMIT_GPU = 1 << 24
+SPIN_LIMIT_INTERPRETED = 10000
+# From the split compile report (sm_80 and sm_90, `python -m triton_lstm.split`):
+# - BLOCK_B = 64 spills in almost every plan; 16 never does, so a larger batch gets more
+#   batch tiles (grid axis 1, each tile with its own barrier) instead of taller tiles.
+# - A forward slice of up to 64 KB is spill-free (bf16 H = 1024, UNITS = 8, 8 warps: 240
+#   registers, the slice in shared memory); 128 KB spills.
+# - The backward also holds all of dpre_t ([BLOCK_B, 4 BLOCK_K]) for its one dot: spill-free
+#   up to BLOCK_K = 256 (H <= 256), spilling from H = 512 on. Past that the backward plan is
+#   None and the batch-tiled backward runs on the same saved state.
+MAX_BLOCK_B = 16
+FORWARD_UNITS = (8, 16, 32, 64)  # 4 * UNITS gate columns: 8 is DESIGN.md section 6's fastest
+BACKWARD_UNITS = (16, 32, 64)  # the backward dot's N is UNITS itself: >= 16
+RESIDENT_SLICE_MAX_BYTES = 64 * 1024
+BACKWARD_MAX_BLOCK_K = 256
+FOUR_WARPS_SLICE_BYTES = 16 * 1024
+_ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
+POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
+
+poison_outputs = False  # tests set this: outputs start as NaN, so an unwritten element fails
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPlans:
+    """The forward and backward split plans of one layer. backward is None when no backward
+    is wanted (options.store_state False) or none fits (H > 256): the batch-tiled backward
+    then runs on the forward's saved state (same storage contract)."""
+
+    forward: Plan
+    backward: Plan | None
+
+    def describe(self) -> str:
+        return "; ".join(describe(p) for p in (self.forward, self.backward) if p is not None)
+
+
+def describe(plan: Plan) -> str:
+    c = dict(plan.constexprs)
+    return (f"{plan.kernel} grid={plan.grid} warps={plan.num_warps} UNITS={c['UNITS']} "
+            f"BLOCK_B={c['BLOCK_B']} BLOCK_K={c['BLOCK_K']} dot={c['INPUT_PRECISION']}")
+
+
+def programs(plan: Plan) -> int:
+    n = 1
+    for g in plan.grid:
+        n *= g
+    return n
+
+
+def resident_slice_bytes(plan: Plan) -> int:
+    """Bytes of W_hh a program keeps on chip: [BLOCK_K, 4 UNITS] forward, [4 BLOCK_K, UNITS] backward."""
+    c = dict(plan.constexprs)
+    element = 4 if c["DOT_IN_FP32"] else _ELEMENT_BYTES[plan.signature[1][1].lstrip("*")]
+    return 4 * c["BLOCK_K"] * c["UNITS"] * element
+
+
+def _budgeted_slice_bytes(plan: Plan) -> int:
+    # fp64 is the verification dtype (gradcheck, 1e-10 tests), not a speed target: its plans
+    # take fp32's tiles, so every shape verified in fp32 is also verified in fp64. On a GPU
+    # its largest slices can exceed shared memory; Triton then refuses the launch.
+    return resident_slice_bytes(plan) // 2 if plan.constexpr("ACC_DTYPE") == "fp64" else resident_slice_bytes(plan)
+
+
+def _num_warps(slice_bytes: int) -> int:
+    return 4 if slice_bytes <= FOUR_WARPS_SLICE_BYTES else 8
+
+
+def _maxnreg(num_warps: int, limits: DeviceLimits) -> int:
+    return min(limits.max_registers_per_thread, limits.registers_per_sm // (32 * num_warps))
+
+
+def _plan_one(direction: str, units: int, B: int, H: int, name: str, options: Options,
+              limits: DeviceLimits) -> Plan:
+    acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
+    block_b = min(MAX_BLOCK_B, max(MIN_DOT, _next_pow2(B)))
+    block_k = max(MIN_DOT, _next_pow2(H))
+    grid = (-(-H // units), -(-B // block_b))
+    slice_bytes = 4 * block_k * units * (4 if dot_in_fp32 else _ELEMENT_BYTES[name])
+    num_warps = _num_warps(slice_bytes)
+    p, a = f"*{name}", f"*{acc}"
+    common = (("BLOCK_B", block_b), ("UNITS", units), ("BLOCK_K", block_k),
+              ("HAS_PEEPHOLE", options.peephole), ("USE_CELL_CLIP", options.cell_clip))
+    tail = (("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision), ("ACC_DTYPE", acc))
+    if direction == "forward":
+        signature = (
+            ("xw_ptr", p), ("w_hh_ptr", p), ("h0_ptr", p), ("c0_ptr", p), ("peephole_ptr", p),
+            ("y_ptr", p), ("h_n_ptr", p), ("c_n_ptr", p), ("gates_ptr", a), ("c_hist_ptr", a),
+            ("sync_ptr", "*i32"),
+            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("cell_clip", "fp32"), ("spin_limit", "i32"),
+            ("stride_xw_t", "i32"), ("stride_xw_b", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
+            ("stride_h0_b", "i32"), ("stride_c0_b", "i32"), ("stride_y_t", "i32"), ("stride_y_b", "i32"),
+        )
+        constexprs = common + (("STORE_STATE", options.store_state),) + tail
+        kernel = "lstm_fwd_kernel_split"
+    else:
+        signature = (
+            ("dy_ptr", p), ("dh_n_ptr", p), ("dc_n_ptr", p), ("w_hh_ptr", p), ("gates_ptr", a),
+            ("c_hist_ptr", a), ("c0_ptr", p), ("peephole_ptr", p), ("dpre_ptr", p), ("dh0_ptr", p),
+            ("dc0_ptr", p), ("sync_ptr", "*i32"),
+            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("cell_clip", "fp32"), ("grad_clip", "fp32"),
+            ("spin_limit", "i32"),
+            ("stride_dy_t", "i32"), ("stride_dy_b", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
+            ("stride_dhn_b", "i32"), ("stride_dcn_b", "i32"), ("stride_c0_b", "i32"),
+        )
+        constexprs = common + (("USE_GRAD_CLIP", options.grad_clip),) + tail
+        kernel = "lstm_bwd_kernel_split"
+    return Plan(kernel, "split", grid, num_warps, 1, _maxnreg(num_warps, limits), signature, constexprs)
+
+
+def _fitting_plan(direction, unit_choices, B, H, name, options, limits, occupancy) -> Plan | None:
+    """The plan with the fewest units per program whose grid is co-resident and whose slice fits."""
+    if direction == "backward" and max(MIN_DOT, _next_pow2(H)) > BACKWARD_MAX_BLOCK_K:
+        return None
+    for units in unit_choices:
+        plan = _plan_one(direction, units, B, H, name, options, limits)
+        if _budgeted_slice_bytes(plan) > RESIDENT_SLICE_MAX_BYTES:
+            continue
+        per_sm = occupancy(plan) if occupancy is not None else 1
+        if programs(plan) <= limits.num_sms * per_sm:
+            return plan
+    return None
+
+
+def plan_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits,
+               occupancy: Callable[[Plan], int] | None = None) -> SplitPlans | None:
+    """Plan the split forward (and backward when options.store_state) of one layer, one direction.
+
+    Args:
+        B, H: batch and hidden size. dtype: input dtype. options: planning.Options (the
+            kernel choice in it is ignored here). limits: planning.DeviceLimits.
+        occupancy: plan -> programs per SM of its compiled kernel (`occupancy_from_compile`
+            gives it without a GPU); None assumes one per SM.
+    Returns:
+        SplitPlans, or None when no UNITS gives the forward a co-resident grid with a
+        resident W_hh slice (the caller falls back to batch-tiled). Its backward is None
+        when store_state is off or no backward plan fits (batch-tiled backward then).
+
+    Example:
+        >>> plans = plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90())
+        >>> plans.forward.grid, plans.backward
+        ((128, 1), None)
+        >>> plan_split(3, 256, torch.float32, Options(), DeviceLimits.sm80()).backward.grid
+        (16, 1)
+    """
+    name = dtype_name(dtype)
+    forward = _fitting_plan("forward", FORWARD_UNITS, B, H, name, options, limits, occupancy)
+    if forward is None:
+        return None
+    backward = None
+    if options.store_state:
+        backward = _fitting_plan("backward", BACKWARD_UNITS, B, H, name, options, limits, occupancy)
+    return SplitPlans(forward, backward)
+
+
+def forward_traffic_per_step(B: int, H: int, dtype: torch.dtype, batch_plan: Plan,
+                             split_plan: Plan | None) -> dict:
+    """Programs busy and global bytes per forward step of each variant (analytic, for the rule
+    below and for perf reports): in total, and through the busiest program, which bounds a
+    step's time since a program reads through one SM. xw and y move in both; batch-tiled
+    streamed re-reads all of W_hh^T per program, split reads its batch tile's whole h per
+    program (and pays one barrier)."""
+    e = _ELEMENT_BYTES[dtype_name(dtype)]
+    io = B * 4 * H * e + B * H * e  # xw_t in, y_t out
+    n_batch = programs(batch_plan)
+    w_streamed = 4 * H * H * e if batch_plan.variant == "batch_streamed" else 0
+    row = {"batch_programs": n_batch, "batch_bytes": io + n_batch * w_streamed,
+           "batch_bytes_per_program": -(-io // n_batch) + w_streamed}
+    if split_plan is not None:
+        unit_programs, batch_tiles = split_plan.grid
+        tile_rows = -(-B // batch_tiles)
+        row.update(split_programs=programs(split_plan), split_bytes=io + unit_programs * B * H * e,
+                   split_bytes_per_program=-(-io // programs(split_plan)) + tile_rows * H * e)
+    return row
+
+
+def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits,
+                 batch_plan: Plan, occupancy: Callable[[Plan], int] | None = None) -> SplitPlans | None:
+    """The split plans when the rule in this module's docstring picks split over `batch_plan`, else None."""
+    if limits.interpreted:
+        return None  # a launch's programs run one after another there: the barrier cannot complete
+    if batch_plan.variant != "batch_streamed":
+        return None  # W_hh resident in one program, no barrier: batch-tiled is faster
+    if 4 * programs(batch_plan) > limits.num_sms:
+        return None  # enough batch tiles to spread the streamed W_hh over most SMs
+    return plan_split(B, H, dtype, options, limits, occupancy)
+
+
+def _kernels():
+    from .kernels import grid_barrier, lstm_split
+
+    return lstm_split, grid_barrier
+
+
+def _kernel_of(plan: Plan):
+    return getattr(_kernels()[0], plan.kernel)
+
+
+def interpreted() -> bool:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(_kernels()[0].lstm_fwd_kernel_split, InterpretedFunction)
+
+
+def device_limits(device: torch.device) -> DeviceLimits:
+    if interpreted():
+        return DeviceLimits.interpreter()
+    return DeviceLimits.of_cuda_device(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def default_spin_limit() -> int:
+    return SPIN_LIMIT_INTERPRETED if interpreted() else SPIN_LIMIT_GPU
+
+
+def _output(like: torch.Tensor, *shape: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    out = like.new_empty(shape, dtype=dtype)
+    return out.fill_(float("nan")) if poison_outputs else out
+
+
+def new_sync(plan: Plan, device) -> torch.Tensor:
+    """Zeroed (batch tiles, 2) int32 counter + error flag, on the current stream (no host sync)."""
+    return torch.zeros(plan.grid[1], 2, dtype=torch.int32, device=device)
+
+
+def raise_if_barrier_failed(sync: torch.Tensor, what: str = "split kernel") -> None:
+    """Read the barrier's error flag (a host sync) and raise if any barrier timed out."""
+    if bool(sync[:, 1].any()):
+        raise RuntimeError(
+            f"{what}: a grid barrier timed out, so the outputs are invalid. The split variant "
+            "needs every program of the launch running at once: on a GPU all of them "
+            "co-resident (other work may have held SMs, or the occupancy estimate was wrong), "
+            "in Triton's interpreter an executor that runs a launch's programs concurrently "
+            "(the stock interpreter runs them one after another; use kernel='batch' there)")
+
+
+def _check_counter_range(plan: Plan, barriers: int) -> None:
+    if barriers * plan.grid[0] >= POISON:
+        raise ValueError(f"sequence too long for the split kernel's int32 barrier counter: "
+                         f"{barriers} barriers x {plan.grid[0]} programs >= {POISON}")
+
+
+def _launch(plan: Plan, args: dict) -> None:
+    from .kernels import launch as launch_helpers
+
+    if tuple(args) != plan.arg_names:
+        raise RuntimeError(f"launch arguments {tuple(args)} differ from the plan's {plan.arg_names}")
+    _kernel_of(plan)[plan.grid](**args, **launch_helpers.triton_constexprs(plan), num_warps=plan.num_warps,
+                                num_stages=plan.num_stages, maxnreg=plan.maxnreg)
+
+
+def _options(peephole, cell_clip, grad_clip=None, store_state=True) -> Options:
+    return Options(peephole=peephole is not None, cell_clip=cell_clip is not None,
+                   grad_clip=grad_clip is not None, store_state=store_state, kernel="split",
+                   allow_tf32=torch.backends.cudnn.allow_tf32)
+
+
+def _plan_or_raise(direction, B, H, dtype, options, device) -> Plan:
+    limits = device_limits(device)
+    plans = plan_split(B, H, dtype, options, limits)
+    plan = None if plans is None else getattr(plans, direction)
+    if plan is None:
+        raise RuntimeError(f"no split {direction} plan for B={B}, H={H}, {dtype} on {limits.name}: its programs "
+                           "cannot all be resident with their W_hh slices; use kernel='batch'")
+    return plan
+
+
+def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, plan: Plan | None = None,
+                  spin_limit: int | None = None, sync: torch.Tensor | None = None, check: bool = True):
+    """Forward recurrence of one layer and direction with the split kernel.
+
+    Args:
+        xw: (T, B, 4H) = x W_ih^T + b_ih + b_hh, last dim contiguous (any T, B strides).
+        w_hh: (4H, H). h0, c0: (B, H), rows contiguous. peephole: (3, H) contiguous or None.
+        cell_clip: float or None. store_state: save gates and c_hist for the backward.
+        plan: a forward plan from plan_split (default: planned here). spin_limit: polls
+            before a barrier gives up (default: SPIN_LIMIT_GPU, or _INTERPRETED).
+        sync: (plan.grid[1], 2) int32 buffer to use (zeroed here). check: read the error
+            flag after the launch (a host sync) and raise RuntimeError if a barrier timed out.
+    Returns:
+        y (T, B, H), h_n, c_n (B, H), gates (T, B, 4H) and c_hist (T, B, H) in the compute
+        dtype (both empty unless store_state).
+
+    Example (TRITON_INTERPRET=1 needs a concurrent executor, see tests/concurrent_interpreter.py):
+        >>> y, h_n, c_n, gates, c_hist = split_forward(xw, w_hh, h0, c0, None, None, True)
+    """
+    T, B, G = xw.shape
+    H = w_hh.shape[1]
+    if G != 4 * H or w_hh.shape[0] != 4 * H:
+        raise ValueError(f"xw must be (T, B, 4H) and w_hh (4H, H); got {tuple(xw.shape)} and {tuple(w_hh.shape)}")
+    for name, t in (("xw", xw), ("h0", h0), ("c0", c0)):
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must have a contiguous last dimension, got strides {tuple(t.stride())}")
+    if peephole is not None and not peephole.is_contiguous():
+        raise ValueError("peephole must be contiguous")
+    if plan is None:
+        plan = _plan_or_raise("forward", B, H, xw.dtype, _options(peephole, cell_clip, store_state=store_state),
+                              xw.device)
+    _check_counter_range(plan, T)
+    acc = torch.float64 if xw.dtype == torch.float64 else torch.float32
+    y = _output(xw, T, B, H)
+    h_n, c_n = _output(xw, B, H), _output(xw, B, H)
+    unused = xw.new_empty(1, dtype=acc)
+    gates = _output(xw, T, B, 4 * H, dtype=acc) if store_state else unused
+    c_hist = _output(xw, T, B, H, dtype=acc) if store_state else unused
+    sync = new_sync(plan, xw.device) if sync is None else sync.zero_()
+    _launch(plan, dict(
+        xw_ptr=xw, w_hh_ptr=w_hh, h0_ptr=h0, c0_ptr=c0, peephole_ptr=peephole if peephole is not None else w_hh,
+        y_ptr=y, h_n_ptr=h_n, c_n_ptr=c_n, gates_ptr=gates, c_hist_ptr=c_hist, sync_ptr=sync,
+        T=T, B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
+        spin_limit=spin_limit if spin_limit is not None else default_spin_limit(),
+        stride_xw_t=xw.stride(0), stride_xw_b=xw.stride(1),
+        stride_w_row=w_hh.stride(0), stride_w_col=w_hh.stride(1),
+        stride_h0_b=h0.stride(0), stride_c0_b=c0.stride(0), stride_y_t=y.stride(0), stride_y_b=y.stride(1),
+    ))
+    if check:
+        raise_if_barrier_failed(sync, "split forward")
+    if not store_state:
+        gates, c_hist = xw.new_empty(0, dtype=acc), xw.new_empty(0, dtype=acc)
+    return y, h_n, c_n, gates, c_hist
+
+
+def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip, *,
+                   plan: Plan | None = None, spin_limit: int | None = None, sync: torch.Tensor | None = None,
+                   check: bool = True):
+    """Backward recurrence of one layer and direction with the split kernel.
+
+    Args:
+        dy: (T, B, H) grad of y, last dim contiguous. dh_n, dc_n: (B, H) rows contiguous.
+        w_hh: (4H, H). gates (T, B, 4H), c_hist (T, B, H): split_forward's saved state,
+            contiguous. c0: (B, H) the forward's initial cell state. peephole, cell_clip as
+            in the forward; grad_clip: float or None. plan, spin_limit, sync, check: as
+            in split_forward.
+    Returns:
+        dpre (T, B, 4H) (after grad_clip; dL/dxw), dh0, dc0 (B, H), all in dy's dtype.
+        Weight grads are torch GEMMs on the host: dW_hh = sum_t dpre_t^T h_{t-1}.
+
+    Example:
+        >>> dpre, dh0, dc0 = split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, None, None, None)
+    """
+    T, B, H = dy.shape
+    if gates.shape != (T, B, 4 * H) or c_hist.shape != (T, B, H):
+        raise ValueError(f"gates must be (T, B, 4H) and c_hist (T, B, H) for dy {tuple(dy.shape)}; "
+                         f"got {tuple(gates.shape)} and {tuple(c_hist.shape)}")
+    if not (gates.is_contiguous() and c_hist.is_contiguous()):
+        raise ValueError("gates and c_hist must be contiguous")
+    for name, t in (("dy", dy), ("dh_n", dh_n), ("dc_n", dc_n), ("c0", c0)):
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must have a contiguous last dimension, got strides {tuple(t.stride())}")
+    if plan is None:
+        plan = _plan_or_raise("backward", B, H, dy.dtype, _options(peephole, cell_clip, grad_clip), dy.device)
+    _check_counter_range(plan, T)
+    dpre = _output(dy, T, B, 4 * H)
+    dh0, dc0 = _output(dy, B, H), _output(dy, B, H)
+    sync = new_sync(plan, dy.device) if sync is None else sync.zero_()
+    _launch(plan, dict(
+        dy_ptr=dy, dh_n_ptr=dh_n, dc_n_ptr=dc_n, w_hh_ptr=w_hh, gates_ptr=gates, c_hist_ptr=c_hist, c0_ptr=c0,
+        peephole_ptr=peephole if peephole is not None else w_hh, dpre_ptr=dpre, dh0_ptr=dh0, dc0_ptr=dc0,
+        sync_ptr=sync, T=T, B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
+        grad_clip=grad_clip if grad_clip is not None else 0.0,
+        spin_limit=spin_limit if spin_limit is not None else default_spin_limit(),
+        stride_dy_t=dy.stride(0), stride_dy_b=dy.stride(1), stride_w_row=w_hh.stride(0), stride_w_col=w_hh.stride(1),
+        stride_dhn_b=dh_n.stride(0), stride_dcn_b=dc_n.stride(0), stride_c0_b=c0.stride(0),
+    ))
+    if check:
+        raise_if_barrier_failed(sync, "split backward")
+    return dpre, dh0, dc0
+
+
+# ---- compile report: the split plans for sm_80 / sm_90 without a GPU ------------------------
+
+REPORT_B = (1, 64)  # one batch tile and four
+REPORT_H = (64, 256, 512, 1024)
+REPORT_DTYPES = (torch.bfloat16, torch.float32)  # fp16 compiles as bf16 does
+BARRIER_SELFTEST_PLAN = Plan(
+    "grid_barrier_selftest_kernel", "split", (8,), 4, 1, 128,
+    (("exchange_ptr", "*i32"), ("out_ptr", "*i32"), ("sync_ptr", "*i32"), ("T", "i32"), ("spin_limit", "i32")),
+    (("BLOCK_P", 16),))
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitCompileResult:
+    """One compiled split plan: compile_check's numbers plus what the PTX shows."""
+
+    capability: int
+    registers: int
+    spill_bytes: int
+    shared_bytes: int
+    max_programs_per_sm: int
+    release_atomic: bool  # atom/red ... .release.gpu ... add: the arrival publishes the step's stores
+    acquire_atomic: bool  # the poll: triton turns atomic_add(p, 0, acquire) into ld.global.gpu.acquire
+    cg_loads: int  # ld.global.cg: exchange reads that bypass L1
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def ptx_facts(ptx: str) -> dict:
+    import re
+
+    def has(pattern):
+        return re.search(pattern, ptx) is not None
+
+    return dict(
+        release_atomic=has(r"\b(atom|red)(\.\w+)*\.release(\.\w+)*\.gpu(\.\w+)*\.add\b")
+        or has(r"\b(atom|red)(\.\w+)*\.gpu(\.\w+)*\.release(\.\w+)*\.add\b"),
+        acquire_atomic=has(r"\b(atom|ld)(\.\w+)*\.gpu\.acquire\b") or has(r"\b(atom|ld)(\.\w+)*\.acquire\.gpu\b"),
+        cg_loads=len(re.findall(r"\bld\.global(\.\w+)*\.cg\b", ptx)),
+    )
+
+
+def _register_split_kernels() -> None:
+    """Make compile_check's compile_ptx find the split kernels (by name, in the child only)."""
+    from .kernels import launch
+
+    lstm_split, grid_barrier = _kernels()
+    for fn in (lstm_split.lstm_fwd_kernel_split, lstm_split.lstm_bwd_kernel_split,
+               grid_barrier.grid_barrier_selftest_kernel):
+        launch.KERNELS[fn.fn.__name__] = fn
+
+
+def _compile_split_one(item) -> SplitCompileResult:
+    import hashlib
+    import pathlib
+
+    from . import compile_check
+
+    plan, capability = item
+    # keyed also on this file, which decides what is read off the PTX
+    own = hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()[:12]
+    path = compile_check.cache_dir() / f"split-{own}-{compile_check.cache_key(plan, capability)}.json"
+    if path.exists():
+        return SplitCompileResult(**json.loads(path.read_text()))
+    _register_split_kernels()
+    base = compile_check._compile_uncached(plan, capability)
+    if not base.ok:
+        return SplitCompileResult(capability, -1, -1, -1, 0, False, False, 0, base.error)
+    ptx = compile_check.compile_ptx(plan, capability).asm["ptx"]  # triton's own cache: no second compile
+    result = SplitCompileResult(capability, base.registers, base.spill_bytes, base.shared_bytes,
+                                base.max_programs_per_sm, **ptx_facts(ptx))
+    path.write_text(json.dumps(dataclasses.asdict(result)))
+    return result
+
+
+def _serve() -> None:
+    import concurrent.futures
+
+    from . import compile_check
+
+    request = json.loads(sys.stdin.read())
+    items = [(compile_check._plan_from_json(p), cc) for p, cc in request["items"]]
+    if request["workers"] > 1 and len(items) > 1:
+        with concurrent.futures.ProcessPoolExecutor(request["workers"]) as pool:
+            results = list(pool.map(_compile_split_one, items))
+    else:
+        results = [_compile_split_one(item) for item in items]
+    sys.stdout.write(json.dumps([dataclasses.asdict(r) for r in results]))
+
+
+def compile_split_plans(items: list[tuple[Plan, int]], workers: int | None = None) -> dict:
+    """Compile each (plan, capability) for real (sm_80 / sm_90) in a child process without
+    TRITON_INTERPRET, like compile_check.compile_plans; returns {(plan, cc): SplitCompileResult}."""
+    from . import compile_check
+
+    unique = list(dict.fromkeys((compile_check.compiled_part(p), cc) for p, cc in items))
+    workers = workers or max(1, min(len(os.sched_getaffinity(0)), 8))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    request = json.dumps({"items": [(dataclasses.asdict(p), cc) for p, cc in unique], "workers": workers})
+    out = subprocess.run([sys.executable, "-m", "triton_lstm.split", "--serve"], input=request,
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"split compile child failed:\n{out.stderr[-4000:]}")
+    results = dict(zip(unique, (SplitCompileResult(**r) for r in json.loads(out.stdout))))
+    return {(p, cc): results[(compile_check.compiled_part(p), cc)] for p, cc in items}
+
+
+def occupancy_from_compile(capability: int, workers: int | None = None) -> Callable[[Plan], int]:
+    """plan -> programs per SM of its kernel compiled for sm_<capability> (for plan_split)."""
+    def occupancy(plan: Plan) -> int:
+        result = compile_split_plans([(plan, capability)], workers)[(plan, capability)]
+        if not result.ok or result.spill_bytes:
+            return 0  # a plan that does not compile cleanly is never co-resident
+        return result.max_programs_per_sm
+    return occupancy
+
+
+def report_plans(Bs=REPORT_B, Hs=REPORT_H, dtypes=REPORT_DTYPES, options=Options(peephole=True, cell_clip=True,
+                                                                                  grad_clip=True)) -> list:
+    """(plans, capability) for each shape of the report that has split plans (1 program per SM assumed)."""
+    from .compile_check import TARGETS
+
+    rows = []
+    for cc, limits in TARGETS.items():
+        for dtype in dtypes:
+            for H in Hs:
+                for B in Bs:
+                    plans = plan_split(B, H, dtype, options, limits)
+                    if plans is not None:
+                        rows.append((B, H, dtype, plans, cc))
+    return rows
+
+
+def compile_report(rows=None, workers: int | None = None) -> list[dict]:
+    """One dict per compiled split plan: shape, plan, registers, spills, shared memory, programs,
+    co-residency and where the W_hh slice lives; printed by `python -m triton_lstm.split`."""
+    from .compile_check import TARGETS
+
+    rows = report_plans() if rows is None else rows
+    items = [(plan, cc) for *_, plans, cc in rows for plan in (plans.forward, plans.backward) if plan is not None]
+    results = compile_split_plans(items, workers)
+    table = []
+    for B, H, dtype, plans, cc in rows:
+        for plan in (plans.forward, plans.backward):
+            if plan is None:
+                continue
+            r = results[(plan, cc)]
+            slice_bytes = resident_slice_bytes(plan)
+            if not r.ok or r.spill_bytes:
+                where = "NOT resident (spills)" if r.ok else "compile error"
+            elif r.shared_bytes >= slice_bytes:
+                where = "shared memory"
+            else:
+                where = "registers"
+            table.append(dict(
+                target=f"sm_{cc}", kernel=plan.kernel, B=B, H=H, dtype=dtype_name(dtype),
+                UNITS=plan.constexpr("UNITS"), BLOCK_B=plan.constexpr("BLOCK_B"), warps=plan.num_warps,
+                programs=programs(plan), registers=r.registers, spill_bytes=r.spill_bytes,
+                shared_bytes=r.shared_bytes, programs_per_sm=r.max_programs_per_sm,
+                co_resident=r.ok and programs(plan) <= TARGETS[cc].num_sms * r.max_programs_per_sm,
+                slice_bytes=slice_bytes, w_slice=where, release=r.release_atomic, acquire=r.acquire_atomic,
+                cg_loads=r.cg_loads, error=r.error))
+    return table
+
+
+def _main() -> None:
+    if "--serve" in sys.argv:
+        _serve()
+        return
+    table = compile_report()
+    columns = list(table[0])
+    print(" | ".join(c for c in columns if c != "error"))
+    for row in table:
+        print(" | ".join(str(row[c]) for c in columns if c != "error") + (f"  <-- {row['error'][:200]}"
+                                                                              if row["error"] else ""))
+
+
+if __name__ == "__main__":
+    _main()
