@@ -11,16 +11,12 @@ import torch
 from conftest import ON_GPU, TOLERANCE, assert_close
 
 from concurrent_interpreter import concurrent_programs
+import triton_lstm
 from triton_lstm import reference, split
 from triton_lstm.planning import DeviceLimits, Options, plan_forward
 
 needs_interpreter = pytest.mark.skipif(ON_GPU, reason="exercises Triton's CPU interpreter")
 DEVICE = "cuda" if ON_GPU else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def poison_split_outputs(monkeypatch):
-    monkeypatch.setattr(split, "poison_outputs", True)
 
 
 @pytest.fixture
@@ -197,11 +193,11 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
 def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_streams():
     opts = Options()
     for B, H in ((1, 1024), (16, 512), (3, 256)):
-        batch = plan_forward(B, H, torch.bfloat16, opts, DeviceLimits.interpreter())
+        batch = plan_forward(B, H, H, 1, torch.bfloat16, opts, DeviceLimits.interpreter())
         assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.interpreter(), batch) is None
-        gpu_batch = plan_forward(B, H, torch.bfloat16, opts, DeviceLimits.sm90())
+        gpu_batch = plan_forward(B, H, H, 1, torch.bfloat16, opts, DeviceLimits.sm90())
         assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.sm90(), gpu_batch) is not None
-    batch = plan_forward(16, 512, torch.bfloat16, opts, DeviceLimits.sm90())
+    batch = plan_forward(16, 512, 512, 1, torch.bfloat16, opts, DeviceLimits.sm90())
     traffic = split.forward_traffic_per_step(
         16, 512, torch.bfloat16, batch, split.plan_split(16, 512, torch.bfloat16, opts, DeviceLimits.sm90()).forward)
     # the rule's premise at H = 512, B = 16: split busies 64x the programs, moves half the bytes
@@ -209,7 +205,7 @@ def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_s
     assert traffic["split_programs"] == 64 * traffic["batch_programs"]
     assert traffic["batch_bytes"] > 1.5 * traffic["split_bytes"]
     assert traffic["batch_bytes_per_program"] > 100 * traffic["split_bytes_per_program"]
-    small = plan_forward(16, 32, torch.bfloat16, opts, DeviceLimits.sm90())  # W_hh resident: batch wins
+    small = plan_forward(16, 32, 32, 1, torch.bfloat16, opts, DeviceLimits.sm90())  # W_hh resident: batch wins
     assert split.prefer_split(16, 32, torch.bfloat16, opts, DeviceLimits.sm90(), small) is None
 
 
@@ -239,3 +235,48 @@ def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
         assert row["release"] and row["acquire"] and row["cg_loads"] >= 1, row
     big = [r for r in table if r["H"] == 1024 and r["kernel"] == "lstm_fwd_kernel_split"]
     assert big and big[0]["programs"] >= 64
+
+
+# ---- through the public API: kernel="split" on the functional op and the modules ---------------
+
+def test_modules_run_split_end_to_end_against_torch_lstm(concurrent, monkeypatch):
+    # Two layers, batch_first, H = 64 (8 programs of 8 units): outputs and every gradient
+    # equal nn.LSTM's, and every layer ran the split kernels both ways.
+    calls = []
+    for name in ("split_forward", "split_backward"):
+        original = getattr(split, name)
+        monkeypatch.setattr(split, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    torch.manual_seed(5)
+    theirs = torch.nn.LSTM(5, 64, num_layers=2, batch_first=True, dtype=torch.float64, device=DEVICE)
+    ours = triton_lstm.LSTM(5, 64, num_layers=2, batch_first=True, dtype=torch.float64, device=DEVICE,
+                            kernel="split", backend="triton")
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(3, 4, 5, dtype=torch.float64, device=DEVICE)
+    results = []
+    for m in (ours, theirs):
+        y, (h, c) = m(x)
+        grads = torch.autograd.grad((y * y).sum() + h.sum() + 2 * c.sum(), list(m.parameters()))
+        results.append([y, h, c, *grads])
+    assert sorted(calls) == ["split_backward"] * 2 + ["split_forward"] * 2
+    for k, (a, b) in enumerate(zip(*results)):
+        assert_close(a, b, 1e-10, f"item {k}")
+
+
+@pytest.mark.parametrize("kw,what", [
+    (dict(bidirectional=True), "two directions"), (dict(proj_size=16), "proj_size"),
+])
+def test_forced_split_names_what_it_does_not_support(kw, what):
+    m = triton_lstm.LSTM(5, 64, kernel="split", backend="triton", device=DEVICE, **kw)
+    with pytest.raises(ValueError, match=f"kernel='split' does not support {what}"):
+        m(torch.randn(3, 2, 5, device=DEVICE))
+
+
+@needs_interpreter
+def test_forced_split_through_the_functional_op_fails_fast_in_the_sequential_interpreter():
+    x, w_ih, w_hh = torch.randn(3, 2, 5), torch.randn(256, 5) * 0.1, torch.randn(256, 64) * 0.1
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="grid barrier timed out"):
+        triton_lstm.lstm(x, w_ih, w_hh, kernel="split", backend="triton")
+    assert time.perf_counter() - started < 20
+    y, _ = triton_lstm.lstm(x, w_ih, w_hh, kernel="auto", backend="triton")  # auto never picks split here
+    assert torch.isfinite(y).all()

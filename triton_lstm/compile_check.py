@@ -23,6 +23,7 @@ import tempfile
 
 import torch
 
+from . import split
 from .planning import DeviceLimits, Options, Plan, plan_backward, plan_forward
 
 TARGETS = {80: DeviceLimits.sm80(), 90: DeviceLimits.sm90()}
@@ -74,6 +75,12 @@ def plan_matrix(limits: DeviceLimits, Bs=MATRIX_B, Hs=MATRIX_H, dtypes=MATRIX_DT
                             plans.append(plan_forward(B, H, P, directions, dtype, o, limits))
                             if o.store_state:
                                 plans.append(plan_backward(B, H, P, directions, dtype, o, limits))
+                # the split variant: one direction, no lengths, no projection (split.py)
+                for opt in options:
+                    split_plans = split.plan_split(B, H, dtype, dataclasses.replace(opt, lengths=False, kernel="split"),
+                                                   limits)
+                    if split_plans is not None:
+                        plans += [p for p in (split_plans.forward, split_plans.backward) if p is not None]
     return list(dict.fromkeys(plans))
 
 

@@ -11,7 +11,8 @@ import functools
 
 import torch
 
-KERNEL_CHOICES = ("auto", "batch", "batch_streamed")
+# "split": hidden units across co-resident programs with a grid barrier (triton_lstm/split.py)
+KERNEL_CHOICES = ("auto", "batch", "batch_streamed", "split")
 
 # Dot operand dtype on a GPU, by input dtype (fp32 stays fp32: tf32 or ieee per the plan).
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
@@ -88,9 +89,9 @@ class Plan:
 
     def describe(self) -> str:
         c = dict(self.constexprs)
+        tiles = " ".join(f"{k}={c[k]}" for k in ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "UNITS") if k in c)
         return (f"{self.kernel}[{self.variant}] grid={self.grid} warps={self.num_warps} "
-                f"stages={self.num_stages} maxnreg={self.maxnreg} BLOCK_B={c['BLOCK_B']} BLOCK_N={c['BLOCK_N']} "
-                f"BLOCK_K={c['BLOCK_K']} dot={c['INPUT_PRECISION']}")
+                f"stages={self.num_stages} maxnreg={self.maxnreg} {tiles} dot={c.get('INPUT_PRECISION')}")
 
 
 @dataclasses.dataclass(frozen=True)
