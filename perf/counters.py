@@ -34,6 +34,21 @@ class LaunchRecord:
     loaded: collections.Counter  # bytes by argument name ("a|b" where arguments alias)
     stored: collections.Counter
     atomic: collections.Counter
+    regions: list  # (start, end, argument names) of the launch's tensor arguments
+
+    def _bytes_of(self, counter: collections.Counter, tensor) -> int:
+        # the arguments whose address range is exactly this tensor's (generic: no argument names)
+        start = tensor.data_ptr()
+        end = start + _extent_bytes(tensor)
+        return sum(counter[names] for s, e, names in self.regions if (s, e) == (start, end))
+
+    def loaded_from(self, tensor) -> int:
+        """Bytes this launch loaded through the argument that was `tensor`."""
+        return self._bytes_of(self.loaded, tensor)
+
+    def stored_to(self, tensor) -> int:
+        """Bytes this launch stored through the argument that was `tensor`."""
+        return self._bytes_of(self.stored, tensor)
 
     @property
     def bytes_loaded(self) -> int:
@@ -121,12 +136,13 @@ class InterpreterCounter:
                 originals[(builder, name)] = getattr(builder, name)
 
         def launch(self_, *args, **kwargs):
+            regions = _regions(self_.fn, args, kwargs)
             record = LaunchRecord(self_.fn.__name__, tuple(self_.grid) if not callable(self_.grid) else (),
-                                  collections.Counter(), collections.Counter(), collections.Counter())
+                                  collections.Counter(), collections.Counter(), collections.Counter(), regions)
             with counter._lock:
                 counter.launches.append(record)
                 counter._current = record
-                counter._regions = _regions(self_.fn, args, kwargs)
+                counter._regions = regions
             try:
                 return originals[(executor, "__call__")](self_, *args, **kwargs)
             finally:

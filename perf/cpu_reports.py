@@ -172,17 +172,20 @@ def traffic_rows(shapes, env, T_pair=(2, 4), progress=iter) -> list[dict]:
         (l1, s1, n1), (l2, s2, n2) = measured(T1), measured(T2)
         per_step = {"loaded": (l2 - l1) / (T2 - T1), "stored": (s2 - s1) / (T2 - T1)}
         once = {"loaded": l2 - T2 * per_step["loaded"], "stored": s2 - T2 * per_step["stored"]}
-        config = f"{plan.variant}; per argument at T={T2}: loaded {_breakdown([runs[T2][which]], 'loaded')}; " \
-                 f"stored {_breakdown([runs[T2][which]], 'stored')}"
-        triton = dict(kernel=plan.kernel, provider="triton_lstm", config=config, **common)
+        breakdown = f"{plan.variant}; by argument at T={T2}: loaded {_breakdown([runs[T2][which]], 'loaded')}; " \
+                    f"stored {_breakdown([runs[T2][which]], 'stored')}"
+        triton = dict(kernel=plan.kernel, provider="triton_lstm", **common)
         for T, n in ((T1, n1), (T2, n2)):
-            rows.append(row(env, metric="launches_per_sequence", unit="count", p50=n, T=T, **triton))
+            rows.append(row(env, metric="launches_per_sequence", unit="count", p50=n, T=T, config=plan.variant,
+                            **triton))
         for key in ("loaded", "stored"):
-            rows.append(row(env, metric=f"bytes_{key}_per_step", unit="bytes", p50=per_step[key], **triton))
-            rows.append(row(env, metric=f"bytes_{key}_once", unit="bytes", p50=once[key], **triton))
+            rows.append(row(env, metric=f"bytes_{key}_per_step", unit="bytes", p50=per_step[key], config=breakdown,
+                            **triton))
+            rows.append(row(env, metric=f"bytes_{key}_once", unit="bytes", p50=once[key], config=breakdown,
+                            **triton))
         stepwise = _count_sequence(T2, B, I, H, dtype, mode, kernel, 1)[which]
         per_step_cfg = dict(kernel=plan.kernel, provider="per_step", T=T2,
-                            config=f"{T2} calls of one step ({plan.variant}), hx carried", **common)
+                            config=f"{plan.variant}; {T2} calls of one step, hx carried", **common)
         rows.append(row(env, metric="launches_per_sequence", unit="count", p50=len(stepwise.launches), **per_step_cfg))
         rows.append(row(env, metric="bytes_loaded_per_step", unit="bytes", p50=stepwise.bytes_loaded / T2,
                         **per_step_cfg))
@@ -190,7 +193,7 @@ def traffic_rows(shapes, env, T_pair=(2, 4), progress=iter) -> list[dict]:
                         **per_step_cfg))
         minimum_step, minimum_once = kernel_min_bytes(mode, B, H, dtype)
         analytic_env = dict(env, device="analytic")
-        analytic = dict(kernel=plan.kernel, provider="analytic", config="minimum (kernel_min_bytes)", **common)
+        analytic = dict(kernel=plan.kernel, provider="analytic", config=f"{plan.variant}; minimum (kernel_min_bytes)", **common)
         for key in ("loaded", "stored"):
             rows.append(row(analytic_env, metric=f"bytes_{key}_per_step", unit="bytes", p50=minimum_step[key],
                             **analytic))

@@ -54,7 +54,7 @@ def triton_stack(module: torch.nn.LSTM, kernel: str = "auto", backend: str = "au
     def one_layer(x, w_ih, w_hh, b_ih, b_hh):
         return triton_lstm.lstm(x, w_ih, w_hh, b_ih, b_hh, kernel=kernel, backend=backend)
 
-    return stack(one_layer, module), f"triton_lstm.lstm stacked over layers and directions (kernel={kernel})"
+    return stack(one_layer, module), f"stacked triton_lstm.lstm, kernel={kernel}"
 
 
 def reference_stack(module: torch.nn.LSTM):

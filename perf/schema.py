@@ -126,3 +126,23 @@ def _cell(v) -> str:
     if isinstance(v, float):
         return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
     return str(v).replace("|", "\\|")
+
+
+def to_wide_markdown(df: pd.DataFrame) -> str:
+    """One line per measured thing, one column per metric (its p50, unit in the header).
+
+    Rows that share every column but metric, unit and the quantiles are one line; the
+    environment is stated once above the table, the quantiles p20/p80 stay in the CSV.
+    """
+    if df.empty:
+        return "(no rows)\n"
+    index = [c for c in COLUMNS if c not in ("metric", "unit", "p50", "p20", "p80") + ENVIRONMENT_COLUMNS
+             and any(_cell(v) for v in df[c])]
+    lines: dict[tuple, dict] = {}
+    for record in df.to_dict("records"):
+        key = tuple(_cell(record[c]) for c in index)
+        header = record["metric"] + (f" ({record['unit']})" if record["unit"] else "")
+        lines.setdefault(key, {})[header] = record["p50"]
+    metrics = list(dict.fromkeys(h for line in lines.values() for h in line))
+    wide = pd.DataFrame([dict(zip(index, key), **values) for key, values in lines.items()], columns=index + metrics)
+    return to_markdown(wide, drop=())
