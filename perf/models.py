@@ -61,10 +61,13 @@ def reference_stack(module: torch.nn.LSTM):
     return stack(reference.lstm, module)
 
 
-def compiled_reference_stack(module: torch.nn.LSTM):
+def compiled_reference_stack(module: torch.nn.LSTM, backend: str = "inductor"):
     """The reference with its one-step cell under torch.compile. Compiling the whole sequence
     function would unroll its T-step Python loop into one graph (minutes per shape at T=1024)."""
-    cell = torch.compile(reference.lstm_cell)
+    # Dynamo caches per code object and falls back to eager after a few recompiles: start each
+    # shape from a clean cache so every shape really runs compiled.
+    torch._dynamo.reset()
+    cell = torch.compile(reference.lstm_cell, backend=backend, dynamic=False)
 
     def one_layer(x, w_ih, w_hh, b_ih, b_hh):
         xw = F.linear(x, w_ih, b_ih + b_hh)

@@ -1,5 +1,6 @@
 """perf/ reports: each number checked against a hand count, a formula worked by hand, or the
 compile matrix. Kernels run in the interpreter (conftest.py sets TRITON_INTERPRET first)."""
+import copy
 import math
 import pathlib
 import re
@@ -102,8 +103,12 @@ def test_stacked_triton_matches_torch_lstm_two_layers_bidirectional():
     y, (h, c) = models.stack(triton_lstm.reference.lstm, module)(x)
     for out, ref in ((y, y_ref), (h, h_ref), (c, c_ref)):
         assert cpu_reports.rel_err(out, ref) < 1e-12
-    y32, _ = models.triton_stack(module.float())[0](x.float())
+    y32, _ = models.triton_stack(copy.deepcopy(module).float())[0](x.float())
     assert cpu_reports.rel_err(y32, y_ref) < 1e-5
+    # the torch.compile provider's loop (dynamo with its eager backend: no C++ compiler needed)
+    y_compiled, (h_compiled, _) = models.compiled_reference_stack(module, backend="eager")(x)
+    assert cpu_reports.rel_err(y_compiled, y_ref) < 1e-12
+    assert cpu_reports.rel_err(h_compiled, h_ref) < 1e-12
 
 
 def test_interpreter_rows_report_small_errors_and_one_launch():
