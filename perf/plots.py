@@ -100,10 +100,14 @@ def plot_traffic(df: pd.DataFrame, path):
     sub = sub.assign(case=sub["mode"] + " " + sub["dtype"] + " B=" + sub["B"].astype(int).astype(str) + " H="
                      + sub["H"].astype(int).astype(str) + " " + sub["config"].str.split(";").str[0])
     totals = sub.groupby(["case", "provider"])["p50"].sum().unstack("provider")
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(totals)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(totals)), 5.5))
     totals.plot.bar(ax=ax, logy=True)
     ax.set_ylabel("bytes per step (loaded + stored)")
-    ax.set_title("global-memory bytes per step, counted in the interpreter (analytic = minimum)")
+    ax.set_xlabel("")
+    ax.set_title("global-memory bytes per time step, counted in the interpreter\n"
+                 "(triton_lstm: one launch per sequence; per_step: one launch per step; analytic: minimum)",
+                 fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.tick_params(axis="x", labelrotation=30)
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
