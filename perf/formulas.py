@@ -79,7 +79,8 @@ def roofline(mode: str, T: int, B: int, I: int, H: int, dtype: str, layers: int 
     nbytes = model_min_bytes(mode, T, B, I, H, dtype, layers, directions)
     compute_s = flops / H100_PEAK_FLOPS[dtype]
     memory_s = nbytes / H100_HBM_BYTES_PER_S
-    per_step_s = layers * directions * T * per_step_kernel_bytes(B, H, dtype) / H100_HBM_BYTES_PER_S
+    passes = 2 if mode == "forward_backward" else 1  # the backward re-reads W_hh every step too
+    per_step_s = passes * layers * directions * T * per_step_kernel_bytes(B, H, dtype) / H100_HBM_BYTES_PER_S
     return {
         "flops": flops, "min_bytes": nbytes, "intensity": flops / nbytes,
         "time_s": max(compute_s, memory_s), "bound": "compute" if compute_s >= memory_s else "memory",

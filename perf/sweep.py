@@ -79,13 +79,20 @@ def compile_grid(quick: bool):
     return ((1, 64), (64, 256, 1024)) if quick else ((1, 3, 8, 16, 64, 256), (24, 64, 256, 768, 1024))
 
 
-def run_sections(quick: bool, env: dict) -> list[tuple[str, object]]:
+def default_providers(quick: bool) -> tuple[str, ...]:
+    # torch.compile recompiles the reference cell for every shape (tens of seconds each): full sweep only
+    return tuple(p for p in gpu_bench.PROVIDERS if not (quick and p == "torch.compile(reference)"))
+
+
+def run_sections(quick: bool, env: dict, providers=None) -> list[tuple[str, object]]:
     """[(title, DataFrame)] of every report this machine can produce."""
     sections = []
     if HAS_GPU:
         cases = gpu_bench.default_cases(quick)
+        providers = providers or default_providers(quick)
         sections.append(("GPU timings (triton.testing.do_bench; p50 shown, p20/p80 in the CSV)",
-                         schema.frame(gpu_bench.gpu_rows(cases, env, progress=lambda c: tqdm(c, desc="GPU")))))
+                         schema.frame(gpu_bench.gpu_rows(cases, env, providers=providers,
+                                                         progress=lambda c: tqdm(c, desc="GPU")))))
     else:
         print("No GPU here: no timings. Reporting interpreter runs (correctness, launches), the compile report, "
               "bytes counted in the interpreter, and a roofline estimate.", flush=True)
@@ -122,12 +129,18 @@ def main(argv=None) -> pathlib.Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small grid (what `make sweep` runs)")
     parser.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--providers", help="GPU only: comma-separated subset of " + ",".join(gpu_bench.PROVIDERS)
+                        + " (default: all; --quick leaves out torch.compile(reference))")
     args = parser.parse_args(argv)
+    providers = tuple(args.providers.split(",")) if args.providers else None
+    unknown = set(providers or ()) - set(gpu_bench.PROVIDERS)
+    if unknown:
+        parser.error(f"unknown providers {sorted(unknown)}; choose from {gpu_bench.PROVIDERS}")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     env = schema.environment()
-    sections = run_sections(args.quick, env)
+    sections = run_sections(args.quick, env, providers)
     import pandas as pd
 
     table = pd.concat([df for _, df in sections], ignore_index=True)[schema.COLUMNS]

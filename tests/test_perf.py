@@ -164,6 +164,11 @@ def test_roofline_estimate_by_hand():
     r = formulas.roofline("forward_inference", 1024, 256, 1024, 1024, "bf16")
     assert r["bound"] == "compute"
     assert r["time_s"] == pytest.approx(8 * 1024 * 256 * 1024 * 2048 / 989.4e12, rel=1e-12)
+    # one launch per step re-reads W_hh (4H x H), h, c and xw_t and writes h, c every step, forward
+    # and (for forward+backward) backward: E (4BH + 4H^2 + 4BH) bytes per step and pass
+    per_step = 2 * (4 * 256 * 1024 + 4 * 1024 * 1024 + 4 * 256 * 1024)
+    r = formulas.roofline("forward_backward", 1024, 256, 1024, 1024, "bf16")
+    assert r["per_step_recurrence_time_s"] == pytest.approx(2 * 1024 * per_step / 3.35e12, rel=1e-12)
 
 
 def test_timing_rows_from_fake_timings():
