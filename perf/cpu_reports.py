@@ -9,7 +9,7 @@ import math
 import torch
 
 import triton_lstm
-from triton_lstm import compile_check, planning, reference
+from triton_lstm import compile_check, planning
 
 from . import formulas, models
 from .counters import InterpreterCounter
@@ -193,7 +193,8 @@ def traffic_rows(shapes, env, T_pair=(2, 4), progress=iter) -> list[dict]:
                         **per_step_cfg))
         minimum_step, minimum_once = kernel_min_bytes(mode, B, H, dtype)
         analytic_env = dict(env, device="analytic")
-        analytic = dict(kernel=plan.kernel, provider="analytic", config=f"{plan.variant}; minimum (kernel_min_bytes)", **common)
+        analytic = dict(kernel=plan.kernel, provider="analytic", config=f"{plan.variant}; minimum (kernel_min_bytes)",
+                        **common)
         for key in ("loaded", "stored"):
             rows.append(row(analytic_env, metric=f"bytes_{key}_per_step", unit="bytes", p50=minimum_step[key],
                             **analytic))

@@ -98,7 +98,7 @@ def gpu_rows(cases: list[GpuCase], env: dict, providers=PROVIDERS, progress=iter
                 continue
             try:
                 ms = do_bench(timed_call(fn, x, case.mode, dy), quantiles=[0.5, 0.2, 0.8],
-                                             grad_to_none=[x, *module.parameters(), *_own_parameters(fn)])
+                              grad_to_none=[x, *module.parameters(), *_own_parameters(fn)])
             except Exception as e:  # a provider that cannot run this shape gets a row saying so
                 rows.append(row(env, kernel="lstm", provider=name, metric="error", unit="",
                                 config=f"{type(e).__name__}: {str(e)[:200]}", **shape))

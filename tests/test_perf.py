@@ -137,7 +137,7 @@ def test_compile_report_rows_agree_with_compile_matrix():
         assert got == {"registers_per_thread": r.registers, "spill_bytes": r.spill_bytes,
                        "shared_memory": r.shared_bytes, "programs_per_sm": r.max_programs_per_sm,
                        "max_coresident_programs": r.max_programs_per_sm * {80: 108, 90: 132}[cc],
-                       "grid_programs": math.ceil(columns["B"] / 16)}
+                       "grid_programs": math.prod(plan.grid)}
 
 
 def test_model_flops_and_bytes_by_hand():
