@@ -1,224 +1,163 @@
-"""The perf sweep: one long-format table, saved as CSV and Markdown.
+"""The perf sweep: every report as one long-format table, saved as CSV, Markdown and PNG plots.
 
-With a GPU: medians (and p20/p80) of triton.testing.do_bench for triton_lstm against
-torch.nn.LSTM (cuDNN), forward (inference) and forward+backward, in microseconds per step.
-Without a GPU it says so and reports only what can be measured honestly here:
-  * interpreter runs at small sizes: error against the float64 reference and launches per
-    sequence (wall time in the interpreter is not a speed and is not reported);
-  * the compile report: every plan of the sweep's shapes compiled for sm_80 and sm_90,
-    with registers per thread, spills, shared memory and programs per SM.
+    python perf/sweep.py [--quick] [--out perf/results]      (make sweep = --quick)
 
-    python perf/sweep.py [--quick] [--out perf/results]
+With a GPU: triton.testing.do_bench medians (p20, p80) of triton_lstm, torch.nn.LSTM (cuDNN),
+the reference, torch.compile of the reference and flashrnn (when importable), for forward
+inference, training forward and forward+backward over batch, hidden and input size,
+sequence length, layers, dtype and direction: ms, us per step, tokens/s, achieved TFLOP/s
+and GB/s, speedup over cuDNN; plus the compile report and the roofline estimate.
+Without a GPU, only what can be known honestly here, each table labelled:
+  (a) interpreter runs at small sizes: error against the float64 reference, launches;
+  (b) compile report: each plan compiled for sm_80 and sm_90 (registers, spills, shared
+      memory, co-resident programs);
+  (c) traffic report: global-memory bytes per step counted in the interpreter, against the
+      analytic minimum and a launch-per-step implementation;
+  (d) roofline ESTIMATE for an H100 SXM from datasheet figures.
+Formulas and the CSV schema: perf/README.md.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
-import os
 import pathlib
-import subprocess
 import sys
+import time
 
-import torch
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-HAS_GPU = torch.cuda.is_available()
-if not HAS_GPU:
-    os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-
-import pandas as pd  # noqa: E402
-import triton  # noqa: E402
-
-import triton_lstm  # noqa: E402
-from triton_lstm import compile_check, planning, reference  # noqa: E402
+import perf  # noqa: E402,F401  (chooses the interpreter before triton is imported)
+from perf import HAS_GPU, cpu_reports, formulas, gpu_bench, plots, schema  # noqa: E402
+from perf.cpu_reports import Case  # noqa: E402
 
 try:
     from tqdm import tqdm
 except ImportError:  # progress bars are optional
-    def tqdm(it, **_):
-        return it
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-COLUMNS = ["kernel", "provider", "mode", "metric", "unit", "T", "B", "I", "H", "dtype", "p50", "p20",
-           "p80", "config", "device", "torch", "triton", "commit"]
+    def tqdm(iterable, **_):
+        return iterable
 
 
-def environment() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=pathlib.Path(__file__).parent).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
-    device = torch.cuda.get_device_name() if HAS_GPU else "CPU (Triton interpreter); GPU rows: compiled, not run"
-    return {"device": device, "torch": torch.__version__, "triton": triton.__version__, "commit": commit}
+def interpreter_cases(quick: bool) -> list[Case]:
+    cases = [Case(5, 3, 5, 24, mode=mode) for mode in formulas.MODES]
+    cases += [
+        Case(10, 3, 5, 24),  # launches do not grow with T
+        Case(5, 3, 5, 24, layers=2),
+        Case(5, 3, 5, 24, directions=2),
+        Case(5, 3, 5, 24, dtype="bf16"),
+        Case(5, 3, 5, 24, dtype="fp16"),
+        Case(5, 3, 5, 24, kernel="batch_streamed"),
+        Case(4, 17, 8, 40),  # two batch tiles, H padded to 64
+    ]
+    if not quick:
+        cases += [Case(20, 3, 5, 24), Case(6, 33, 8, 64, layers=2, directions=2), Case(5, 2, 8, 96, dtype="bf16"),
+                  Case(5, 2, 8, 96, dtype="fp16", mode="forward_inference")]
+    return cases
 
 
-def row(env, **kw) -> dict:
-    r = {c: None for c in COLUMNS}
-    r.update(env)
-    r.update(kw)
-    return r
+def traffic_shapes(quick: bool) -> list[tuple]:
+    """(B, I, H, dtype, mode, kernel)"""
+    shapes = [(3, 5, 24, "fp32", mode, "auto") for mode in ("forward_inference", "forward_training", "backward")]
+    shapes += [(3, 5, 24, "bf16", "forward_inference", "auto"), (20, 5, 24, "fp32", "forward_inference", "auto"),
+               (3, 5, 64, "fp32", "forward_inference", "batch_streamed"),
+               (3, 5, 64, "fp32", "backward", "batch_streamed")]
+    if not quick:
+        shapes += [(3, 5, 128, "bf16", "forward_inference", "auto"), (3, 5, 64, "fp32", "forward_training", "auto")]
+    return shapes
 
 
-def make_inputs(T, B, I, H, dtype, device, requires_grad):
-    g = torch.Generator().manual_seed(T * 7 + B * 13 + H)
-    k = H ** -0.5
-
-    def u(*s):
-        return ((torch.rand(*s, generator=g) * 2 - 1) * k).to(device, dtype).requires_grad_(requires_grad)
-
-    x = torch.randn(T, B, I, generator=g).to(device, dtype).requires_grad_(requires_grad)
-    return x, u(4 * H, I), u(4 * H, H), u(4 * H), u(4 * H)
+def roofline_shapes(quick: bool) -> list[tuple]:
+    """(T, B, I, H, layers, directions, dtype, mode) over the GPU sweep's default grid."""
+    Bs = (1, 8, 64, 256) if quick else (1, 3, 8, 16, 64, 256)
+    Hs = (256, 1024) if quick else (256, 768, 1024)
+    modes = ("forward_inference", "forward_backward")
+    return [(1024, B, H, H, 1, 1, dtype, mode) for dtype in ("fp32", "bf16", "fp16") for mode in modes
+            for H in Hs for B in Bs]
 
 
-def gpu_rows(shapes, env):
-    rows = []
-    for (T, B, I, H), dname in tqdm(list(itertools.product(shapes, DTYPES)), desc="GPU sweep"):
-        dtype = DTYPES[dname]
-        for mode in ("forward", "forward+backward"):
-            train = mode != "forward"
-            x, w_ih, w_hh, b_ih, b_hh = make_inputs(T, B, I, H, dtype, "cuda", train)
-            cudnn = torch.nn.LSTM(I, H, device="cuda", dtype=dtype)
-            with torch.no_grad():
-                for p, q in zip(cudnn.parameters(), (w_ih, w_hh, b_ih, b_hh)):
-                    p.copy_(q)
-            providers = {
-                "triton_lstm": lambda: triton_lstm.lstm(x, w_ih, w_hh, b_ih, b_hh),
-                "cudnn": lambda: cudnn(x),
-            }
-            for name, fn in providers.items():
-                def step():
-                    if train:
-                        y, (h, c) = fn()
-                        y.sum().backward()
-                    else:
-                        with torch.no_grad():
-                            fn()
-                try:
-                    p50, p20, p80 = triton.testing.do_bench(step, quantiles=[0.5, 0.2, 0.8])
-                except Exception as e:  # a provider that cannot run this shape gets a row saying so
-                    rows.append(row(env, kernel="lstm", provider=name, mode=mode, metric="error", unit="",
-                                    T=T, B=B, I=I, H=H, dtype=dname, config=str(e)[:200]))
-                    continue
-                us = 1e3 / T  # ms per sequence -> us per step
-                rows.append(row(env, kernel="lstm", provider=name, mode=mode, metric="time_per_step", unit="us",
-                                T=T, B=B, I=I, H=H, dtype=dname, p50=p50 * us, p20=p20 * us, p80=p80 * us))
-    return rows
+def compile_grid(quick: bool):
+    return ((1, 64), (64, 256, 1024)) if quick else ((1, 3, 8, 16, 64, 256), (24, 64, 256, 768, 1024))
 
 
-def interpreter_rows(shapes, env):
-    """Correctness and launches in the interpreter: no speed claims."""
-    from triton.runtime import interpreter
-
-    launches = [0]
-    original = interpreter.GridExecutor.__call__
-
-    def counted(self, *a, **k):
-        launches[0] += 1
-        return original(self, *a, **k)
-
-    interpreter.GridExecutor.__call__ = counted
-    rows = []
-    try:
-        for (T, B, I, H), kernel in tqdm(list(itertools.product(shapes, ("batch", "batch_streamed"))),
-                                         desc="interpreter"):
-            x, w_ih, w_hh, b_ih, b_hh = make_inputs(T, B, I, H, torch.float32, "cpu", True)
-            launches[0] = 0
-            y, (h, c) = triton_lstm.lstm(x, w_ih, w_hh, b_ih, b_hh, kernel=kernel, backend="triton")
-            fwd = launches[0]
-            (y.sum() + c.sum()).backward()
-            bwd = launches[0] - fwd
-            ref = [t.detach().double().requires_grad_() for t in (x, w_ih, w_hh, b_ih, b_hh)]
-            yr, (hr, cr) = reference.lstm(*ref)
-            (yr.sum() + cr.sum()).backward()
-            err_y = ((y.double() - yr).norm() / yr.norm()).item()
-            err_dw = ((w_hh.grad.double() - ref[2].grad).norm() / ref[2].grad.norm()).item()
-            plan = planning.plan_forward(B, H, torch.float32, planning.Options(kernel=kernel),
-                                         planning.DeviceLimits.interpreter())
-            common = dict(provider="triton_lstm (interpreter)", T=T, B=B, I=I, H=H, dtype="fp32",
-                          config=plan.variant, kernel=plan.kernel)
-            rows += [
-                row(env, mode="forward", metric="launches_per_sequence", unit="count", p50=fwd, **common),
-                row(env, mode="backward", metric="launches_per_sequence", unit="count", p50=bwd,
-                    **dict(common, kernel="lstm_bwd_kernel_batch")),
-                row(env, mode="forward", metric="rel_err_y_vs_fp64_reference", unit="", p50=err_y, **common),
-                row(env, mode="forward+backward", metric="rel_err_dW_hh_vs_fp64_reference", unit="",
-                    p50=err_dw, **common),
-            ]
-    finally:
-        interpreter.GridExecutor.__call__ = original
-    return rows
+def default_providers(quick: bool) -> tuple[str, ...]:
+    # torch.compile recompiles the reference cell for every shape (tens of seconds each): full sweep only
+    return tuple(p for p in gpu_bench.PROVIDERS if not (quick and p == "torch.compile(reference)"))
 
 
-def compile_rows(Bs, Hs, env):
-    """Registers, spills, shared memory and programs per SM of every plan, sm_80 and sm_90."""
-    cases = [((B, H, dname, make), plan_of(B, H, DTYPES[dname], planning.Options(), limits), cc)
-             for cc, limits in compile_check.TARGETS.items() for B in Bs for H in Hs for dname in DTYPES
-             for make, plan_of in (("forward", planning.plan_forward), ("backward", planning.plan_backward))]
-    results = compile_check.compile_plans([(plan, cc) for _, plan, cc in cases])
-    env = dict(env, device="compiled, not run")
-    rows = []
-    for (B, H, dname, mode), plan, cc in cases:
-        r = results[(plan, cc)]
-        c = dict(plan.constexprs)
-        config = (f"sm_{cc} {plan.variant} warps={plan.num_warps} BLOCK_B={c['BLOCK_B']} "
-                  f"BLOCK_N={c['BLOCK_N']} BLOCK_K={c['BLOCK_K']} programs={plan.grid[0]}")
-        common = dict(kernel=plan.kernel, provider="triton_lstm", mode=mode, B=B, H=H, dtype=dname, config=config)
-        for metric, unit, value in (("registers_per_thread", "count", r.registers),
-                                    ("spill_bytes", "bytes", r.spill_bytes),
-                                    ("shared_memory", "bytes", r.shared_bytes),
-                                    ("programs_per_sm", "count", r.max_programs_per_sm)):
-            rows.append(row(env, metric=metric, unit=unit, p50=value, **common))
-    return rows
-
-
-def to_markdown(df: pd.DataFrame) -> str:
-    cols = [c for c in df.columns if df[c].notna().any()]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df[cols].iterrows():
-        cells = [f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v)) for v in r]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small grid (the README's main command)")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
-    args = parser.parse_args(argv)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    env = environment()
+def run_sections(quick: bool, env: dict, providers=None) -> list[tuple[str, object]]:
+    """[(title, DataFrame)] of every report this machine can produce."""
     sections = []
     if HAS_GPU:
-        Bs = (1, 3, 8, 16, 64) if args.quick else (1, 3, 8, 16, 64, 256)
-        Hs = (256, 1024) if args.quick else (256, 768, 1024)
-        Ts = (256,) if args.quick else (256, 1024)
-        shapes = [(T, B, H, H) for T in Ts for B in Bs for H in Hs]
-        sections.append(("GPU timings (do_bench medians, us per step)", pd.DataFrame(gpu_rows(shapes, env))))
+        cases = gpu_bench.default_cases(quick)
+        providers = providers or default_providers(quick)
+        sections.append(("GPU timings (triton.testing.do_bench; p50 shown, p20/p80 in the CSV)",
+                         schema.frame(gpu_bench.gpu_rows(cases, env, providers=providers,
+                                                         progress=lambda c: tqdm(c, desc="GPU")))))
     else:
-        print("No GPU here: running the kernels in Triton's interpreter at small sizes "
-              "(correctness and launch counts only, no speed claims) plus the sm_80/sm_90 compile report.")
-        shapes = [(5, 3, 5, 24), (20, 3, 5, 24), (5, 2, 8, 64)] if args.quick else \
-            [(5, 3, 5, 24), (20, 3, 5, 24), (5, 2, 8, 64), (4, 17, 8, 96)]
-        sections.append(("Interpreter runs (CPU, fp32): correctness and launches, not speed",
-                         pd.DataFrame(interpreter_rows(shapes, env))))
-    Bs, Hs = ((1, 16, 64), (256, 1024)) if args.quick else ((1, 3, 8, 16, 64, 256), (256, 768, 1024))
-    sections.append(("Compile report (sm_80 and sm_90, compiled, not run)", pd.DataFrame(compile_rows(Bs, Hs, env))))
-    table = pd.concat([df for _, df in sections], ignore_index=True)[COLUMNS]
+        print("No GPU here: no timings. Reporting interpreter runs (correctness, launches), the compile report, "
+              "bytes counted in the interpreter, and a roofline estimate.", flush=True)
+        sections.append(("(a) Interpreter runs at small sizes (CPU; correctness and launches only, no speed)",
+                         schema.frame(cpu_reports.interpreter_rows(
+                             interpreter_cases(quick), env, progress=lambda c: tqdm(c, desc="interpreter")))))
+    Bs, Hs = compile_grid(quick)
+    print("compiling plans for sm_80 and sm_90 (cached under ~/.cache/triton_lstm) ...", flush=True)
+    sections.append(("(b) Compile report: every plan compiled for sm_80 and sm_90 (compiled, not run)",
+                     schema.frame(cpu_reports.compile_rows(Bs, Hs, env))))
+    if not HAS_GPU:
+        sections.append(("(c) Traffic report: global-memory bytes per time step, counted in the interpreter "
+                         "(before caches), vs the analytic minimum and one launch per step",
+                         schema.frame(cpu_reports.traffic_rows(traffic_shapes(quick), env,
+                                                               progress=lambda c: tqdm(c, desc="traffic")))))
+    sections.append((f"(d) Roofline ESTIMATE for an H100 SXM ({formulas.H100_SOURCE}: "
+                     f"{formulas.H100_HBM_BYTES_PER_S / 1e12} TB/s, {formulas.H100_PEAK_FLOPS['bf16'] / 1e12} "
+                     f"TFLOP/s bf16/fp16, {formulas.H100_PEAK_FLOPS['fp32'] / 1e12} TFLOP/s TF32); not a measurement",
+                     schema.frame(cpu_reports.roofline_rows(roofline_shapes(quick), env))))
+    return sections
+
+
+def write_plots(table, out: pathlib.Path, stamp: str) -> list[pathlib.Path]:
+    made = [
+        plots.plot_time_vs_T(table, out / f"sweep-{stamp}-time-vs-T.png"),
+        plots.plot_speedup_vs_B(table, out / f"sweep-{stamp}-speedup-vs-B.png"),
+        plots.plot_roofline_vs_B(table, out / f"sweep-{stamp}-roofline-estimate-vs-B.png"),
+        plots.plot_traffic(table, out / f"sweep-{stamp}-traffic.png"),
+    ]
+    return [p for p in made if p is not None]
+
+
+def main(argv=None) -> pathlib.Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small grid (what `make sweep` runs)")
+    parser.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--providers", help="GPU only: comma-separated subset of " + ",".join(gpu_bench.PROVIDERS)
+                        + " (default: all; --quick leaves out torch.compile(reference))")
+    args = parser.parse_args(argv)
+    providers = tuple(args.providers.split(",")) if args.providers else None
+    unknown = set(providers or ()) - set(gpu_bench.PROVIDERS)
+    if unknown:
+        parser.error(f"unknown providers {sorted(unknown)}; choose from {gpu_bench.PROVIDERS}")
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    env = schema.environment()
+    sections = run_sections(args.quick, env, providers)
+    import pandas as pd
+
+    table = pd.concat([df for _, df in sections], ignore_index=True)[schema.COLUMNS]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     csv = out / f"sweep-{stamp}.csv"
-    table.to_csv(csv, index=False)
-    md = [f"# triton_lstm perf sweep {stamp}\n", f"device: {env['device']}; torch {env['torch']}; "
-          f"triton {env['triton']}; commit {env['commit']}\n"]
-    for title, df in sections:
-        md += [f"\n## {title}\n\n", to_markdown(df.drop(columns=["device", "torch", "triton", "commit"]))]
-    (out / f"sweep-{stamp}.md").write_text("".join(md))
-    print("".join(md[:2]))
-    for title, df in sections:
-        print(f"{title}: {len(df)} rows")
-    print(f"wrote {csv} and {csv.with_suffix('.md')}")
+    schema.write_csv(table, csv)
+    pngs = write_plots(table, out, stamp)
+    header = (f"# triton_lstm perf sweep {stamp}{' (quick)' if args.quick else ''}\n\n"
+              f"environment: device {env['device']}; {env['driver'] or 'no CUDA driver'}; torch {env['torch']}; "
+              f"triton {env['triton']}; commit {env['commit']}\n")
+    body = "".join(f"\n## {title}\n\n{schema.to_wide_markdown(df)}" for title, df in sections)
+    md = out / f"sweep-{stamp}.md"
+    md.write_text(header + body + "\nPlots: " + ", ".join(p.name for p in pngs) + "\n")
+    print(header + body)
+    print(f"wrote {csv}, {md} and {len(pngs)} plots ({', '.join(p.name for p in pngs)}) "
+          f"in {time.time() - started:.0f} s")
+    return csv
 
 
 if __name__ == "__main__":

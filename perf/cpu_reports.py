@@ -1,0 +1,277 @@
+"""Reports that need no GPU: interpreter runs, the compile report, the traffic report, the
+roofline estimate. Each returns table rows (perf.schema.row); none makes a speed claim.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+import triton_lstm
+from triton_lstm import compile_check, planning
+
+from . import formulas, models
+from .counters import InterpreterCounter
+from .schema import row
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+INTERPRETER = "CPU (Triton interpreter)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    T: int
+    B: int
+    I: int
+    H: int
+    layers: int = 1
+    directions: int = 1
+    dtype: str = "fp32"
+    mode: str = "forward_backward"
+    kernel: str = "auto"
+
+    def columns(self) -> dict:
+        return dict(T=self.T, B=self.B, I=self.I, H=self.H, layers=self.layers, directions=self.directions,
+                    dtype=self.dtype, mode=self.mode)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.detach().double(), ref.detach().double()
+    if not torch.isfinite(out).all():
+        return math.inf
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def seeded_module(case: Case, seed: int = 0) -> tuple[torch.nn.LSTM, torch.Tensor]:
+    """An nn.LSTM in float64 with nn.LSTM's own init, and an input x (T, B, I), from one seed."""
+    torch.manual_seed(seed)
+    module = torch.nn.LSTM(case.I, case.H, case.layers, bidirectional=case.directions == 2, dtype=torch.float64)
+    return module, torch.randn(case.T, case.B, case.I, dtype=torch.float64)
+
+
+def interpreter_rows(cases: list[Case], env: dict, progress=iter) -> list[dict]:
+    """Each case run by triton_lstm in the interpreter against the reference in float64:
+    relative errors of y (and of x's and the first layer's W_hh gradients) and launches per
+    sequence (forward call, and the backward separately). No timings: the interpreter is
+    not a GPU."""
+    env = dict(env, device=INTERPRETER)
+    rows = []
+    for seed, case in enumerate(progress(cases)):
+        module64, x64 = seeded_module(case, seed)
+        module = torch.nn.LSTM(case.I, case.H, case.layers, bidirectional=case.directions == 2,
+                               dtype=DTYPES[case.dtype])
+        module.load_state_dict(module64.state_dict())
+        train = case.mode != "forward_inference"
+        x = x64.to(DTYPES[case.dtype]).requires_grad_(train)
+        run, how = models.triton_stack(module, kernel=case.kernel)
+        common = dict(kernel="lstm", provider="triton_lstm", config=how, **case.columns())
+        with InterpreterCounter() as forward_count, torch.set_grad_enabled(train):
+            y, (h_n, c_n) = run(x)
+        rows.append(row(env, metric="launches_per_sequence", unit="count", p50=len(forward_count.launches),
+                        **dict(common, mode="forward_training" if train else "forward_inference")))
+        x64 = x64.clone().requires_grad_(train)
+        with torch.set_grad_enabled(train):
+            y_ref, _ = models.reference_stack(module64)(x64)
+        rows.append(row(env, metric="rel_err_y_vs_fp64_reference", unit="", p50=rel_err(y, y_ref), **common))
+        if case.mode == "forward_backward":
+            dy = torch.randn(y_ref.shape, dtype=torch.float64)
+            with InterpreterCounter() as backward_count:
+                y.backward(dy.to(y.dtype))
+            y_ref.backward(dy)
+            rows += [
+                row(env, metric="launches_per_sequence", unit="count", p50=len(backward_count.launches),
+                    **dict(common, mode="backward")),
+                row(env, metric="rel_err_dx_vs_fp64_reference", unit="", p50=rel_err(x.grad, x64.grad), **common),
+                row(env, metric="rel_err_dW_hh_l0_vs_fp64_reference", unit="",
+                    p50=rel_err(module.weight_hh_l0.grad, module64.weight_hh_l0.grad), **common),
+            ]
+    return rows
+
+
+# Traffic -----------------------------------------------------------------------------------
+
+def kernel_min_bytes(mode: str, B: int, H: int, dtype: str) -> tuple[dict, dict]:
+    """Analytic minimum of one recurrent launch, ({"loaded", "stored"} per step, the same once).
+
+    Per step the forward must read x_t W_ih^T + b (B x 4H) and write y_t (B x H); a training
+    forward also writes what the backward reads (the four gate activations and c_t, fp32).
+    The backward must read dy_t, the saved gates and c_t, and write dpre_t (B x 4H). Once: W_hh
+    and the initial state in, the final state out. E = bytes per element; saved state is fp32.
+    """
+    E, F32 = formulas.ELEMENT_BYTES[dtype], 4
+    state, gates, w = B * H, 4 * B * H, 4 * H * H
+    if mode == "forward_inference":
+        return {"loaded": gates * E, "stored": state * E}, {"loaded": (w + 2 * state) * E, "stored": 2 * state * E}
+    if mode == "forward_training":
+        return ({"loaded": gates * E, "stored": state * E + (gates + state) * F32},
+                {"loaded": (w + 2 * state) * E, "stored": 2 * state * E + state * F32})
+    if mode == "backward":
+        return ({"loaded": state * E + (gates + state) * F32, "stored": gates * E},
+                {"loaded": (w + 2 * state) * E, "stored": 2 * state * E})
+    raise ValueError(f"no kernel minimum for mode {mode!r}")
+
+
+def _count_sequence(T, B, I, H, dtype, mode, kernel, steps_per_call, seed=0):
+    """Run T steps through the public API, `steps_per_call` steps per call (T: one persistent
+    call; 1: one launch per step, state carried in hx). Returns (forward counter, backward
+    counter or None)."""
+    g = torch.Generator().manual_seed(seed)
+    dt = DTYPES[dtype]
+    train = mode != "forward_inference"
+    x = torch.randn(T, B, I, generator=g).to(dt).requires_grad_(train)
+    w_ih = (torch.randn(4 * H, I, generator=g) * H ** -0.5).to(dt).requires_grad_(train)
+    w_hh = (torch.randn(4 * H, H, generator=g) * H ** -0.5).to(dt).requires_grad_(train)
+    h, c = torch.randn(B, H, generator=g).to(dt), torch.randn(B, H, generator=g).to(dt)
+    ys = []
+    with InterpreterCounter() as forward, torch.set_grad_enabled(train):
+        for t0 in range(0, T, steps_per_call):
+            y, (h, c) = triton_lstm.lstm(x[t0:t0 + steps_per_call], w_ih, w_hh, None, None, (h, c),
+                                         kernel=kernel, backend="triton")
+            ys.append(y)
+    if mode != "backward":
+        return forward, None
+    out = torch.cat(ys)
+    with InterpreterCounter() as backward:
+        torch.autograd.backward((out, h, c), (torch.ones_like(out), torch.ones_like(h), torch.ones_like(c)))
+    return forward, backward
+
+
+def _breakdown(counters, key) -> str:
+    total = {}
+    for counter in counters:
+        for record in counter.launches:
+            for name, n in getattr(record, key).items():
+                total[name] = total.get(name, 0) + n
+    return ", ".join(f"{name}={n}" for name, n in sorted(total.items()))
+
+
+def traffic_rows(shapes, env, T_pair=(2, 4), progress=iter) -> list[dict]:
+    """Bytes per time step counted in the interpreter, for each (B, I, H, dtype, mode, kernel).
+
+    triton_lstm: sequences of T1 and T2 steps in one call each; the difference over T2 - T1
+    gives bytes per step, the rest is one-off (weights, initial and final state).
+    per_step: the same T2 steps as T2 calls of one step each (the launch-per-step design:
+    W_hh and the state re-read every step), divided by T2. analytic: kernel_min_bytes.
+    """
+    env = dict(env, device=INTERPRETER)
+    T1, T2 = T_pair
+    rows = []
+    for B, I, H, dtype, mode, kernel in progress(shapes):
+        plan_of = planning.plan_backward if mode == "backward" else planning.plan_forward
+        options = planning.Options(store_state=mode != "forward_inference", kernel=kernel)
+        plan = plan_of(B, H, DTYPES[dtype], options, planning.DeviceLimits.interpreter())
+        common = dict(B=B, I=I, H=H, layers=1, directions=1, dtype=dtype, mode=mode)
+        runs = {T: _count_sequence(T, B, I, H, dtype, mode, kernel, T) for T in (T1, T2)}
+        which = 1 if mode == "backward" else 0  # the backward counter or the forward counter
+
+        def measured(T):
+            counter = runs[T][which]
+            return counter.bytes_loaded, counter.bytes_stored, len(counter.launches)
+
+        (l1, s1, n1), (l2, s2, n2) = measured(T1), measured(T2)
+        per_step = {"loaded": (l2 - l1) / (T2 - T1), "stored": (s2 - s1) / (T2 - T1)}
+        once = {"loaded": l2 - T2 * per_step["loaded"], "stored": s2 - T2 * per_step["stored"]}
+        breakdown = f"{plan.variant}; by argument at T={T2}: loaded {_breakdown([runs[T2][which]], 'loaded')}; " \
+                    f"stored {_breakdown([runs[T2][which]], 'stored')}"
+        triton = dict(kernel=plan.kernel, provider="triton_lstm", **common)
+        for T, n in ((T1, n1), (T2, n2)):
+            rows.append(row(env, metric="launches_per_sequence", unit="count", p50=n, T=T, config=plan.variant,
+                            **triton))
+        for key in ("loaded", "stored"):
+            rows.append(row(env, metric=f"bytes_{key}_per_step", unit="bytes", p50=per_step[key], config=breakdown,
+                            **triton))
+            rows.append(row(env, metric=f"bytes_{key}_once", unit="bytes", p50=once[key], config=breakdown,
+                            **triton))
+        stepwise = _count_sequence(T2, B, I, H, dtype, mode, kernel, 1)[which]
+        per_step_cfg = dict(kernel=plan.kernel, provider="per_step", T=T2,
+                            config=f"{plan.variant}; {T2} calls of one step, hx carried", **common)
+        rows.append(row(env, metric="launches_per_sequence", unit="count", p50=len(stepwise.launches), **per_step_cfg))
+        rows.append(row(env, metric="bytes_loaded_per_step", unit="bytes", p50=stepwise.bytes_loaded / T2,
+                        **per_step_cfg))
+        rows.append(row(env, metric="bytes_stored_per_step", unit="bytes", p50=stepwise.bytes_stored / T2,
+                        **per_step_cfg))
+        minimum_step, minimum_once = kernel_min_bytes(mode, B, H, dtype)
+        analytic_env = dict(env, device="analytic")
+        analytic = dict(kernel=plan.kernel, provider="analytic", config=f"{plan.variant}; minimum (kernel_min_bytes)",
+                        **common)
+        for key in ("loaded", "stored"):
+            rows.append(row(analytic_env, metric=f"bytes_{key}_per_step", unit="bytes", p50=minimum_step[key],
+                            **analytic))
+            rows.append(row(analytic_env, metric=f"bytes_{key}_once", unit="bytes", p50=minimum_once[key],
+                            **analytic))
+    return rows
+
+
+# Compile report ----------------------------------------------------------------------------
+
+COMPILE_MODES = {
+    "forward_inference": (planning.plan_forward, planning.Options(store_state=False)),
+    "forward_training": (planning.plan_forward, planning.Options()),
+    "backward": (planning.plan_backward, planning.Options()),
+}
+
+
+def compile_cases(Bs, Hs, dtypes=tuple(DTYPES), modes=tuple(COMPILE_MODES)):
+    """(columns, plan, capability) for every plan of the grid on sm_80 and sm_90."""
+    cases = []
+    for cc, limits in compile_check.TARGETS.items():
+        for B in Bs:
+            for H in Hs:
+                for dtype in dtypes:
+                    for mode in modes:
+                        plan_of, options = COMPILE_MODES[mode]
+                        plan = plan_of(B, H, DTYPES[dtype], options, limits)
+                        cases.append((dict(B=B, H=H, dtype=dtype, mode=mode), plan, cc))
+    return cases
+
+
+def compile_rows(Bs, Hs, env, dtypes=tuple(DTYPES), modes=tuple(COMPILE_MODES)) -> list[dict]:
+    """Registers, spills, shared memory and co-residency of every plan (triton_lstm.compile_check,
+    which caches compiles on disk), for sm_80 and sm_90. Compiled, not run."""
+    cases = compile_cases(Bs, Hs, dtypes, modes)
+    results = compile_check.compile_plans([(plan, cc) for _, plan, cc in cases])
+    env = dict(env, device="compiled, not run")
+    rows = []
+    for columns, plan, cc in cases:
+        r = results[(plan, cc)]
+        c = dict(plan.constexprs)
+        programs = math.prod(plan.grid)
+        config = (f"sm_{cc} {plan.variant} BLOCK_B={c['BLOCK_B']} BLOCK_N={c['BLOCK_N']} BLOCK_K={c['BLOCK_K']} "
+                  f"warps={plan.num_warps} stages={plan.num_stages} grid={programs}"
+                  + ("" if r.ok else f" ERROR {r.error[:200]}"))
+        common = dict(kernel=plan.kernel, provider="triton_lstm", layers=1, directions=1, config=config, **columns)
+        num_sms = compile_check.TARGETS[cc].num_sms
+        for metric, unit, value in (("registers_per_thread", "count", r.registers),
+                                    ("spill_bytes", "bytes", r.spill_bytes),
+                                    ("shared_memory", "bytes", r.shared_bytes),
+                                    ("programs_per_sm", "count", r.max_programs_per_sm),
+                                    ("max_coresident_programs", "count", r.max_programs_per_sm * num_sms),
+                                    ("grid_programs", "count", programs)):
+            rows.append(row(env, metric=metric, unit=unit, p50=value, **common))
+    return rows
+
+
+# Roofline ----------------------------------------------------------------------------------
+
+def roofline_rows(shapes, env) -> list[dict]:
+    """H100 SXM roofline ESTIMATE per (T, B, I, H, layers, directions, dtype, mode)."""
+    env = dict(env, device="estimate: H100 SXM (datasheet figures)", driver="")
+    rows = []
+    for T, B, I, H, layers, directions, dtype, mode in shapes:
+        r = formulas.roofline(mode, T, B, I, H, dtype, layers, directions)
+        peak = formulas.H100_PEAK_FLOPS[dtype] / 1e12
+        config = (f"ESTIMATE {r['bound']}-bound; {formulas.H100_HBM_BYTES_PER_S / 1e12} TB/s HBM3, "
+                  f"{peak} TFLOP/s {dtype}{' (TF32)' if dtype == 'fp32' else ''} dense; {formulas.H100_SOURCE}")
+        common = dict(kernel="lstm", provider="roofline_estimate", T=T, B=B, I=I, H=H, layers=layers,
+                      directions=directions, dtype=dtype, mode=mode, config=config)
+        rows += [
+            row(env, metric="time_per_step", unit="us", p50=r["time_s"] / T * 1e6, **common),
+            row(env, metric="flops", unit="FLOP", p50=r["flops"], **common),
+            row(env, metric="min_bytes", unit="bytes", p50=r["min_bytes"], **common),
+            row(env, metric="arithmetic_intensity", unit="FLOP/byte", p50=r["intensity"], **common),
+            # the recurrence as one launch per step, W_hh, h and c re-read from HBM every step
+            row(env, metric="time_per_step_recurrence_launch_per_step", unit="us",
+                p50=r["per_step_recurrence_time_s"] / T * 1e6, **common),
+        ]
+    return rows
