@@ -9,7 +9,7 @@ import math
 import torch
 
 import triton_lstm
-from triton_lstm import compile_check, planning
+from triton_lstm import compile_check, planning, split
 
 from . import formulas, models
 from .counters import InterpreterCounter
@@ -84,7 +84,7 @@ def interpreter_rows(cases: list[Case], env: dict, progress=iter) -> list[dict]:
                     **dict(common, mode="backward")),
                 row(env, metric="rel_err_dx_vs_fp64_reference", unit="", p50=rel_err(x.grad, x64.grad), **common),
                 row(env, metric="rel_err_dW_hh_l0_vs_fp64_reference", unit="",
-                    p50=rel_err(module.weight_hh_l0.grad, module64.weight_hh_l0.grad), **common),
+                    p50=rel_err(run.weight_hh_l0.grad, module64.weight_hh_l0.grad), **common),
             ]
     return rows
 
@@ -160,7 +160,7 @@ def traffic_rows(shapes, env, T_pair=(2, 4), progress=iter) -> list[dict]:
     for B, I, H, dtype, mode, kernel in progress(shapes):
         plan_of = planning.plan_backward if mode == "backward" else planning.plan_forward
         options = planning.Options(store_state=mode != "forward_inference", kernel=kernel)
-        plan = plan_of(B, H, DTYPES[dtype], options, planning.DeviceLimits.interpreter())
+        plan = plan_of(B, H, H, 1, DTYPES[dtype], options, planning.DeviceLimits.interpreter())
         common = dict(B=B, I=I, H=H, layers=1, directions=1, dtype=dtype, mode=mode)
         runs = {T: _count_sequence(T, B, I, H, dtype, mode, kernel, T) for T in (T1, T2)}
         which = 1 if mode == "backward" else 0  # the backward counter or the forward counter
@@ -221,8 +221,14 @@ def compile_cases(Bs, Hs, dtypes=tuple(DTYPES), modes=tuple(COMPILE_MODES)):
                 for dtype in dtypes:
                     for mode in modes:
                         plan_of, options = COMPILE_MODES[mode]
-                        plan = plan_of(B, H, DTYPES[dtype], options, limits)
+                        plan = plan_of(B, H, H, 1, DTYPES[dtype], options, limits)
                         cases.append((dict(B=B, H=H, dtype=dtype, mode=mode), plan, cc))
+                        # the grid-synchronised variant, where it has a co-resident plan
+                        split_plans = split.plan_split(B, H, DTYPES[dtype], options, limits)
+                        split_plan = None if split_plans is None else \
+                            (split_plans.backward if mode == "backward" else split_plans.forward)
+                        if split_plan is not None:
+                            cases.append((dict(B=B, H=H, dtype=dtype, mode=mode), split_plan, cc))
     return cases
 
 
@@ -237,8 +243,8 @@ def compile_rows(Bs, Hs, env, dtypes=tuple(DTYPES), modes=tuple(COMPILE_MODES)) 
         r = results[(plan, cc)]
         c = dict(plan.constexprs)
         programs = math.prod(plan.grid)
-        config = (f"sm_{cc} {plan.variant} BLOCK_B={c['BLOCK_B']} BLOCK_N={c['BLOCK_N']} BLOCK_K={c['BLOCK_K']} "
-                  f"warps={plan.num_warps} stages={plan.num_stages} grid={programs}"
+        tiles = " ".join(f"{k}={c[k]}" for k in ("BLOCK_B", "BLOCK_N", "BLOCK_K", "UNITS") if k in c)
+        config = (f"sm_{cc} {plan.variant} {tiles} warps={plan.num_warps} stages={plan.num_stages} grid={programs}"
                   + ("" if r.ok else f" ERROR {r.error[:200]}"))
         common = dict(kernel=plan.kernel, provider="triton_lstm", layers=1, directions=1, config=config, **columns)
         num_sms = compile_check.TARGETS[cc].num_sms

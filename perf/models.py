@@ -1,11 +1,10 @@
 """Providers as callables x -> (y, (h_n, c_n)) over one torch.nn.LSTM's parameters.
 
-triton_lstm's public API today is the single-layer, single-direction `triton_lstm.lstm`; a
-module `triton_lstm.LSTM` with nn.LSTM's constructor is planned. `triton_stack` is the one
-place that bridges the two: it uses the module when it exists and otherwise stacks the
-functional op over layers and directions (the reverse direction runs on the time-flipped
-sequence, exact for full-length sequences). Every provider reads the same nn.LSTM's
-parameters, so they compute the same function.
+triton_lstm runs as `triton_lstm.LSTM` loaded with the nn.LSTM's state dict (one launch per
+layer and direction pair); the reference providers stack the single-layer functional
+reference over layers and directions (the reverse direction on the time-flipped sequence,
+exact for full-length sequences). Every provider reads the same nn.LSTM's parameters, so
+they compute the same function.
 """
 from __future__ import annotations
 
@@ -43,18 +42,13 @@ def stack(lstm_fn, module: torch.nn.LSTM):
 
 
 def triton_stack(module: torch.nn.LSTM, kernel: str = "auto", backend: str = "auto"):
-    """(callable, description) running triton_lstm on `module`'s parameters."""
-    if hasattr(triton_lstm, "LSTM"):
-        twin = triton_lstm.LSTM(module.input_size, module.hidden_size, num_layers=module.num_layers,
-                                bidirectional=module.bidirectional, device=module.weight_hh_l0.device,
-                                dtype=module.weight_hh_l0.dtype)
-        twin.load_state_dict(module.state_dict())
-        return twin, "triton_lstm.LSTM"
-
-    def one_layer(x, w_ih, w_hh, b_ih, b_hh):
-        return triton_lstm.lstm(x, w_ih, w_hh, b_ih, b_hh, kernel=kernel, backend=backend)
-
-    return stack(one_layer, module), f"stacked triton_lstm.lstm, kernel={kernel}"
+    """(triton_lstm.LSTM holding `module`'s parameters, description)."""
+    twin = triton_lstm.LSTM(module.input_size, module.hidden_size, num_layers=module.num_layers, bias=module.bias,
+                            bidirectional=module.bidirectional, proj_size=module.proj_size,
+                            device=module.weight_hh_l0.device, dtype=module.weight_hh_l0.dtype,
+                            kernel=kernel, backend=backend)
+    twin.load_state_dict(module.state_dict(), strict=True)
+    return twin, f"triton_lstm.LSTM, kernel={kernel}"
 
 
 def reference_stack(module: torch.nn.LSTM):
