@@ -7,11 +7,13 @@ import triton.language as tl
 
 from .grid_barrier import grid_barrier_selftest_kernel
 from .lstm_bwd import lstm_bwd_kernel_batch
+from .lstm_cell import lstm_cell_bwd_kernel, lstm_cell_fwd_kernel
 from .lstm_fwd import lstm_fwd_kernel_batch
 from .lstm_split import lstm_bwd_kernel_split, lstm_fwd_kernel_split
 
 KERNELS = {fn.fn.__name__: fn for fn in (lstm_fwd_kernel_batch, lstm_bwd_kernel_batch, lstm_fwd_kernel_split,
-                                         lstm_bwd_kernel_split, grid_barrier_selftest_kernel)}
+                                         lstm_bwd_kernel_split, grid_barrier_selftest_kernel, lstm_cell_fwd_kernel,
+                                         lstm_cell_bwd_kernel)}
 _TL_DTYPES = {"fp32": tl.float32, "fp64": tl.float64, "fp16": tl.float16, "bf16": tl.bfloat16}
 
 

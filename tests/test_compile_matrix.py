@@ -19,11 +19,11 @@ def test_matrix_covers_the_grid_and_every_specialisation(matrix):
     items, _ = matrix
     plans = [p for p, _ in items]
     assert {cc for _, cc in items} == {80, 90}
-    assert {p.variant for p in plans} == {"batch_resident", "batch_streamed", "split"}
+    assert {p.variant for p in plans} == {"batch_resident", "batch_streamed", "split", "cell"}
     assert {p.kernel for p in plans} == {"lstm_fwd_kernel_batch", "lstm_bwd_kernel_batch", "lstm_fwd_kernel_split",
-                                         "lstm_bwd_kernel_split"}
+                                         "lstm_bwd_kernel_split", "lstm_cell_fwd_kernel", "lstm_cell_bwd_kernel"}
     assert {p.signature[0][1] for p in plans} == {"*fp32", "*bf16", "*fp16", "*fp64"}
-    for flag in ("HAS_PEEPHOLE", "USE_CELL_CLIP", "STORE_STATE", "USE_GRAD_CLIP", "HAS_LENGTHS", "HAS_PROJ"):
+    for flag in ("HAS_PEEPHOLE", "USE_CELL_CLIP", "STORE_STATE", "USE_GRAD_CLIP", "HAS_LENGTHS", "HAS_PROJ", "HAS_BIAS"):
         assert {p.constexpr(flag) for p in plans if flag in dict(p.constexprs)} == {True, False}, flag
 
 

@@ -418,3 +418,67 @@ def test_no_host_sync_and_cuda_graph_capture():
     graph.replay()
     with torch.no_grad():
         assert_close(static_y, m(static_x)[0], 1e-6, "graph replay")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=DTYPE_IDS.get)
+def test_lstm_cell_gate_mechanics_match_reference(dtype):
+    # H=40, I=37: two unit tiles and two K tiles in each input GEMM of the fused step; peepholes
+    # and both clips active (clips exact in fp32, as the kernels hold them), against the
+    # reference cell, whose hooks clip the gate-input grads.
+    g = torch.Generator().manual_seed(23)
+    B, I, H = 5, 37, 40
+    cell_clip, grad_clip = 0.5, 2.0 ** -6
+    base = [torch.randn(*shape, generator=g, dtype=torch.float64) * scale for shape, scale in (
+        ((B, I), 1.0), ((B, H), 1.0), ((B, H), 1.0), ((4 * H, I), 0.4), ((4 * H, H), 0.4), ((4 * H,), 0.4),
+        ((4 * H,), 0.4), ((3, H), 0.4))]
+    upstream = [torch.randn(B, H, generator=g, dtype=torch.float64) for _ in range(2)]
+
+    def reference_step(x, h, c, w_ih, w_hh, b_ih, b_hh, p):
+        return reference.lstm_cell(torch.nn.functional.linear(x, w_ih, b_ih + b_hh), h, c, w_hh, p, grad_clip,
+                                   cell_clip)[:2]
+
+    cell = triton_lstm.LSTMCell(I, H, peephole=True, cell_clip=cell_clip, grad_clip=grad_clip, dtype=dtype,
+                                backend="triton", device=DEVICE)
+
+    def triton_step(x, h, c, w_ih, w_hh, b_ih, b_hh, p):
+        params = dict(weight_ih=w_ih, weight_hh=w_hh, bias_ih=b_ih, bias_hh=b_hh, weight_peephole=p)
+        return torch.func.functional_call(cell, params, (x, (h, c)))
+
+    results = []
+    for step, dt, device in ((triton_step, dtype, DEVICE), (reference_step, torch.float64, "cpu")):
+        leaves_ = [t.to(device, dt).requires_grad_() for t in base]
+        outs = step(*leaves_)
+        results.append(list(outs) + list(torch.autograd.grad(outs, leaves_, [u.to(device, dt) for u in upstream])))
+    names = ["h1", "c1", "dx", "dh", "dc", "dweight_ih", "dweight_hh", "dbias_ih", "dbias_hh", "dpeephole"]
+    for name, a, b in zip(names, *results):
+        assert_close(a, b, TOLERANCE[dtype], name)
+    # the cell clip was active: some |c1| sit at the bound
+    assert (results[1][1].abs() >= cell_clip * (1 - 1e-6)).any()
+
+
+def test_lstm_cell_gradcheck_and_opcheck():
+    from triton_lstm import ops
+    g = torch.Generator().manual_seed(29)
+    B, I, H = 3, 5, 16
+
+    def rand(*shape):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * 0.5).to(DEVICE).requires_grad_()
+
+    args = (rand(B, I), rand(4 * H, I), rand(4 * H, H), rand(4 * H), rand(4 * H), rand(B, H), rand(B, H),
+            rand(3, H))
+    torch.library.opcheck(ops.lstm_cell_step, args + (None, None, True))
+    assert torch.autograd.gradcheck(lambda *t: ops.lstm_cell_step(*t, None, None, True)[:2], args,
+                                    eps=1e-6, atol=1e-8, rtol=1e-6, fast_mode=True)
+    h1, c1, gates, c1_acc = ops.lstm_cell_step(*args, None, None, True)
+    torch.library.opcheck(ops.lstm_cell_step_bwd, (torch.randn_like(h1), torch.randn_like(c1), gates.detach(),
+                                                   args[6].detach(), c1_acc.detach(), args[7].detach(), None, None))
+
+
+def test_lstm_cell_without_bias_matches_torch():
+    torch.manual_seed(31)
+    theirs = torch.nn.LSTMCell(6, 20, bias=False, dtype=torch.float64, device=DEVICE)
+    ours = triton_lstm.LSTMCell(6, 20, bias=False, dtype=torch.float64, backend="triton", device=DEVICE)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(4, 6, dtype=torch.float64, device=DEVICE)
+    for a, b in zip(ours(x), theirs(x)):
+        assert_close(a, b, 1e-10, "no-bias step")

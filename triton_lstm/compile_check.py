@@ -24,7 +24,8 @@ import tempfile
 import torch
 
 from . import split
-from .planning import DeviceLimits, Options, Plan, plan_backward, plan_forward
+from .planning import (DeviceLimits, Options, Plan, plan_backward, plan_cell_backward, plan_cell_forward,
+                       plan_forward)
 
 TARGETS = {80: DeviceLimits.sm80(), 90: DeviceLimits.sm90()}
 MATRIX_B = (1, 3, 64, 256)
@@ -75,6 +76,11 @@ def plan_matrix(limits: DeviceLimits, Bs=MATRIX_B, Hs=MATRIX_H, dtypes=MATRIX_DT
                             plans.append(plan_forward(B, H, P, directions, dtype, o, limits))
                             if o.store_state:
                                 plans.append(plan_backward(B, H, P, directions, dtype, o, limits))
+                # one fused LSTMCell step (lstm_cell.py): I only changes runtime loop bounds
+                for opt in options + (Options(bias=False),):
+                    plans.append(plan_cell_forward(B, H, H, dtype, dataclasses.replace(opt, lengths=False), limits))
+                    if opt.store_state:
+                        plans.append(plan_cell_backward(B, H, dtype, opt, limits))
                 # the split variant: one direction, no lengths, no projection (split.py)
                 for opt in options:
                     split_plans = split.plan_split(B, H, dtype, dataclasses.replace(opt, lengths=False, kernel="split"),

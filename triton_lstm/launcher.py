@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from .planning import DeviceLimits, Options, plan_backward, plan_forward
+from .planning import DeviceLimits, Options, plan_backward, plan_cell_backward, plan_cell_forward, plan_forward
 
 # Tests set this so every output starts as NaN and an element a kernel forgot to write fails.
 poison_outputs = False
@@ -226,3 +226,57 @@ def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, c
         stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
     ))
     return dpre, dh0, dc0, dh_hist
+
+
+def cell_forward(x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, cell_clip, store_state):
+    """One fused LSTMCell step. x (B, I), w_ih (4H, I), w_hh (4H, H), biases (4H,) or None,
+    h, c (B, H), peephole (3, H) or None. Returns h1, c1 (B, H), and gates (B, 4H) and c1 in
+    the compute dtype (both empty unless store_state)."""
+    launch = _kernels()
+    B, I = x.shape
+    H = w_hh.shape[1]
+    for name, t in (("x", x), ("h", h), ("c", c)):
+        _rows_contiguous(name, t)
+    for name, t in (("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih), ("bias_hh", b_hh),
+                    ("peephole", peephole)):
+        if t is not None and t.stride(-1) != 1:
+            raise ValueError(f"{name} must have a contiguous last dimension, got strides {tuple(t.stride())}")
+    options = _options(peephole=peephole is not None, cell_clip=cell_clip is not None, store_state=store_state,
+                       bias=b_ih is not None)
+    plan = plan_cell_forward(B, I, H, x.dtype, options, device_limits(x.device))
+    acc = compute_dtype(x.dtype)
+    h1, c1 = _output(x, B, H), _output(x, B, H)
+    unused = x.new_empty(1, dtype=acc)
+    gates = _output(x, B, 4 * H, dtype=acc) if store_state else unused
+    c1_acc = _output(x, B, H, dtype=acc) if store_state else unused
+    launch.launch(plan, dict(
+        x_ptr=x, w_ih_ptr=w_ih, w_hh_ptr=w_hh, b_ih_ptr=b_ih if b_ih is not None else w_ih,
+        b_hh_ptr=b_hh if b_hh is not None else w_ih, h_ptr=h, c_ptr=c,
+        peephole_ptr=peephole if peephole is not None else w_hh, h1_ptr=h1, c1_ptr=c1, gates_ptr=gates,
+        c1_acc_ptr=c1_acc, B=B, I=I, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
+        stride_x_b=x.stride(0), stride_w_ih_row=w_ih.stride(0), stride_w_hh_row=w_hh.stride(0),
+        stride_h_b=h.stride(0), stride_c_b=c.stride(0),
+    ))
+    if not store_state:
+        gates, c1_acc = x.new_empty(0, dtype=acc), x.new_empty(0, dtype=acc)
+    return h1, c1, gates, c1_acc
+
+
+def cell_backward(dh1, dc1, gates, c, c1_acc, peephole, cell_clip, grad_clip):
+    """The fused gate derivative of one step: dpre (B, 4H) after grad_clip, and dc (B, H)."""
+    launch = _kernels()
+    B, H = c.shape
+    for name, t in (("dh1", dh1), ("dc1", dc1), ("c", c)):
+        _rows_contiguous(name, t)
+    options = _options(peephole=peephole is not None, cell_clip=cell_clip is not None,
+                       grad_clip=grad_clip is not None)
+    plan = plan_cell_backward(B, H, dh1.dtype, options, device_limits(dh1.device))
+    dpre, dc = _output(dh1, B, 4 * H), _output(dh1, B, H)
+    launch.launch(plan, dict(
+        dh1_ptr=dh1, dc1_ptr=dc1, gates_ptr=gates, c_ptr=c, c1_acc_ptr=c1_acc,
+        peephole_ptr=peephole if peephole is not None else dh1, dpre_ptr=dpre, dc_ptr=dc,
+        B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
+        grad_clip=grad_clip if grad_clip is not None else 0.0,
+        stride_dh1_b=dh1.stride(0), stride_dc1_b=dc1.stride(0), stride_c_b=c.stride(0),
+    ))
+    return dpre, dc

@@ -17,6 +17,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .functional import LayerWeights, autocast_dtype, cast_weights, init_forget_bias, lstm_layer, resolve_backend
+from .ops import lstm_cell_step
+from .reference import combined_bias
+from .reference import lstm_cell as reference_cell
 from .planning import KERNEL_CHOICES
 from .validation import BACKENDS, SUPPORTED_DTYPES, clip_value
 
@@ -289,9 +292,9 @@ class LSTMCell(nn.Module):
     grad_clip, cell_clip, kernel, backend as for LSTM.
 
     forward(input, hx=None): input (B, I) or unbatched (I,); hx = (h, c) each (B, H) or
-    (H,); returns (h_1, c_1). The step is one fused kernel launch (the recurrent dot, the
-    gates and the state update, i.e. the layer kernel with T = 1) after one torch GEMM
-    for the input projection; its backward is one launch too.
+    (H,); returns (h_1, c_1). The step is ONE fused kernel launch (kernels/lstm_cell.py:
+    x W_ih^T + h W_hh^T + b, the gates and the state update); its backward is one fused
+    launch for the gate derivatives, then torch GEMMs for dx, dh and the weights.
 
     Example:
         >>> import torch, triton_lstm
@@ -363,11 +366,15 @@ class LSTMCell(nn.Module):
         low = autocast_dtype(x.device.type, "lstm_cell")
         if low is not None:
             x, h0, c0, weights = x.to(low), h0.to(low), c0.to(low), cast_weights(weights, low)
-        backend = resolve_backend(self.backend, x.device)
-        _, h, c, _ = lstm_layer(x.unsqueeze(0), [weights], h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous(),
-                                grad_clip=self.grad_clip, cell_clip=self.cell_clip, kernel=self.kernel,
-                                backend=backend)
-        h, c = h[0], c[0]
+        if resolve_backend(self.backend, x.device) == "reference":
+            h, c, _ = reference_cell(F.linear(x, weights.weight_ih, combined_bias(weights.bias_ih, weights.bias_hh)),
+                                     h0, c0, weights.weight_hh, weights.peephole, self.grad_clip, self.cell_clip)
+        else:
+            state_inputs = [t for t in (x, *weights, h0, c0) if t is not None]
+            store_state = torch.is_grad_enabled() and any(t.requires_grad for t in state_inputs)
+            h, c, _, _ = lstm_cell_step(x.contiguous(), weights.weight_ih, weights.weight_hh, weights.bias_ih,
+                                        weights.bias_hh, h0.contiguous(), c0.contiguous(), weights.peephole,
+                                        self.cell_clip, self.grad_clip, store_state)
         if unbatched:
             return h.squeeze(0), c.squeeze(0)
         return h, c

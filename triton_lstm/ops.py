@@ -123,3 +123,66 @@ def _backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
 
 
 lstm_recurrence.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("triton_lstm::lstm_cell_step", mutates_args=())
+def lstm_cell_step(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, h: Tensor,
+                   c: Tensor, peephole: Tensor | None, cell_clip: float | None, grad_clip: float | None,
+                   store_state: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One LSTMCell step in one fused launch: h1, c1 (+ saved gates and c1 in the compute dtype)."""
+    return launcher.cell_forward(x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, cell_clip, store_state)
+
+
+@lstm_cell_step.register_fake
+def _(x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, cell_clip, grad_clip, store_state):
+    B, H = c.shape
+    acc = launcher.compute_dtype(x.dtype)
+    saved = (x.new_empty(B, 4 * H, dtype=acc), x.new_empty(B, H, dtype=acc)) if store_state else \
+        (x.new_empty(0, dtype=acc), x.new_empty(0, dtype=acc))
+    return x.new_empty(B, H), x.new_empty(B, H), *saved
+
+
+@torch.library.custom_op("triton_lstm::lstm_cell_step_bwd", mutates_args=())
+def lstm_cell_step_bwd(dh1: Tensor, dc1: Tensor, gates: Tensor, c: Tensor, c1_acc: Tensor,
+                       peephole: Tensor | None, cell_clip: float | None,
+                       grad_clip: float | None) -> tuple[Tensor, Tensor]:
+    """The fused gate derivative of one step: dpre (B, 4H) after grad_clip, and dc (B, H)."""
+    return launcher.cell_backward(dh1, dc1, gates, c, c1_acc, peephole, cell_clip, grad_clip)
+
+
+@lstm_cell_step_bwd.register_fake
+def _(dh1, dc1, gates, c, c1_acc, peephole, cell_clip, grad_clip):
+    B, H = c.shape
+    return dh1.new_empty(B, 4 * H), dh1.new_empty(B, H)
+
+
+def _cell_setup_context(ctx, inputs, output):
+    x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, cell_clip, grad_clip, store_state = inputs
+    _, _, gates, c1_acc = output
+    ctx.mark_non_differentiable(gates, c1_acc)
+    ctx.save_for_backward(x, w_ih, w_hh, h, c, peephole, gates, c1_acc)
+    ctx.options = (cell_clip, grad_clip, store_state, b_ih is not None, b_hh is not None)
+
+
+def _cell_backward(ctx, dh1, dc1, _dgates, _dc1_acc):
+    x, w_ih, w_hh, h, c, peephole, gates, c1_acc = ctx.saved_tensors
+    cell_clip, grad_clip, store_state, has_b_ih, has_b_hh = ctx.options
+    if not store_state:
+        raise RuntimeError("triton_lstm: the LSTMCell step ran without saving state for backward "
+                           "(no input required grad when it ran, or grad mode was off)")
+    dh1 = torch.zeros_like(h) if dh1 is None else dh1.contiguous()
+    dc1 = torch.zeros_like(c) if dc1 is None else dc1.contiguous()
+    dpre, dc = lstm_cell_step_bwd(dh1, dc1, gates, c, c1_acc, peephole, cell_clip, grad_clip)
+    H = c.shape[1]
+    db = dpre.sum(0)
+    dpeephole = None
+    if peephole is not None:
+        acc = dpre.to(gates.dtype).view(-1, 4, H)
+        c_acc = c.to(gates.dtype)
+        dpeephole = torch.stack([(acc[:, 0] * c_acc).sum(0), (acc[:, 1] * c_acc).sum(0),
+                                 (acc[:, 3] * c1_acc).sum(0)]).to(peephole.dtype)
+    return (dpre @ w_ih, dpre.T @ x, dpre.T @ h, db if has_b_ih else None, db if has_b_hh else None,
+            dpre @ w_hh, dc, dpeephole, None, None, None)
+
+
+lstm_cell_step.register_autograd(_cell_backward, setup_context=_cell_setup_context)

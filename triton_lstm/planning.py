@@ -103,6 +103,7 @@ class Options:
     grad_clip: bool = False
     store_state: bool = True  # forward only: save gates and c for the backward
     lengths: bool = False  # rows carry their own lengths (variable-length input)
+    bias: bool = True  # LSTMCell only: the fused step adds b_ih + b_hh itself
     kernel: str = "auto"
     allow_tf32: bool = True  # fp32 dots on a GPU: tf32 (torch.backends.cudnn.allow_tf32) or ieee
 
@@ -221,3 +222,57 @@ def plan_backward(B: int, H: int, P: int, directions: int, dtype: torch.dtype, o
     grid = (-(-B // block_b), directions)
     return Plan("lstm_bwd_kernel_batch", variant, grid, num_warps, num_stages, _maxnreg(num_warps),
                 signature, constexprs)
+
+
+# One LSTMCell step (kernels/lstm_cell.py): no recurrence inside a launch, so the grid also
+# splits the hidden units, and both input GEMMs stream their weights in BLOCK_K tiles.
+CELL_BLOCK_N = 32
+CELL_BLOCK_K = 32
+
+
+def _cell_block_n(H: int) -> int:
+    return min(CELL_BLOCK_N, max(MIN_DOT, _next_pow2(H)))
+
+
+@functools.lru_cache(maxsize=1024)
+def plan_cell_forward(B: int, I: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits) -> Plan:
+    """Plan one fused LSTMCell step: x W_ih^T + h W_hh^T + b, the gates and the new state."""
+    name = dtype_name(dtype)
+    acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
+    p, a = f"*{name}", f"*{acc}"
+    signature = (
+        ("x_ptr", p), ("w_ih_ptr", p), ("w_hh_ptr", p), ("b_ih_ptr", p), ("b_hh_ptr", p), ("h_ptr", p),
+        ("c_ptr", p), ("peephole_ptr", p), ("h1_ptr", p), ("c1_ptr", p), ("gates_ptr", a), ("c1_acc_ptr", a),
+        ("B", "i32"), ("I", "i32"), ("H", "i32"), ("cell_clip", "fp32"),
+        ("stride_x_b", "i32"), ("stride_w_ih_row", "i32"), ("stride_w_hh_row", "i32"), ("stride_h_b", "i32"),
+        ("stride_c_b", "i32"),
+    )
+    block_n = _cell_block_n(H)
+    constexprs = (
+        ("BLOCK_B", MIN_DOT), ("BLOCK_N", block_n), ("BLOCK_K", CELL_BLOCK_K), ("HAS_BIAS", options.bias),
+        ("HAS_PEEPHOLE", options.peephole), ("USE_CELL_CLIP", options.cell_clip),
+        ("STORE_STATE", options.store_state), ("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision),
+        ("ACC_DTYPE", acc),
+    )
+    grid = (-(-B // MIN_DOT), -(-H // block_n))
+    return Plan("lstm_cell_fwd_kernel", "cell", grid, 4, 1, _maxnreg(4), signature, constexprs)
+
+
+@functools.lru_cache(maxsize=1024)
+def plan_cell_backward(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits) -> Plan:
+    """Plan the fused gate derivative of one LSTMCell step (elementwise; GEMMs are on the host)."""
+    name = dtype_name(dtype)
+    acc, _, _ = _common_constexprs(name, options, limits)
+    p, a = f"*{name}", f"*{acc}"
+    signature = (
+        ("dh1_ptr", p), ("dc1_ptr", p), ("gates_ptr", a), ("c_ptr", p), ("c1_acc_ptr", a), ("peephole_ptr", p),
+        ("dpre_ptr", p), ("dc_ptr", p), ("B", "i32"), ("H", "i32"), ("cell_clip", "fp32"), ("grad_clip", "fp32"),
+        ("stride_dh1_b", "i32"), ("stride_dc1_b", "i32"), ("stride_c_b", "i32"),
+    )
+    block_n = _cell_block_n(H)
+    constexprs = (
+        ("BLOCK_B", MIN_DOT), ("BLOCK_N", block_n), ("HAS_PEEPHOLE", options.peephole),
+        ("USE_CELL_CLIP", options.cell_clip), ("USE_GRAD_CLIP", options.grad_clip), ("ACC_DTYPE", acc),
+    )
+    grid = (-(-B // MIN_DOT), -(-H // block_n))
+    return Plan("lstm_cell_bwd_kernel", "cell", grid, 4, 1, _maxnreg(4), signature, constexprs)
