@@ -208,12 +208,15 @@ def plot_layers(records, batch_index: int = 0, path="gates_layers.png", title: s
         'layers_example.png'
     """
     _check_path(path)
+    if isinstance(records, GateRecord):  # a NamedTuple, so it would pass for a list below
+        raise TypeError("records must be a non-empty list over layers of lists over directions of GateRecords, "
+                        "got one GateRecord: pass [[record]], or use plot_gates")
     if not isinstance(records, (list, tuple)) or not records:
         raise TypeError(f"records must be a non-empty list over layers of lists over directions of GateRecords, "
                         f"got {type(records).__name__ if not isinstance(records, (list, tuple)) else 'an empty list'}")
     columns, time_batch = [], None
     for layer, directions in enumerate(records):
-        if not isinstance(directions, (list, tuple)) or not directions:
+        if isinstance(directions, GateRecord) or not isinstance(directions, (list, tuple)) or not directions:
             raise TypeError(f"records[{layer}] must be a non-empty list over directions of GateRecords, "
                             f"got {type(directions).__name__}")
         for direction, record in enumerate(directions):
