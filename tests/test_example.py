@@ -69,7 +69,7 @@ def test_logged_numbers_are_finite_and_baselines_are_what_the_tasks_imply(quick_
     # Adding problem: predicting 1.0 for a sum of two U(0, 1) has MSE Var = 1/6; the quick
     # run's 64 eval sequences estimate it within a few standard errors (sd of one term ~0.19).
     adding = summary[summary.task == "adding"].baseline_loss
-    assert np.all(np.abs(adding - 1 / 6) < 4 * 0.19 / math.sqrt(64))
+    assert np.all(np.abs(adding - 1 / 6) < 4 * 0.2 / math.sqrt(64))
     # Timing task: the target is a step, so the best constant's MSE is p(1 - p) <= 1/4.
     timing = summary[summary.task == "timing"]
     assert np.all((timing.baseline_loss > 0.05) & (timing.baseline_loss <= 0.25))
