@@ -130,7 +130,7 @@ def _draw_gate_grid(columns, gates, batch_index, batch_first, path, title, figsi
     H = max(a.shape[0] for arrays in data.values() for a in arrays)
     if figsize is None:
         # Wide enough that single steps stay visible at T ~ 100-300, tall enough for ~H rows.
-        figsize = (len(columns) * min(12.0, max(5.0, T / 25)), len(gates) * min(4.0, max(1.8, H / 12)) + 0.8)
+        figsize = (len(columns) * min(12.0, max(7.0, T / 25)), len(gates) * min(4.0, max(1.8, H / 12)) + 0.8)
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     axes = fig.subplots(len(gates), len(columns), squeeze=False, sharex=True)
     for row, gate in enumerate(gates):
@@ -145,7 +145,7 @@ def _draw_gate_grid(columns, gates, batch_index, batch_first, path, title, figsi
         for col in range(len(columns)):
             axes[-1][col].set_xlabel("step t")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=10)
     return _save(fig, Canvas, path)
 
 
@@ -248,8 +248,8 @@ def forget_and_cell_curves(record: GateRecord, batch_index: int | None = None, b
 
 
 def plot_forget_and_cell(record: GateRecord, batch_index: int | None = None, path="forget_and_cell.png",
-                         title: str | None = None, *, batch_first: bool = False, figsize=(8.0, 5.0),
-                         dpi: int = 100) -> Path:
+                         title: str | None = None, *, batch_first: bool = False, most_open_unit: bool = True,
+                         figsize=(8.0, 5.0), dpi: int = 100) -> Path:
     """Line plots over time of the mean forget gate f_t and the mean cell magnitude |c_t|.
 
     A forget gate held near 1 keeps c (and its gradient) alive across steps; dips of f
@@ -259,6 +259,8 @@ def plot_forget_and_cell(record: GateRecord, batch_index: int | None = None, pat
         record: a GateRecord; fields (T, B, H), or (B, T, H) with batch_first.
         batch_index: one batch item in [0, B), or None to average over the batch. Steps
             past a row's length hold zeros in the record and are averaged in as zeros.
+        most_open_unit: also draw f_t and |c_t| of the single unit whose forget gate is most
+            open on average (dashed): a unit that holds memory hides in the mean over units.
         path, title, batch_first, figsize, dpi: as in plot_gates.
     Returns:
         the path of the saved PNG, as a pathlib.Path.
@@ -276,16 +278,27 @@ def plot_forget_and_cell(record: GateRecord, batch_index: int | None = None, pat
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     ax_f, ax_c = fig.subplots(2, 1, sharex=True)
     who = "batch mean" if batch_index is None else f"batch item {batch_index}"
-    ax_f.plot(mean_f, color="tab:green")
-    ax_f.set_ylim(0.0, 1.0)
-    ax_f.set_ylabel("mean f_t")
-    ax_f.set_title(f"forget gate, mean over units ({who})", fontsize=9)
-    ax_c.plot(mean_abs_c, color="tab:purple")
-    ax_c.set_ylabel("mean |c_t|")
+    ax_f.plot(mean_f, color="tab:green", label="mean over units")
+    ax_c.plot(mean_abs_c, color="tab:purple", label="mean over units")
+    if most_open_unit:
+        rec = _time_major(record, batch_first)
+        f, c = rec.f, rec.c.abs()  # [T, B, H]
+        if batch_index is not None:
+            f, c = f[:, batch_index : batch_index + 1], c[:, batch_index : batch_index + 1]
+        unit = int(f.mean(dim=(0, 1)).argmax())
+        ax_f.plot(f[:, :, unit].mean(dim=1).numpy(), color="tab:green", linestyle="--",
+                  label=f"unit {unit} (most open f)")
+        ax_c.plot(c[:, :, unit].mean(dim=1).numpy(), color="tab:purple", linestyle="--", label=f"unit {unit}")
+        for ax in (ax_f, ax_c):
+            ax.legend(fontsize=8)
+    ax_f.set_ylim(0.0, 1.05)
+    ax_f.set_ylabel("f_t")
+    ax_f.set_title(f"forget gate ({who})", fontsize=9)
+    ax_c.set_ylabel("|c_t|")
     ax_c.set_xlabel("step t")
-    ax_c.set_title(f"cell state magnitude, mean over units ({who})", fontsize=9)
+    ax_c.set_title(f"cell state magnitude ({who})", fontsize=9)
     for ax in (ax_f, ax_c):
         ax.grid(alpha=0.3)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=10)
     return _save(fig, Canvas, path)
