@@ -181,7 +181,8 @@ def train(config: Config, task: Task, args, device, lstm_fn):
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     data = torch.Generator().manual_seed(args.seed + 1)  # same batches for both members of a pair
-    eval_x, eval_target, eval_cue = task.batch(args.eval_batch, torch.Generator().manual_seed(args.seed + 2), device)
+    held_out = torch.Generator().manual_seed(args.seed + 2)
+    eval_x, eval_target, eval_cue = task.batch(args.eval_batch, held_out, device)
     rows, started = [], time.perf_counter()
     for step in range(config.steps):
         x, target, _ = task.batch(args.batch, data, device)
@@ -194,9 +195,10 @@ def train(config: Config, task: Task, args, device, lstm_fn):
     diverged = next((r["step"] for r in rows if not math.isfinite(r["train_loss"])), None)
     with torch.no_grad():
         eval_loss = float(task.loss(model, eval_x, eval_target))
-    summary = dict(config=config.name, task=task.name, T=task.steps, steps=config.steps, optimizer=config.optimizer,
-                   lr=config.lr, forget_bias=config.forget_bias, grad_clip=config.grad_clip,
-                   peephole=config.peephole, pair=config.pair, final_train_loss=rows[-1]["train_loss"], eval_loss=eval_loss,
+    summary = dict(config=config.name, task=task.name, T=task.steps, steps=config.steps,
+                   optimizer=config.optimizer, lr=config.lr, forget_bias=config.forget_bias,
+                   grad_clip=config.grad_clip, peephole=config.peephole, pair=config.pair,
+                   final_train_loss=rows[-1]["train_loss"], eval_loss=eval_loss,
                    baseline_loss=task.baseline(eval_target), first_nonfinite_step=diverged,
                    seconds=round(seconds, 1))
     if task.name == "timing":
@@ -205,18 +207,17 @@ def train(config: Config, task: Task, args, device, lstm_fn):
 
 
 def configurations(args):
-    s = args.train_steps
+    """The six runs: three pairs, each differing in one setting."""
+    steps, lr, high_lr, clip = args.train_steps, args.lr, args.high_lr, args.grad_clip
     return [
-        ("adding", Config("adding, forget_bias=1", "adding", s["forget_bias"], args.lr, forget_bias=1.0,
-                          pair="forget_bias")),
-        ("adding", Config("adding, forget_bias=0", "adding", s["forget_bias"], args.lr, forget_bias=0.0,
-                          pair="forget_bias")),
-        ("adding", Config(f"adding, SGD lr={args.high_lr:g}, no grad_clip", "adding", s["grad_clip"], args.high_lr,
-                          optimizer="sgd", pair="grad_clip")),
-        ("adding", Config(f"adding, SGD lr={args.high_lr:g}, grad_clip={args.grad_clip:g}", "adding",
-                          s["grad_clip"], args.high_lr, optimizer="sgd", grad_clip=args.grad_clip, pair="grad_clip")),
-        ("timing", Config("timing, no peepholes", "timing", s["peephole"], args.lr, peephole=False, pair="peephole")),
-        ("timing", Config("timing, peepholes", "timing", s["peephole"], args.lr, peephole=True, pair="peephole")),
+        Config("adding, forget_bias=1", "adding", steps["forget_bias"], lr, forget_bias=1.0, pair="forget_bias"),
+        Config("adding, forget_bias=0", "adding", steps["forget_bias"], lr, forget_bias=0.0, pair="forget_bias"),
+        Config(f"adding, SGD lr={high_lr:g}, no grad_clip", "adding", steps["grad_clip"], high_lr, optimizer="sgd",
+               pair="grad_clip"),
+        Config(f"adding, SGD lr={high_lr:g}, grad_clip={clip:g}", "adding", steps["grad_clip"], high_lr,
+               optimizer="sgd", grad_clip=clip, pair="grad_clip"),
+        Config("timing, no peepholes", "timing", steps["peephole"], lr, peephole=False, pair="peephole"),
+        Config("timing, peepholes", "timing", steps["peephole"], lr, peephole=True, pair="peephole"),
     ]
 
 
@@ -281,8 +282,8 @@ def main(argv=None):
     tasks = {"adding": Task("adding", args.T, 2), "timing": Task("timing", args.T, 1, delay=args.delay)}
     logs, summaries, trained = [], [], {}
     started = time.perf_counter()
-    for task_name, config in configurations(args):
-        rows, summary, model, eval_x = train(config, tasks[task_name], args, device, lstm_fn)
+    for config in configurations(args):
+        rows, summary, model, eval_x = train(config, tasks[config.task], args, device, lstm_fn)
         summary["backend"] = backend
         logs += rows
         summaries.append(summary)

@@ -78,11 +78,12 @@ def test_recorded_gates_equal_gates_recomputed_from_nn_lstm_weights(dtype, tol, 
 def test_recorded_gates_with_peepholes_and_cell_clip_equal_the_equations():
     T, B, I, H = 17, 3, 4, 9
     g = torch.Generator().manual_seed(4200)
-    x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
-    w_ih, w_hh = torch.randn(4 * H, I, generator=g, dtype=torch.float64), torch.randn(4 * H, H, generator=g, dtype=torch.float64)
-    b_ih, b_hh = torch.randn(4 * H, generator=g, dtype=torch.float64), torch.randn(4 * H, generator=g, dtype=torch.float64)
-    peephole = torch.randn(3, H, generator=g, dtype=torch.float64)
-    h0, c0 = torch.randn(B, H, generator=g, dtype=torch.float64), torch.randn(B, H, generator=g, dtype=torch.float64)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    x, w_ih, w_hh = randn(T, B, I), randn(4 * H, I), randn(4 * H, H)
+    b_ih, b_hh, peephole, h0, c0 = randn(4 * H), randn(4 * H), randn(3, H), randn(B, H), randn(B, H)
     cell_clip = 0.75  # exact in fp32, so the reference's fp32-rounded clip is the same number
     _, _, record = reference.lstm(x, w_ih, w_hh, b_ih, b_hh, (h0, c0), peephole=peephole, cell_clip=cell_clip,
                                   return_gates=True)
@@ -100,9 +101,8 @@ def test_return_gates_does_not_change_outputs_or_gradients(options):
     T, B, I, H = 9, 4, 3, 7
     g = torch.Generator().manual_seed(4300 + len(str(options)))
     x = torch.randn((B, T, I) if options.get("batch_first") else (T, B, I), generator=g, dtype=torch.float64)
-    weights = [torch.randn(4 * H, I, generator=g, dtype=torch.float64) * 0.4,
-               torch.randn(4 * H, H, generator=g, dtype=torch.float64) * 0.4,
-               torch.randn(4 * H, generator=g, dtype=torch.float64), torch.randn(4 * H, generator=g, dtype=torch.float64)]
+    weights = [torch.randn(shape, generator=g, dtype=torch.float64) * scale
+               for shape, scale in (((4 * H, I), 0.4), ((4 * H, H), 0.4), ((4 * H,), 1.0), ((4 * H,), 1.0))]
     upstream = torch.randn(x.shape[:2] + (H,), generator=g, dtype=torch.float64)
     results = []
     for return_gates in (False, True):
@@ -119,7 +119,8 @@ def test_recorded_gates_are_zero_past_each_rows_length_and_match_a_full_run_befo
     T, B, I, H = 8, 3, 5, 6
     g = torch.Generator().manual_seed(4400)
     x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
-    w_ih, w_hh = torch.randn(4 * H, I, generator=g, dtype=torch.float64), torch.randn(4 * H, H, generator=g, dtype=torch.float64)
+    w_ih = torch.randn(4 * H, I, generator=g, dtype=torch.float64)
+    w_hh = torch.randn(4 * H, H, generator=g, dtype=torch.float64)
     lengths = torch.tensor([8, 3, 5])
     _, _, short = reference.lstm(x, w_ih, w_hh, lengths=lengths, return_gates=True)
     _, _, full = reference.lstm(x, w_ih, w_hh, return_gates=True)
