@@ -45,7 +45,10 @@ def test_gradcheck_with_peephole_and_cell_clip(kernel):
                          cell_clip=5.0)  # inactive here: the clamp's gradient is exact away from it
         return y, h, c
 
-    assert torch.autograd.gradcheck(fn, tuple(t.values()), eps=1e-6, atol=1e-8, rtol=1e-6)
+    # the full Jacobian on the resident path; a random projection of it on the streamed path,
+    # which shares the gate maths (full there costs minutes in the interpreter)
+    assert torch.autograd.gradcheck(fn, tuple(t.values()), eps=1e-6, atol=1e-8, rtol=1e-6,
+                                    fast_mode=kernel == "batch_streamed")
 
 
 def _share_clipped(base, clip, seed):

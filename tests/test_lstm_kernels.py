@@ -76,7 +76,10 @@ def test_gradcheck_through_kernels(kernel):
         y, (h, c) = call(triton_lstm.lstm, d, kernel=kernel, backend="triton")
         return y, h, c
 
-    assert torch.autograd.gradcheck(fn, tuple(t.values()), eps=1e-6, atol=1e-8, rtol=1e-6)
+    # the full Jacobian on the resident path; a random projection of it on the streamed path,
+    # which shares the gate maths (full there costs minutes in the interpreter)
+    assert torch.autograd.gradcheck(fn, tuple(t.values()), eps=1e-6, atol=1e-8, rtol=1e-6,
+                                    fast_mode=kernel == "batch_streamed")
 
 
 @pytest.mark.parametrize("kernel,reverse", [("batch", True), ("batch_streamed", False)],
