@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .gates import lstm_cell_backward
 from .lstm_fwd import (dot_acc, dot_operand, load_gate_tiles, load_lengths, load_peephole, load_w_tiles,
-                       rows_at_step, store_gate_tiles)
+                       rows_at_step, store_step_tiles)
 
 
 @triton.jit
@@ -105,14 +105,8 @@ def lstm_bwd_kernel_batch(
             dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(
                 b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
                 HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
-            if HAS_LENGTHS:
-                zero = tl.zeros_like(dpre_i)
-                dpre_i = tl.where(active[:, None], dpre_i, zero)
-                dpre_f = tl.where(active[:, None], dpre_f, zero)
-                dpre_g = tl.where(active[:, None], dpre_g, zero)
-                dpre_o = tl.where(active[:, None], dpre_o, zero)
-            store_gate_tiles(dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
-                             + offs_n[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bn)
+            store_step_tiles(dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
+                             + offs_n[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, active, mask_bn, HAS_LENGTHS)
             dh_prev = dot_acc(dpre_i, b_wi, INPUT_PRECISION, ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
             dh_prev += dot_acc(dpre_f, b_wf, INPUT_PRECISION, ACC_DTYPE)
             dh_prev += dot_acc(dpre_g, b_wg, INPUT_PRECISION, ACC_DTYPE)
@@ -191,14 +185,9 @@ def lstm_bwd_kernel_batch(
                     b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
                     HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
                 if HAS_LENGTHS:
-                    zero = tl.zeros_like(dpre_i)
-                    dpre_i = tl.where(active[:, None], dpre_i, zero)
-                    dpre_f = tl.where(active[:, None], dpre_f, zero)
-                    dpre_g = tl.where(active[:, None], dpre_g, zero)
-                    dpre_o = tl.where(active[:, None], dpre_o, zero)
                     dc_prev = tl.where(active[:, None], dc_prev, b_dc)
-                store_gate_tiles(dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
-                                 + offs_n[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bn)
+                store_step_tiles(dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
+                                 + offs_n[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, active, mask_bn, HAS_LENGTHS)
                 tl.store(dc_scratch_ptr + nxt * stride_c_t + state_offs, dc_prev, mask=mask_bn)
             tl.debug_barrier()
             # phase 2: dh_{t-1} = dpre_t W_hh, one [BLOCK_B, BLOCK_K] tile of h at a time

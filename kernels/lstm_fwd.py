@@ -47,6 +47,21 @@ def store_gate_tiles(ptrs, gate_stride, b_i, b_f, b_g, b_o, mask):
 
 
 @triton.jit
+def rows_or_zero(b_x, active, HAS_LENGTHS: tl.constexpr):
+    """b_x with the rows past their end (not active) zeroed: what is stored at padded times."""
+    if HAS_LENGTHS:
+        b_x = tl.where(active[:, None], b_x, tl.zeros_like(b_x))
+    return b_x
+
+
+@triton.jit
+def store_step_tiles(ptrs, gate_stride, b_i, b_f, b_g, b_o, active, mask, HAS_LENGTHS: tl.constexpr):
+    """Store one step's four gate tiles, zeros for rows past their end."""
+    store_gate_tiles(ptrs, gate_stride, rows_or_zero(b_i, active, HAS_LENGTHS), rows_or_zero(b_f, active, HAS_LENGTHS),
+                     rows_or_zero(b_g, active, HAS_LENGTHS), rows_or_zero(b_o, active, HAS_LENGTHS), mask)
+
+
+@triton.jit
 def dot_operand(ptrs, mask, DOT_IN_FP32: tl.constexpr):
     # DOT_IN_FP32: the interpreter computes on raw bf16 bits, so 16-bit tiles are upcast
     # there (exact: the GPU's 16-bit MMA accumulates in fp32 too).
@@ -176,17 +191,10 @@ def lstm_fwd_kernel_batch(
             tl.store(y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b + offs_n[None, :],
                      h_new.to(y_ptr.dtype.element_ty), mask=mask_bn)
             if STORE_STATE:
-                if HAS_LENGTHS:
-                    zero = tl.zeros_like(b_i)
-                    b_i = tl.where(active[:, None], b_i, zero)
-                    b_f = tl.where(active[:, None], b_f, zero)
-                    b_g = tl.where(active[:, None], b_g, zero)
-                    b_o = tl.where(active[:, None], b_o, zero)
-                    c_new = tl.where(active[:, None], c_new, zero)
-                store_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_n[None, :],
-                                 H, b_i, b_f, b_g, b_o, mask_bn)
+                store_step_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_n[None, :],
+                                 H, b_i, b_f, b_g, b_o, active, mask_bn, HAS_LENGTHS)
                 tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + offs_b[:, None] * H + offs_n[None, :],
-                         c_new, mask=mask_bn)
+                         rows_or_zero(c_new, active, HAS_LENGTHS), mask=mask_bn)
         tl.store(h_n_ptr + offs_b[:, None] * H + offs_n[None, :], b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bn)
         tl.store(c_n_ptr + offs_b[:, None] * H + offs_n[None, :], b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bn)
     else:
@@ -247,16 +255,10 @@ def lstm_fwd_kernel_batch(
                     tl.store(y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b + offs_n[None, :],
                              m_new.to(y_ptr.dtype.element_ty), mask=mask_bn)
                 if STORE_STATE:
-                    if HAS_LENGTHS:
-                        zero = tl.zeros_like(b_i)
-                        b_i = tl.where(active[:, None], b_i, zero)
-                        b_f = tl.where(active[:, None], b_f, zero)
-                        b_g = tl.where(active[:, None], b_g, zero)
-                        b_o = tl.where(active[:, None], b_o, zero)
-                        c_new = tl.where(active[:, None], c_new, zero)
-                    store_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_n[None, :],
-                                     H, b_i, b_f, b_g, b_o, mask_bn)
-                    tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, c_new, mask=mask_bn)
+                    store_step_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H
+                                     + offs_n[None, :], H, b_i, b_f, b_g, b_o, active, mask_bn, HAS_LENGTHS)
+                    tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs,
+                             rows_or_zero(c_new, active, HAS_LENGTHS), mask=mask_bn)
             if HAS_PROJ:
                 # every warp's m_t must be in memory before the projection reads all of it
                 tl.debug_barrier()
