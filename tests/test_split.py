@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import ON_GPU, TOLERANCE, assert_close
 
-from concurrent_interpreter import concurrent_programs
+from triton_lstm.interpreter_threads import concurrent_programs
 import triton_lstm
 from triton_lstm import reference, split
 from triton_lstm.planning import DeviceLimits, Options, plan_forward
