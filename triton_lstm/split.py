@@ -238,21 +238,23 @@ def forward_traffic_per_step(B: int, H: int, dtype: torch.dtype, batch_plan: Pla
     streamed re-reads all of W_hh^T per program, split reads its batch tile's whole h per
     program (and pays one barrier)."""
     e = _ELEMENT_BYTES[dtype_name(dtype)]
-    io = B * 4 * H * e + B * H * e  # xw_t in, y_t out
+    directions = batch_plan.grid[1]
+    io = directions * (B * 4 * H * e + B * H * e)  # xw_t in, y_t out, each direction
     n_batch = programs(batch_plan)
     w_streamed = 4 * H * H * e if batch_plan.variant == "batch_streamed" else 0
     row = {"batch_programs": n_batch, "batch_bytes": io + n_batch * w_streamed,
            "batch_bytes_per_program": -(-io // n_batch) + w_streamed}
     if split_plan is not None:
-        unit_programs, batch_tiles = split_plan.grid
+        unit_programs, batch_tiles, _ = split_plan.grid
         tile_rows = -(-B // batch_tiles)
-        row.update(split_programs=programs(split_plan), split_bytes=io + unit_programs * B * H * e,
+        row.update(split_programs=programs(split_plan), split_bytes=io + directions * unit_programs * B * H * e,
                    split_bytes_per_program=-(-io // programs(split_plan)) + tile_rows * H * e)
     return row
 
 
 def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits,
-                 batch_plan: Plan, occupancy: Callable[[Plan], int] | None = None) -> SplitPlans | None:
+                 batch_plan: Plan, occupancy: Callable[[Plan], int] | None = None,
+                 directions: int = 1) -> SplitPlans | None:
     """The split plans when the rule in this module's docstring picks split over `batch_plan`, else None."""
     if limits.interpreted:
         return None  # a launch's programs run one after another there: the barrier cannot complete
@@ -260,7 +262,7 @@ def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: D
         return None  # W_hh resident in one program, no barrier: batch-tiled is faster
     if 4 * programs(batch_plan) > limits.num_sms:
         return None  # enough batch tiles to spread the streamed W_hh over most SMs
-    return plan_split(B, H, dtype, options, limits, occupancy)
+    return plan_split(B, H, dtype, options, limits, occupancy, directions)
 
 
 def interpreted() -> bool:
