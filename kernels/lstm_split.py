@@ -278,16 +278,13 @@ def lstm_bwd_kernel_split(
                    mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
     b_dh = tl.load(dh_n_ptr + state_offs, mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
     b_dc = tl.load(dc_n_ptr + state_offs, mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
-    b_c = tl.zeros([BLOCK_B, UNITS], ACC_DTYPE)  # c at the row's time; loaded at its last step, then carried
     for tt in range(T):
         s64 = tl.cast(T - 1 - tt, tl.int64)
         active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
         mask_act = mask_bu & active[:, None]
-        # c_t is read once per row, at the row's last step (s = len - 1); later (smaller) steps
-        # take the previous step's c_{t-1}, so a row past its end costs no c_hist read
-        starts = (s64 == b_len - 1)[:, None]  # [BLOCK_B, 1]
-        b_c = tl.where(starts, tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs,
-                                       mask=mask_bu & starts, other=0.0).to(ACC_DTYPE), b_c)
+        # c_t is re-read each step rather than carried from the step before: nothing live across
+        # the barrier and the dot but dh and dc (carrying it spilled fp16 H = 128 on sm_90)
+        b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act, other=0.0).to(ACC_DTYPE)
         b_dm = b_dh + tl.load(dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b
                               + offs_u[None, :], mask=mask_act, other=0.0).to(ACC_DTYPE)
         b_i, b_f, b_g, b_o = load_unit_gates(gates_ptr + t_row[:, None] * stride_g_t + gate_offs, H, mask_act,
@@ -310,7 +307,6 @@ def lstm_bwd_kernel_split(
         # end write zeros at time s >= len, a time no active step uses), so no slot is rewritten
         dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b  # [BLOCK_B, 1]
         store_unit_gates(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bu)
-        b_c = b_c_prev
         grid_barrier(sync_ptr, (tt + 1) * nprog, spin_limit)
         b_dpre_all = tl.load(dpre_rows + col_r[None, :], mask=mask_b[:, None] & mask_r[None, :], other=0.0,
                              cache_modifier=".cg")  # [BLOCK_B, 4 * BLOCK_K]

@@ -332,10 +332,10 @@ def test_split_bytes_per_step_equal_a_hand_count():
     # stores its slice of y_t (B x H in all) plus the saved gates (4 B H) and c_t (B H), fp32.
     assert counted["forward_training"] == (fwd_programs, B * 4 * H * E + fwd_programs * B * H * E,
                                            B * H * E + 5 * B * H * F32, "lstm_fwd_kernel_split")
-    # Backward, per step: dy_t (B H), the saved gates (4 B H) and c_{t-1} (B H; c_t itself is
-    # carried in registers from the step before), then ALL of dpre_t per program (B x 4H
-    # each: the exchange); it stores its slice of dpre_t (B x 4H in all).
-    assert counted["backward"] == (bwd_programs, B * H * E + 5 * B * H * F32 + bwd_programs * B * 4 * H * E,
+    # Backward, per step: dy_t (B H), the saved gates (4 B H), c_t and c_{t-1} (B H each),
+    # then ALL of dpre_t per program (B x 4H each: the exchange); it stores its slice of
+    # dpre_t (B x 4H in all).
+    assert counted["backward"] == (bwd_programs, B * H * E + 6 * B * H * F32 + bwd_programs * B * 4 * H * E,
                                    B * 4 * H * E, "lstm_bwd_kernel_split")
 
 

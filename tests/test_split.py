@@ -191,9 +191,14 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     assert plans.forward.grid == (32, 3, 1) and plans.forward.constexpr("BLOCK_B") == 16
     # two directions are grid axis 2: both directions' programs must be co-resident at once,
     # so 32 x 3 x 2 = 192 > 132 SMs takes 16 units per program (16 x 3 x 2 = 96)
-    plans = split.plan_split(40, 256, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2)
+    plans = split.plan_split(40, 256, torch.bfloat16, Options(lengths=True), DeviceLimits.sm90(), directions=2)
     assert plans.forward.grid == (16, 3, 2) and plans.forward.constexpr("UNITS") == 16
     assert plans.forward.constexpr("HAS_LENGTHS") is True
+    assert plans.backward is None  # with lengths the backward spills from H = 128 on
+    # with lengths a forward slice over 32 KB spills: fp32 needs 64 KB for 16 units at H = 256
+    assert split.plan_split(40, 256, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2) is None
+    assert split.plan_split(40, 64, torch.float32, Options(lengths=True), DeviceLimits.sm90(),
+                            directions=2).backward.grid == (4, 3, 2)
     assert split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90(), directions=2) is None
     # the backward holds all of dpre_t for its dot: only up to H = 256 (compile report)
     assert split.plan_split(16, 512, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is None
@@ -404,7 +409,12 @@ def test_split_module_bidirectional_packed_matches_torch_lstm(concurrent, monkey
         assert torch.equal(out_lengths, lengths)
         loss = (y * w_y.to(dt)).sum() + (h * w_h.to(dt)).sum() + (c * w_c.to(dt)).sum()
         results.append([y, h, c, *torch.autograd.grad(loss, list(m.parameters()))])
-    assert sorted(calls) == ["split_backward"] * 2 + ["split_forward"] * 2
+    # with lengths the split backward is planned only up to H = 64 (it spills beyond, see
+    # split.LENGTHS_BACKWARD_MAX_BLOCK_K); then the batch-tiled backward runs on split's saved state
+    plans = split.plan_split(B, H, dtype, Options(lengths=True), split.device_limits(torch.device(DEVICE)),
+                             directions=2)
+    assert (plans.backward is not None) == (H <= 64)
+    assert sorted(calls) == ["split_backward"] * (2 if H <= 64 else 0) + ["split_forward"] * 2
     names = ["y", "h_n", "c_n", *(n for n, _ in theirs.named_parameters())]
     for name, a, b in zip(names, *results):
         assert_close(a, b, TOLERANCE[dtype], f"{name} (seed {seed})")

@@ -85,6 +85,12 @@ FORWARD_UNITS = (8, 16, 32, 64)  # 4 * UNITS gate columns: 8 is DESIGN.md sectio
 BACKWARD_UNITS = (16, 32, 64)  # the backward dot's N is UNITS itself: >= 16
 RESIDENT_SLICE_MAX_BYTES = 64 * 1024
 BACKWARD_MAX_BLOCK_K = 256
+# With lengths (HAS_LENGTHS) each step also carries the frozen state and per-row masks and
+# times in registers (compile matrix, sm_80 / sm_90): forwards of 32 or more units, or with a
+# slice over 32 KB, spill, and so does the backward from BLOCK_K = 128 on.
+LENGTHS_FORWARD_MAX_UNITS = 16
+LENGTHS_SLICE_MAX_BYTES = 32 * 1024
+LENGTHS_BACKWARD_MAX_BLOCK_K = 64
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
@@ -181,11 +187,15 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
 
 def _fitting_plan(direction, unit_choices, B, H, directions, name, options, limits, occupancy) -> Plan | None:
     """The plan with the fewest units per program whose grid is co-resident and whose slice fits."""
-    if direction == "backward" and max(MIN_DOT, _next_pow2(H)) > BACKWARD_MAX_BLOCK_K:
+    max_block_k = LENGTHS_BACKWARD_MAX_BLOCK_K if options.lengths else BACKWARD_MAX_BLOCK_K
+    if direction == "backward" and max(MIN_DOT, _next_pow2(H)) > max_block_k:
         return None
+    max_slice = LENGTHS_SLICE_MAX_BYTES if options.lengths else RESIDENT_SLICE_MAX_BYTES
     for units in unit_choices:
+        if direction == "forward" and options.lengths and units > LENGTHS_FORWARD_MAX_UNITS:
+            break
         plan = _plan_one(direction, units, B, H, directions, name, options, limits)
-        if _budgeted_slice_bytes(plan) > RESIDENT_SLICE_MAX_BYTES:
+        if _budgeted_slice_bytes(plan) > max_slice:
             continue
         per_sm = occupancy(plan) if occupancy is not None else 1
         if programs(plan) <= limits.num_sms * per_sm:
