@@ -91,6 +91,8 @@ BACKWARD_MAX_BLOCK_K = 256
 LENGTHS_FORWARD_MAX_UNITS = 16
 LENGTHS_SLICE_MAX_BYTES = 32 * 1024
 LENGTHS_BACKWARD_MAX_BLOCK_K = 64
+# A backward of more than 16 units holding all of dpre_t at BLOCK_K = 256 spills (bf16, sm_90).
+BACKWARD_WIDE_UNITS_MAX_BLOCK_K = 128
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
@@ -193,6 +195,8 @@ def _fitting_plan(direction, unit_choices, B, H, directions, name, options, limi
     max_slice = LENGTHS_SLICE_MAX_BYTES if options.lengths else RESIDENT_SLICE_MAX_BYTES
     for units in unit_choices:
         if direction == "forward" and options.lengths and units > LENGTHS_FORWARD_MAX_UNITS:
+            break
+        if direction == "backward" and units > 16 and max(MIN_DOT, _next_pow2(H)) > BACKWARD_WIDE_UNITS_MAX_BLOCK_K:
             break
         plan = _plan_one(direction, units, B, H, directions, name, options, limits)
         if _budgeted_slice_bytes(plan) > max_slice:
