@@ -1,44 +1,69 @@
 """Grid-synchronised ("split") LSTM recurrence: hidden units split across programs.
 
-Legend
-  T B H         steps, batch, hidden size; G = 4 gates in the order i f g o
-  xw_ptr        (T, B, 4H) x W_ih^T + b_ih + b_hh (strides stride_xw_t, stride_xw_b)
-  w_hh_ptr      (4H, H) recurrent weight, rows [W_i; W_f; W_g; W_o] (strides stride_w_row, _col)
-  h0, c0        (B, H); peephole_ptr (3, H) [p_i; p_f; p_o]
-  y_ptr         (T, B, H) h_t of every step (strides stride_y_t, stride_y_b)
-  h_n, c_n      (B, H), contiguous
-  gates_ptr     (T, B, 4H) activations [i | f | g | o], compute dtype, contiguous  (STORE_STATE)
-  c_hist_ptr    (T, B, H) c_t after the cell clip, compute dtype, contiguous     (STORE_STATE)
-                (c_{-1} = c0 is not stored: the backward reads c0 for step 0)
-  dy_ptr        (T, B, H) grad of y (strides stride_dy_t, stride_dy_b); dh_n, dc_n (B, H)
-  dpre_ptr      (T, B, 4H) grad of the gate pre-activations (after grad_clip), contiguous
-  dh0, dc0      (B, H), contiguous
-  sync_ptr      (batch tiles, 2) int32 zeroed before the launch: arrival counter, error flag
-                (kernels/grid_barrier.py)
+Legend (the storage contract of the batch-tiled kernels, lstm_fwd.py / lstm_bwd.py)
+  T B H         steps, batch, hidden size; G = 4 gates in the order i f g o;
+                D directions (1, or 2 when bidirectional), pid_d the direction of a program
+  xw_ptr        (T, B, D * 4H) x W_ih^T + b_ih + b_hh (strides stride_xw_t, stride_xw_b)
+  w_hh_ptr      (D, 4H, H) recurrent weights, rows [W_i; W_f; W_g; W_o] (strides stride_w_dir, _row, _col)
+  h0, c0        (D, B, H) (strides stride_h0_dir, stride_h0_b, ...); peephole_ptr (D, 3, H) [p_i; p_f; p_o]
+  lengths_ptr   (B,) int64 (HAS_LENGTHS): row b runs steps 0 .. len_b - 1
+  y_ptr         (T, B, D * H) h_t of every step, direction d in columns d*H .. d*H+H-1 (strides
+                stride_y_t, stride_y_b: batch_first writes in place)
+  h_n, c_n      (D, B, H), contiguous
+  gates_ptr     (D, T, B, 4H) activations [i | f | g | o] by time, compute dtype  (STORE_STATE)
+  c_hist_ptr    (D, T, B, H) c_t by time after the cell clip, compute dtype       (STORE_STATE)
+                both zero past a row's end; c before a row's first step is c0 (not stored)
+  exchange_ptr  (D, 2, B, H) in y's dtype, HAS_LENGTHS only: the h exchange, double-buffered
+  dy_ptr        (T, B, D * H) grad of y (strides stride_dy_t, stride_dy_b); dh_n, dc_n (D, B, H)
+  dpre_ptr      (T, B, D * 4H) grad of the gate pre-activations (after grad_clip), contiguous,
+                zero past a row's end
+  dh0, dc0      (D, B, H), contiguous
+  sync_ptr      (D, batch tiles, 2) int32 zeroed before the launch: arrival counter, error
+                flag of each (direction, batch tile) barrier group (kernels/grid_barrier.py)
+  direction0    runtime: 1 runs a lone reverse direction (reverse=True), else 0
   b_*           register tiles, shapes in trailing comments
-Grid (cdiv(H, UNITS), cdiv(B, BLOCK_B)). Program (p, q) owns hidden units
-[p * UNITS, (p + 1) * UNITS) of batch rows [q * BLOCK_B, (q + 1) * BLOCK_B) and keeps the
-W_hh entries of those units on chip for the whole sequence; the programs of one batch tile
-exchange state through global memory and meet at a grid barrier once per step. All programs
-must be co-resident (the planner checks it), or the barrier times out.
+Grid (cdiv(H, UNITS), cdiv(B, BLOCK_B), D). Program (p, q, d) owns hidden units
+[p * UNITS, (p + 1) * UNITS) of batch rows [q * BLOCK_B, (q + 1) * BLOCK_B) in direction d
+and keeps the W_hh entries of those units on chip for the whole sequence; the programs of
+one (batch tile, direction) exchange state through global memory and meet at their own grid
+barrier once per step. All programs must be co-resident (the planner checks it), or the
+barrier times out.
+
+Steps and time (as in the batch kernels, `rows_at_step`): at step s a row runs time t = s
+(forward) or t = len_b - 1 - s (reverse). A row past its end (s >= len_b) keeps h and c
+(so h_n, c_n are its state at its last step) and writes zeros at time s, so every time
+index of every row is written exactly once.
 
 Forward: the program's 4 * UNITS gate rows of W_hh are gathered once into one tile whose
 column j is gate j % 4 of unit j // 4, so ONE dot [BLOCK_B, BLOCK_K] x [BLOCK_K, 4 * UNITS]
 yields all four gates (N = 4 * UNITS >= 16 even for UNITS = 4 or 8, which four per-gate
-dots could not reach); a reshape and two splits separate them. h_{t-1} is read from y[t-1]:
-every step writes a fresh slice of y, so y is an exchange buffer with T slots and no slot
-is ever rewritten (no write-after-read hazard, one barrier per step). The next step's xw is
-loaded before the barrier, so its latency hides behind the wait.
+dots could not reach); a reshape and two splits separate them. The next step's xw is
+loaded before the barrier, so its latency hides behind the wait. The exchange of h:
+- without lengths, h_{t-1} is read from y at the row's previous time: every step writes a
+  fresh slice of y, so y is an exchange buffer with T slots and no slot is ever rewritten
+  (no write-after-read hazard, one barrier per step);
+- with HAS_LENGTHS, y is zero past a row's end while the exchange must carry the row's
+  frozen h, so h goes through `exchange` instead: step s writes slot s % 2, barrier s, then
+  every program reads all of slot s % 2. Why two slots and one barrier suffice: a program
+  writes slot s % 2 again at step s + 2, after it passed barrier s + 1; passing it means
+  every program of the group arrived there, and each arrives only after its read of slot
+  s % 2 (done after barrier s, consumed by its step s + 1 dot, ordered before its release
+  arrival). So no read of a slot overlaps the next write to it.
 Backward: each step a program forms dpre_t for its units (kernels/gates.py), publishes it
 to dpre, meets the others, reads all of dpre_t (.cg) and forms its units' slice of
 dh_{t-1} = dpre_t W_hh[:, units] with ONE dot over K = 4 * BLOCK_K against its resident
-columns of W_hh (row r of the tile is gate r // BLOCK_K, hidden index r % BLOCK_K).
+columns of W_hh (row r of the tile is gate r // BLOCK_K, hidden index r % BLOCK_K). dpre is
+the exchange: each (row, time) is written once, so no slot is rewritten. Rows past their
+end carry dh and dc unchanged, write dpre = 0 and ignore dy; c_{t-1} at a row's first step
+is c0 (load_c_prev).
 """
 import triton
 import triton.language as tl
 
 from .gates import lstm_cell_backward, lstm_cell_forward
 from .grid_barrier import grid_barrier
+from .lstm_bwd import load_c_prev
+from .lstm_fwd import load_lengths, rows_at_step
 
 
 @triton.jit
@@ -81,21 +106,25 @@ def load_unit_gates(ptrs, H, mask, ACC_DTYPE: tl.constexpr):
     return b_i, b_f, b_g, b_o
 
 
-@triton.jit(do_not_specialize=["T", "spin_limit"])
+@triton.jit(do_not_specialize=["T", "direction0", "spin_limit"])
 def lstm_fwd_kernel_split(
-    xw_ptr, w_hh_ptr, h0_ptr, c0_ptr, peephole_ptr,
-    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, sync_ptr,
-    T, B, H, cell_clip, spin_limit,
-    stride_xw_t, stride_xw_b, stride_w_row, stride_w_col,
-    stride_h0_b, stride_c0_b, stride_y_t, stride_y_b,
+    xw_ptr, w_hh_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
+    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, exchange_ptr, sync_ptr,
+    T, B, H, direction0, cell_clip, spin_limit,
+    stride_xw_t, stride_xw_b, stride_w_dir, stride_w_row, stride_w_col,
+    stride_h0_dir, stride_h0_b, stride_c0_dir, stride_c0_b, stride_y_t, stride_y_b,
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, BLOCK_K: tl.constexpr,
-    HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr, STORE_STATE: tl.constexpr,
-    DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    STORE_STATE: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
 ):
     pid_u = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    nprog = tl.num_programs(0)  # programs that share this batch tile's barrier
-    sync_ptr = sync_ptr + pid_b * 2
+    pid_d = tl.program_id(2).to(tl.int64)
+    nprog = tl.num_programs(0)  # programs that share this (batch tile, direction)'s barrier
+    # direction0 = 1 runs a lone reverse direction (the functional op's reverse=True)
+    is_reverse = (pid_d + direction0) == 1
+    sync_ptr += (pid_d * tl.num_programs(1) + pid_b) * 2
     cell_clip = tl.cast(cell_clip, tl.float32)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B]
     mask_b = offs_b < B
@@ -109,8 +138,23 @@ def lstm_fwd_kernel_split(
     mask_j = unit_j < H
     mask_bu = mask_b[:, None] & mask_u[None, :]
     mask_bj = mask_b[:, None] & mask_j[None, :]
-    stride_g_t = tl.cast(B, tl.int64) * 4 * H
-    stride_c_t = tl.cast(B, tl.int64) * H
+    mask_bk = mask_b[:, None] & mask_k[None, :]
+    B64 = tl.cast(B, tl.int64)
+    stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H), contiguous
+    stride_c_t = B64 * H  # c_hist (D, T, B, H) and exchange (D, 2, B, H), contiguous
+    xw_ptr += pid_d * 4 * H
+    w_hh_ptr += pid_d * stride_w_dir
+    h0_ptr += pid_d * stride_h0_dir
+    c0_ptr += pid_d * stride_c0_dir
+    peephole_ptr += pid_d * 3 * H
+    y_ptr += pid_d * H
+    h_n_ptr += pid_d * B64 * H
+    c_n_ptr += pid_d * B64 * H
+    gates_ptr += pid_d * T * stride_g_t
+    c_hist_ptr += pid_d * T * stride_c_t
+    exchange_ptr += pid_d * 2 * stride_c_t
+    b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
+    state_offs = offs_b[:, None] * H + offs_u[None, :]
 
     # Resident for the whole sequence: b_w[k, j] = W_hh[row_j, k]
     b_w = tl.load(w_hh_ptr + row_j[None, :] * stride_w_row + offs_k[:, None] * stride_w_col,
@@ -119,50 +163,80 @@ def lstm_fwd_kernel_split(
         b_w = b_w.to(tl.float32)  # the interpreter computes on raw bf16 bits
     p_i, p_f, p_o = load_unit_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
     b_h_all = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_k[None, :],
-                      mask=mask_b[:, None] & mask_k[None, :], other=0.0)  # [BLOCK_B, BLOCK_K]
+                      mask=mask_bk, other=0.0)  # [BLOCK_B, BLOCK_K]
     b_c = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :],
                   mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
-    b_h = tl.zeros([BLOCK_B, UNITS], ACC_DTYPE)  # [BLOCK_B, UNITS]
+    # this program's units of h0: what a row past its end keeps (and reports as h_n)
+    b_h = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_u[None, :],
+                  mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
     xw_offs = offs_b[:, None] * stride_xw_b + row_j[None, :]
-    b_xw = tl.load(xw_ptr + xw_offs, mask=mask_bj, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
-    for t in range(T):
-        t64 = tl.cast(t, tl.int64)
+    active, t_row = rows_at_step(tl.cast(0, tl.int64), b_len, is_reverse)  # [BLOCK_B]
+    b_xw = tl.load(xw_ptr + t_row[:, None] * stride_xw_t + xw_offs, mask=mask_bj & active[:, None],
+                   other=0.0).to(ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
+    for s in range(T):
+        s64 = tl.cast(s, tl.int64)
+        active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
         b_pre = b_xw + tl.dot(b_h_all.to(b_w.dtype), b_w, input_precision=INPUT_PRECISION,
                               out_dtype=ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
         pre_i, pre_f, pre_g, pre_o = split_gates(b_pre, BLOCK_B, UNITS)  # [BLOCK_B, UNITS]
-        b_i, b_f, b_g, b_o, b_c, b_h = lstm_cell_forward(
+        b_i, b_f, b_g, b_o, c_new, h_new = lstm_cell_forward(
             pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
-        y_t_ptr = y_ptr + t64 * stride_y_t + offs_b[:, None] * stride_y_b
-        tl.store(y_t_ptr + offs_u[None, :], b_h.to(y_ptr.dtype.element_ty), mask=mask_bu)
+        if HAS_LENGTHS:
+            b_h = tl.where(active[:, None], h_new, b_h)
+            b_c = tl.where(active[:, None], c_new, b_c)
+            h_new = tl.where(active[:, None], h_new, 0.0)
+        else:
+            b_h = h_new
+            b_c = c_new
+        y_rows = y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b  # [BLOCK_B, 1]
+        tl.store(y_rows + offs_u[None, :], h_new.to(y_ptr.dtype.element_ty), mask=mask_bu)
+        if HAS_LENGTHS:
+            # y is zero past a row's end, but the exchange must carry its frozen h: slot s % 2
+            exchange_rows = exchange_ptr + (s64 % 2) * stride_c_t + offs_b[:, None] * H  # [BLOCK_B, 1]
+            tl.store(exchange_rows + offs_u[None, :], b_h.to(exchange_ptr.dtype.element_ty), mask=mask_bu)
+        else:
+            exchange_rows = y_rows  # every row runs every step: y_t is h_t, a fresh slot per step
         if STORE_STATE:
-            store_unit_gates(gates_ptr + t64 * stride_g_t + offs_b[:, None] * 4 * H + offs_u[None, :],
+            if HAS_LENGTHS:
+                zero = tl.zeros_like(b_i)
+                b_i = tl.where(active[:, None], b_i, zero)
+                b_f = tl.where(active[:, None], b_f, zero)
+                b_g = tl.where(active[:, None], b_g, zero)
+                b_o = tl.where(active[:, None], b_o, zero)
+                c_new = tl.where(active[:, None], c_new, zero)
+            store_unit_gates(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_u[None, :],
                              H, b_i, b_f, b_g, b_o, mask_bu)
-            tl.store(c_hist_ptr + t64 * stride_c_t + offs_b[:, None] * H + offs_u[None, :], b_c, mask=mask_bu)
-        if t + 1 < T:
+            tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, c_new, mask=mask_bu)
+        if s + 1 < T:
             # prefetch: independent of the exchange, so its latency overlaps the wait
-            b_xw = tl.load(xw_ptr + (t64 + 1) * stride_xw_t + xw_offs, mask=mask_bj, other=0.0).to(ACC_DTYPE)
-            grid_barrier(sync_ptr, (t + 1) * nprog, spin_limit)
+            active_next, t_next = rows_at_step(s64 + 1, b_len, is_reverse)  # [BLOCK_B]
+            b_xw = tl.load(xw_ptr + t_next[:, None] * stride_xw_t + xw_offs, mask=mask_bj & active_next[:, None],
+                           other=0.0).to(ACC_DTYPE)
+            grid_barrier(sync_ptr, (s + 1) * nprog, spin_limit)
             # .cg: served by L2, where the other SMs' stores are; never a stale L1 line
-            b_h_all = tl.load(y_t_ptr + offs_k[None, :], mask=mask_b[:, None] & mask_k[None, :], other=0.0,
-                              cache_modifier=".cg")
-    tl.store(h_n_ptr + offs_b[:, None] * H + offs_u[None, :], b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bu)
-    tl.store(c_n_ptr + offs_b[:, None] * H + offs_u[None, :], b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bu)
+            b_h_all = tl.load(exchange_rows + offs_k[None, :], mask=mask_bk, other=0.0, cache_modifier=".cg")
+    tl.store(h_n_ptr + state_offs, b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bu)
+    tl.store(c_n_ptr + state_offs, b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bu)
 
 
-@triton.jit(do_not_specialize=["T", "spin_limit"])
+@triton.jit(do_not_specialize=["T", "direction0", "spin_limit"])
 def lstm_bwd_kernel_split(
-    dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr,
+    dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, lengths_ptr,
     dpre_ptr, dh0_ptr, dc0_ptr, sync_ptr,
-    T, B, H, cell_clip, grad_clip, spin_limit,
-    stride_dy_t, stride_dy_b, stride_w_row, stride_w_col, stride_dhn_b, stride_dcn_b, stride_c0_b,
+    T, B, H, direction0, cell_clip, grad_clip, spin_limit,
+    stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col, stride_c0_dir, stride_c0_b,
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
-    DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
 ):
     pid_u = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
+    pid_d = tl.program_id(2).to(tl.int64)
     nprog = tl.num_programs(0)
-    sync_ptr = sync_ptr + pid_b * 2
+    num_d = tl.num_programs(2)
+    is_reverse = (pid_d + direction0) == 1
+    sync_ptr += (pid_d * tl.num_programs(1) + pid_b) * 2
     cell_clip = tl.cast(cell_clip, tl.float32)
     grad_clip = tl.cast(grad_clip, tl.float32)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B]
@@ -174,8 +248,23 @@ def lstm_bwd_kernel_split(
     col_r = (offs_r // BLOCK_K) * H + k_r  # row of W_hh and column of dpre behind r
     mask_r = k_r < H
     mask_bu = mask_b[:, None] & mask_u[None, :]
-    stride_g_t = tl.cast(B, tl.int64) * 4 * H
-    stride_c_t = tl.cast(B, tl.int64) * H
+    B64 = tl.cast(B, tl.int64)
+    stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H)
+    stride_c_t = B64 * H  # c_hist: (D, T, B, H)
+    stride_dpre_b = num_d * 4 * H  # dpre: (T, B, D * 4H), contiguous
+    stride_dpre_t = B64 * stride_dpre_b
+    dy_ptr += pid_d * H
+    dh_n_ptr += pid_d * B64 * H
+    dc_n_ptr += pid_d * B64 * H
+    w_hh_ptr += pid_d * stride_w_dir
+    gates_ptr += pid_d * T * stride_g_t
+    c_hist_ptr += pid_d * T * stride_c_t
+    c0_ptr += pid_d * stride_c0_dir
+    peephole_ptr += pid_d * 3 * H
+    dpre_ptr += pid_d * 4 * H
+    dh0_ptr += pid_d * B64 * H
+    dc0_ptr += pid_d * B64 * H
+    b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
     state_offs = offs_b[:, None] * H + offs_u[None, :]
     gate_offs = offs_b[:, None] * 4 * H + offs_u[None, :]
 
@@ -185,32 +274,47 @@ def lstm_bwd_kernel_split(
     if DOT_IN_FP32:
         b_w = b_w.to(tl.float32)
     p_i, p_f, p_o = load_unit_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
-    b_dh = tl.load(dh_n_ptr + offs_b[:, None] * stride_dhn_b + offs_u[None, :],
+    b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :],
                    mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
-    b_dc = tl.load(dc_n_ptr + offs_b[:, None] * stride_dcn_b + offs_u[None, :],
-                   mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
-    b_c = tl.load(c_hist_ptr + tl.cast(T - 1, tl.int64) * stride_c_t + state_offs,
-                  mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS] c_t
+    b_dh = tl.load(dh_n_ptr + state_offs, mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
+    b_dc = tl.load(dc_n_ptr + state_offs, mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
     for tt in range(T):
-        t64 = tl.cast(T - 1 - tt, tl.int64)
-        b_dh += tl.load(dy_ptr + t64 * stride_dy_t + offs_b[:, None] * stride_dy_b + offs_u[None, :],
-                        mask=mask_bu, other=0.0).to(ACC_DTYPE)
-        b_i, b_f, b_g, b_o = load_unit_gates(gates_ptr + t64 * stride_g_t + gate_offs, H, mask_bu, ACC_DTYPE)
-        if t64 > 0:
-            b_c_prev = tl.load(c_hist_ptr + (t64 - 1) * stride_c_t + state_offs, mask=mask_bu, other=0.0).to(ACC_DTYPE)
-        else:
-            b_c_prev = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :],
-                               mask=mask_bu, other=0.0).to(ACC_DTYPE)
-        dpre_i, dpre_f, dpre_g, dpre_o, b_dc = lstm_cell_backward(
-            b_dh, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
+        s64 = tl.cast(T - 1 - tt, tl.int64)
+        active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
+        mask_act = mask_bu & active[:, None]
+        # c_t is re-read each step rather than carried from the step before: nothing live across
+        # the barrier and the dot but dh and dc (carrying it spilled fp16 H = 128 on sm_90)
+        b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act, other=0.0).to(ACC_DTYPE)
+        b_dm = b_dh + tl.load(dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b
+                              + offs_u[None, :], mask=mask_act, other=0.0).to(ACC_DTYPE)
+        b_i, b_f, b_g, b_o = load_unit_gates(gates_ptr + t_row[:, None] * stride_g_t + gate_offs, H, mask_act,
+                                             ACC_DTYPE)
+        b_c_prev = load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t,
+                               mask_act).to(ACC_DTYPE)
+        dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(
+            b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
             HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
-        dpre_t_ptr = dpre_ptr + t64 * stride_g_t + offs_b[:, None] * 4 * H
-        store_unit_gates(dpre_t_ptr + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bu)
-        b_c = b_c_prev
+        if HAS_LENGTHS:
+            zero = tl.zeros_like(dpre_i)
+            dpre_i = tl.where(active[:, None], dpre_i, zero)
+            dpre_f = tl.where(active[:, None], dpre_f, zero)
+            dpre_g = tl.where(active[:, None], dpre_g, zero)
+            dpre_o = tl.where(active[:, None], dpre_o, zero)
+            b_dc = tl.where(active[:, None], dc_prev, b_dc)
+        else:
+            b_dc = dc_prev
+        # dpre is also the exchange: each (row, time) is written exactly once (rows past their
+        # end write zeros at time s >= len, a time no active step uses), so no slot is rewritten
+        dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b  # [BLOCK_B, 1]
+        store_unit_gates(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bu)
         grid_barrier(sync_ptr, (tt + 1) * nprog, spin_limit)
-        b_dpre_all = tl.load(dpre_t_ptr + col_r[None, :], mask=mask_b[:, None] & mask_r[None, :], other=0.0,
+        b_dpre_all = tl.load(dpre_rows + col_r[None, :], mask=mask_b[:, None] & mask_r[None, :], other=0.0,
                              cache_modifier=".cg")  # [BLOCK_B, 4 * BLOCK_K]
-        b_dh = tl.dot(b_dpre_all.to(b_w.dtype), b_w, input_precision=INPUT_PRECISION,
-                      out_dtype=ACC_DTYPE)  # [BLOCK_B, UNITS] dh_{t-1} from the recurrence
+        dh_prev = tl.dot(b_dpre_all.to(b_w.dtype), b_w, input_precision=INPUT_PRECISION,
+                         out_dtype=ACC_DTYPE)  # [BLOCK_B, UNITS] dh_{t-1} from the recurrence
+        if HAS_LENGTHS:
+            b_dh = tl.where(active[:, None], dh_prev, b_dh)  # a row past its end carries dh unchanged
+        else:
+            b_dh = dh_prev
     tl.store(dh0_ptr + state_offs, b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bu)
     tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bu)

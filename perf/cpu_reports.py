@@ -3,6 +3,7 @@ roofline estimate. Each returns table rows (perf.schema.row); none makes a speed
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -10,6 +11,7 @@ import torch
 
 import triton_lstm
 from triton_lstm import compile_check, planning, split
+from triton_lstm.interpreter_threads import concurrent_programs
 
 from . import formulas, models
 from .counters import InterpreterCounter
@@ -200,6 +202,57 @@ def traffic_rows(shapes, env, T_pair=(2, 4), progress=iter) -> list[dict]:
                             **analytic))
             rows.append(row(analytic_env, metric=f"bytes_{key}_once", unit="bytes", p50=minimum_once[key],
                             **analytic))
+    return rows
+
+
+# Batch-tiled against split -----------------------------------------------------------------
+
+VARIANT_SHAPES = ((64, 1), (64, 16), (256, 1), (256, 16))  # (H, B)
+
+
+def counted_per_step(T_pair, B, I, H, dtype, kernel):
+    """{mode: (programs, bytes loaded per step, bytes stored per step, kernel name)} of the
+    recurrent launch, counted in the interpreter: the difference between T_pair[1] and
+    T_pair[0] steps, so the once-per-launch traffic (W_hh, the state) cancels. Split launches
+    run under concurrent_programs() (a thread per program), as they must."""
+    runs = {}
+    for T in T_pair:
+        with concurrent_programs() if kernel == "split" else contextlib.nullcontext():
+            runs[T] = _count_sequence(T, B, I, H, dtype, "backward", kernel, T)
+    steps = T_pair[1] - T_pair[0]
+    out = {}
+    for mode, k in (("forward_training", 0), ("backward", 1)):
+        lo, hi = (runs[T][k].launches for T in T_pair)
+        assert len(lo) == len(hi) == 1, "one recurrent launch per call"
+        out[mode] = (math.prod(hi[0].grid), (hi[0].bytes_loaded - lo[0].bytes_loaded) / steps,
+                     (hi[0].bytes_stored - lo[0].bytes_stored) / steps, hi[0].kernel)
+    return out
+
+
+def variant_rows(env, shapes=VARIANT_SHAPES, dtype="fp32", T_pair=(2, 4), I=8, progress=iter) -> list[dict]:
+    """Both variants per (H, B): programs busy and global bytes per step, counted in the
+    interpreter (training forward and backward), and which variant the planner picks on sm_90
+    (split.prefer_split, the pure rule kernel="auto" follows on an H100; under the interpreter
+    auto never picks split)."""
+    rows = []
+    sm90 = planning.DeviceLimits.sm90()
+    for H, B in progress(shapes):
+        columns = dict(T=None, B=B, I=I, H=H, layers=1, directions=1, dtype=dtype)
+        for kernel in ("batch", "split"):
+            for mode, (busy, loaded, stored, name) in counted_per_step(T_pair, B, I, H, dtype, kernel).items():
+                common = dict(kernel=name, provider="triton_lstm", mode=mode, config=f"kernel={kernel}", **columns)
+                interp = dict(env, device=INTERPRETER)
+                rows += [row(interp, metric="programs_busy", unit="count", p50=busy, **common),
+                         row(interp, metric="bytes_loaded_per_step", unit="bytes", p50=loaded, **common),
+                         row(interp, metric="bytes_stored_per_step", unit="bytes", p50=stored, **common)]
+        options = planning.Options()
+        batch_plan = planning.plan_forward(B, H, H, 1, DTYPES[dtype], options, sm90)
+        chosen = split.prefer_split(B, H, DTYPES[dtype], options, sm90, batch_plan)
+        config = (f"sm_90 picks split: {chosen.describe()}" if chosen is not None
+                  else f"sm_90 picks {batch_plan.variant}: grid={batch_plan.grid}")
+        rows.append(row(dict(env, device="planned for sm_90, not run"), metric="planner_picks_split", unit="",
+                        p50=int(chosen is not None), kernel="lstm", provider="triton_lstm",
+                        mode="forward_training", config=config, **columns))
     return rows
 
 

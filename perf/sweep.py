@@ -108,6 +108,9 @@ def run_sections(quick: bool, env: dict, providers=None) -> list[tuple[str, obje
                          "(before caches), vs the analytic minimum and one launch per step",
                          schema.frame(cpu_reports.traffic_rows(traffic_shapes(quick), env,
                                                                progress=lambda c: tqdm(c, desc="traffic")))))
+        sections.append(("(c2) Batch-tiled vs split, fp32: programs busy and bytes per step counted in the "
+                         "interpreter (split under a thread per program), and the variant the planner picks on sm_90",
+                         schema.frame(cpu_reports.variant_rows(env, progress=lambda c: tqdm(c, desc="variants")))))
     sections.append((f"(d) Roofline ESTIMATE for an H100 SXM ({formulas.H100_SOURCE}: "
                      f"{formulas.H100_HBM_BYTES_PER_S / 1e12} TB/s, {formulas.H100_PEAK_FLOPS['bf16'] / 1e12} "
                      f"TFLOP/s bf16/fp16, {formulas.H100_PEAK_FLOPS['fp32'] / 1e12} TFLOP/s TF32); not a measurement",

@@ -311,3 +311,43 @@ def test_sweep_writes_every_report_off_gpu(tmp_path, monkeypatch):
         assert label in md
     pngs = sorted(tmp_path.glob("*.png"))
     assert [p.name.split("-", 3)[-1] for p in pngs] == ["roofline-estimate-vs-B.png", "traffic.png"]
+
+
+def test_split_bytes_per_step_equal_a_hand_count():
+    # One layer, one direction, fp32, no lengths: B = 3 rows (one 16-row tile, 3 rows live),
+    # H = 64. The forward runs 64 / 8 = 8 programs of 8 units, the backward 64 / 16 = 4 of 16
+    # (split.plan_split). Counted as the difference between T = 4 and T = 2 over 2 steps, so
+    # once-per-launch traffic (W_hh slices, h0, c0, the final state) cancels; the barrier's
+    # atomics are not loads or stores (counted apart) and their number depends on timing.
+    from triton_lstm import split
+    from triton_lstm.planning import DeviceLimits, Options
+
+    B, I, H, E = 3, 5, 64, F32
+    plans = split.plan_split(B, H, torch.float32, Options(), DeviceLimits.interpreter())
+    fwd_programs, bwd_programs = math.prod(plans.forward.grid), math.prod(plans.backward.grid)
+    assert (fwd_programs, bwd_programs) == (8, 4)
+    counted = cpu_reports.counted_per_step((2, 4), B, I, H, "fp32", "split")
+    # Forward, per step: each program prefetches its units' xw columns (all programs: the
+    # whole B x 4H), reads ALL of h_t back from y (B x H per program: the exchange), and
+    # stores its slice of y_t (B x H in all) plus the saved gates (4 B H) and c_t (B H), fp32.
+    assert counted["forward_training"] == (fwd_programs, B * 4 * H * E + fwd_programs * B * H * E,
+                                           B * H * E + 5 * B * H * F32, "lstm_fwd_kernel_split")
+    # Backward, per step: dy_t (B H), the saved gates (4 B H), c_t and c_{t-1} (B H each),
+    # then ALL of dpre_t per program (B x 4H each: the exchange); it stores its slice of
+    # dpre_t (B x 4H in all).
+    assert counted["backward"] == (bwd_programs, B * H * E + 6 * B * H * F32 + bwd_programs * B * 4 * H * E,
+                                   B * 4 * H * E, "lstm_bwd_kernel_split")
+
+
+def test_variant_rows_report_both_variants_and_the_sm90_pick():
+    rows = cpu_reports.variant_rows(ENV, shapes=((64, 1), (256, 16)))
+    busy = {(r["H"], r["config"], r["mode"]): r["p50"] for r in rows if r["metric"] == "programs_busy"}
+    assert busy[(64, "kernel=batch", "forward_training")] == 1  # one batch tile, one direction
+    assert busy[(64, "kernel=split", "forward_training")] == 8  # 64 units / 8
+    assert busy[(256, "kernel=split", "backward")] == 16  # 256 units / 16
+    picks = {r["H"]: r["p50"] for r in rows if r["metric"] == "planner_picks_split"}
+    # H = 64 fp32: W_hh^T fits one program, batch-tiled has no barrier; H = 256 streams W_hh
+    assert picks == {64: 0, 256: 1}
+    loaded = {(r["H"], r["config"], r["mode"]): r["p50"] for r in rows if r["metric"] == "bytes_loaded_per_step"}
+    # split reads h once per program but never W_hh; the streamed batch kernel re-reads W_hh
+    assert loaded[(256, "kernel=split", "forward_training")] < loaded[(256, "kernel=batch", "forward_training")]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import ON_GPU, TOLERANCE, assert_close
 
-from concurrent_interpreter import concurrent_programs
+from triton_lstm.interpreter_threads import concurrent_programs
 import triton_lstm
 from triton_lstm import reference, split
 from triton_lstm.planning import DeviceLimits, Options, plan_forward
@@ -89,8 +89,11 @@ def split_outputs_and_grads(t, upstream, cell_clip, grad_clip):
     """Split forward and backward; weight and input grads assembled from dpre with host GEMMs."""
     x, w_ih, w_hh, h0, c0, peephole = (t[k] for k in ("x", "weight_ih", "weight_hh", "h0", "c0", "peephole"))
     xw = x @ w_ih.T + t["bias"]
-    y, h_n, c_n, gates, c_hist = split.split_forward(xw, w_hh, h0, c0, peephole, cell_clip, True)
-    dpre, dh0, dc0 = split.split_backward(*upstream, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip)
+    stacked = [None if v is None else v[None] for v in (w_hh, h0, c0, peephole)]  # (D=1, ...)
+    y, h_n, c_n, gates, c_hist = split.split_forward(xw, *stacked, cell_clip, True)
+    dpre, dh0, dc0 = split.split_backward(upstream[0], upstream[1][None], upstream[2][None], stacked[0], gates,
+                                          c_hist, stacked[2], stacked[3], cell_clip, grad_clip)
+    h_n, c_n, dh0, dc0, c_hist = h_n[0], c_n[0], dh0[0], dc0[0], c_hist[0]
     H = w_hh.shape[1]
     h_prev = torch.cat([h0[None], y[:-1]])  # h_{t-1}
     c_prev = torch.cat([c0[None].to(c_hist.dtype), c_hist[:-1]])  # c_{t-1}
@@ -159,7 +162,7 @@ def test_split_completes_under_a_plain_thread_per_program_executor():
 def test_forced_split_under_sequential_interpreter_raises_within_seconds(direction):
     t, upstream = random_problem(4, 3, 64, 5, torch.float32, seed=7, peephole=False)
     xw = t["x"] @ t["weight_ih"].T + t["bias"]
-    args = (xw, t["weight_hh"], t["h0"], t["c0"], None, None, True)
+    args = (xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, True)
     if direction == "backward":
         with concurrent_programs():
             _, _, _, gates, c_hist = split.split_forward(*args)
@@ -168,7 +171,8 @@ def test_forced_split_under_sequential_interpreter_raises_within_seconds(directi
         if direction == "forward":
             split.split_forward(*args)
         else:
-            split.split_backward(*upstream, t["weight_hh"], gates, c_hist, t["c0"], None, None, None)
+            split.split_backward(upstream[0], upstream[1][None], upstream[2][None], t["weight_hh"][None], gates,
+                                 c_hist, t["c0"][None], None, None, None)
     assert time.perf_counter() - started < 10
 
 
@@ -180,11 +184,22 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     assert split.plan_split(16, 1024, torch.bfloat16, Options(), few_sms) is None
     # a larger slice per program brings H = 256 under a 16-SM budget
     plans = split.plan_split(16, 256, torch.bfloat16, Options(), DeviceLimits("16 SMs", 90, 16, 232448))
-    assert plans.forward.grid == (16, 1) and plans.forward.constexpr("UNITS") == 16
-    assert plans.backward.grid == (16, 1)
+    assert plans.forward.grid == (16, 1, 1) and plans.forward.constexpr("UNITS") == 16
+    assert plans.backward.grid == (16, 1, 1)
     # a batch of 40 runs as three 16-row tiles, each its own barrier group, all co-resident
     plans = split.plan_split(40, 256, torch.float32, Options(), DeviceLimits.sm90())
-    assert plans.forward.grid == (32, 3) and plans.forward.constexpr("BLOCK_B") == 16
+    assert plans.forward.grid == (32, 3, 1) and plans.forward.constexpr("BLOCK_B") == 16
+    # two directions are grid axis 2: both directions' programs must be co-resident at once,
+    # so 32 x 3 x 2 = 192 > 132 SMs takes 16 units per program (16 x 3 x 2 = 96)
+    plans = split.plan_split(40, 256, torch.bfloat16, Options(lengths=True), DeviceLimits.sm90(), directions=2)
+    assert plans.forward.grid == (16, 3, 2) and plans.forward.constexpr("UNITS") == 16
+    assert plans.forward.constexpr("HAS_LENGTHS") is True
+    assert plans.backward is None  # with lengths the backward spills from H = 128 on
+    # with lengths a forward slice over 32 KB spills: fp32 needs 64 KB for 16 units at H = 256
+    assert split.plan_split(40, 256, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2) is None
+    assert split.plan_split(40, 64, torch.float32, Options(lengths=True), DeviceLimits.sm90(),
+                            directions=2).backward.grid == (4, 3, 2)
+    assert split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90(), directions=2) is None
     # the backward holds all of dpre_t for its dot: only up to H = 256 (compile report)
     assert split.plan_split(16, 512, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is None
     assert split.plan_split(16, 512, torch.bfloat16, Options(store_state=False), DeviceLimits.sm90()).backward is None
@@ -262,12 +277,11 @@ def test_modules_run_split_end_to_end_against_torch_lstm(concurrent, monkeypatch
         assert_close(a, b, 1e-10, f"item {k}")
 
 
-@pytest.mark.parametrize("kw,what", [
-    (dict(bidirectional=True), "two directions"), (dict(proj_size=16), "proj_size"),
-])
-def test_forced_split_names_what_it_does_not_support(kw, what):
-    m = triton_lstm.LSTM(5, 64, kernel="split", backend="triton", device=DEVICE, **kw)
-    with pytest.raises(ValueError, match=f"kernel='split' does not support {what}"):
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_forced_split_with_a_projection_says_it_is_unsupported(bidirectional):
+    m = triton_lstm.LSTM(5, 64, kernel="split", backend="triton", device=DEVICE, proj_size=16,
+                         bidirectional=bidirectional)
+    with pytest.raises(ValueError, match="kernel='split' does not support proj_size"):
         m(torch.randn(3, 2, 5, device=DEVICE))
 
 
@@ -280,3 +294,138 @@ def test_forced_split_through_the_functional_op_fails_fast_in_the_sequential_int
     assert time.perf_counter() - started < 20
     y, _ = triton_lstm.lstm(x, w_ih, w_hh, kernel="auto", backend="triton")  # auto never picks split here
     assert torch.isfinite(y).all()
+
+
+# ---- both directions, per-row lengths and reverse ------------------------------------------
+
+def random_lengths(B, T, g):
+    """B lengths in [1, T], including T and (for B > 1) 1, in a shuffled order."""
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    lengths[0] = T
+    if B > 1:
+        lengths[1] = 1
+    return lengths[torch.randperm(B, generator=g)]
+
+
+LENGTH_CASES = [  # (T, B, H, reverse, with lengths)
+    (5, 1, 64, False, True), (5, 5, 96, False, True), (4, 5, 64, True, False), (5, 5, 96, True, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("T,B,H,reverse,with_lengths", LENGTH_CASES,
+                         ids=[f"T{T}-B{B}-H{H}-{'rev' if r else 'fwd'}-{'len' if w else 'full'}"
+                              for T, B, H, r, w in LENGTH_CASES])
+def test_split_lengths_and_reverse_match_reference(concurrent, T, B, H, reverse, with_lengths, dtype):
+    # The functional op (one direction) forced to split: outputs and every gradient, peepholes
+    # and both clips on, against the reference with the same lengths and direction.
+    seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
+    g = torch.Generator().manual_seed(seed)
+    lengths = random_lengths(B, T, g) if with_lengths else None
+    t, _ = random_problem(T, B, H, 7, torch.float64, seed=seed, peephole=True)
+    t.pop("bias")
+    results = []
+    for fn, dt, kw in ((triton_lstm.lstm, dtype, dict(kernel="split", backend="triton")),
+                       (reference.lstm, torch.float64, {})):
+        leaves = {k: v.detach().to(dt).requires_grad_() for k, v in t.items()}
+        y, (h_n, c_n) = fn(leaves["x"], leaves["weight_ih"], leaves["weight_hh"], None, None,
+                           (leaves["h0"], leaves["c0"]), peephole=leaves["peephole"], lengths=lengths,
+                           reverse=reverse, cell_clip=0.5, grad_clip=0.25, **kw)
+        gy = torch.Generator().manual_seed(seed + 1)
+        upstream = [torch.randn(o.shape, generator=gy, dtype=torch.float64).to(dt) for o in (y, h_n, c_n)]
+        grads = torch.autograd.grad((y, h_n, c_n), list(leaves.values()), upstream)
+        results.append({"y": y, "h_n": h_n, "c_n": c_n, **{f"d{k}": gr for k, gr in zip(leaves, grads)}})
+    ours, ref = results
+    if with_lengths:
+        past_end = torch.arange(T)[:, None] >= lengths[None, :]  # [T, B]
+        assert (ours["y"][past_end] == 0).all()  # y is exactly zero after each row's end
+    for name in ref:
+        assert_close(ours[name], ref[name], TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_split_keeps_the_batch_kernels_storage_contract_both_directions(concurrent, dtype):
+    # Same tensors in, same tensors out: y, h_n, c_n, the saved gates and c_hist (zeros past
+    # each row's end), dpre (zeros past each row's end), dh0, dc0, for D = 2 with lengths,
+    # against the batch-tiled kernels (themselves tested against the reference).
+    from triton_lstm import launcher
+
+    T, B, H, D = 5, 5, 64, 2
+    seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
+    g = torch.Generator().manual_seed(seed)
+    lengths = random_lengths(B, T, g).to(DEVICE)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE, dtype)
+
+    xw, w_hh = r(T, B, D * 4 * H), r(D, 4 * H, H, scale=H ** -0.5)
+    h0, c0, peephole = r(D, B, H, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
+    dy, dh_n, dc_n = r(T, B, D * H), r(D, B, H), r(D, B, H)
+    outputs = {}
+    for kernel in ("split", "batch"):
+        fwd = launcher.forward(xw, w_hh, None, h0, c0, peephole, lengths, 0.5, False, False, True, kernel)
+        y, h_n, c_n, gates, c_hist = fwd
+        dpre, dh0, dc0, _ = launcher.backward(dy, dh_n, dc_n, w_hh, None, gates, c_hist, c0, peephole, lengths,
+                                              0.5, 0.25, False, False, kernel)
+        outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0)
+    past_end = (torch.arange(T, device=DEVICE)[:, None] >= lengths[None, :])  # [T, B]
+    split_out = outputs["split"]
+    assert (split_out["gates"][:, past_end] == 0).all() and (split_out["c_hist"][:, past_end] == 0).all()
+    assert (split_out["dpre"][past_end] == 0).all() and (split_out["y"][past_end] == 0).all()
+    for name, ref in outputs["batch"].items():
+        assert split_out[name].shape == ref.shape, name
+        assert_close(split_out[name], ref, TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
+MODULE_CASES = [(64, 1, torch.float64), (96, 5, torch.float64), (64, 5, torch.float32), (96, 1, torch.float32)]
+
+
+@pytest.mark.parametrize("H,B,dtype", MODULE_CASES,
+                         ids=[f"H{H}-B{B}-{'fp64' if d == torch.float64 else 'fp32'}" for H, B, d in MODULE_CASES])
+def test_split_module_bidirectional_packed_matches_torch_lstm(concurrent, monkeypatch, H, B, dtype):
+    # Two bidirectional layers on a PackedSequence (unsorted lengths): outputs and every
+    # parameter gradient against torch.nn.LSTM in float64, and every layer ran split both ways.
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    calls = []
+    for name in ("split_forward", "split_backward"):
+        original = getattr(split, name)
+        monkeypatch.setattr(split, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
+    torch.manual_seed(seed)
+    T, I = 4, 5
+    theirs = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, dtype=torch.float64, device=DEVICE)
+    ours = triton_lstm.LSTM(I, H, num_layers=2, bidirectional=True, dtype=dtype, device=DEVICE,
+                            kernel="split", backend="triton")
+    ours.load_state_dict({k: v.to(dtype) for k, v in theirs.state_dict().items()}, strict=True)
+    lengths = random_lengths(B, T, torch.Generator().manual_seed(seed))
+    x = torch.randn(T, B, I, dtype=torch.float64, device=DEVICE)
+    w_y, w_h, w_c = (torch.randn(s, dtype=torch.float64, device=DEVICE) for s in ((T, B, 2 * H), (4, B, H), (4, B, H)))
+    results = []
+    for m, dt in ((ours, dtype), (theirs, torch.float64)):
+        packed = pack_padded_sequence(x.to(dt), lengths, enforce_sorted=False)
+        out, (h, c) = m(packed)
+        y, out_lengths = pad_packed_sequence(out, total_length=T)
+        assert torch.equal(out_lengths, lengths)
+        loss = (y * w_y.to(dt)).sum() + (h * w_h.to(dt)).sum() + (c * w_c.to(dt)).sum()
+        results.append([y, h, c, *torch.autograd.grad(loss, list(m.parameters()))])
+    # with lengths the split backward is planned only up to H = 64 (it spills beyond, see
+    # split.LENGTHS_BACKWARD_MAX_BLOCK_K); then the batch-tiled backward runs on split's saved state
+    plans = split.plan_split(B, H, dtype, Options(lengths=True), split.device_limits(torch.device(DEVICE)),
+                             directions=2)
+    assert (plans.backward is not None) == (H <= 64)
+    assert sorted(calls) == ["split_backward"] * (2 if H <= 64 else 0) + ["split_forward"] * 2
+    names = ["y", "h_n", "c_n", *(n for n, _ in theirs.named_parameters())]
+    for name, a, b in zip(names, *results):
+        assert_close(a, b, TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
+@needs_interpreter
+def test_forced_bidirectional_split_with_lengths_fails_fast_in_the_sequential_interpreter():
+    m = triton_lstm.LSTM(5, 64, bidirectional=True, kernel="split", backend="triton")
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(3, 2, 5), torch.tensor([2, 3]),
+                                                     enforce_sorted=False)
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="grid barrier timed out"):
+        m(packed)
+    assert time.perf_counter() - started < 20

@@ -89,23 +89,23 @@ def _options(**kw) -> Options:
     return Options(allow_tf32=torch.backends.cudnn.allow_tf32, **kw)
 
 
-def _split_plans(B, H, D, dtype, options, limits, lengths, w_hr, reverse, batch_plan):
-    """The split plans (triton_lstm/split.py) when kernel="split" or "auto" picks them, else None."""
+def _split_plans(B, H, D, dtype, options, limits, w_hr, batch_plan):
+    """The split plans (triton_lstm/split.py) when kernel="split" or "auto" picks them, else None.
+    Split runs both directions, lengths and reverse like the batch kernels; a projection needs
+    a second exchange per step (m_t before h_t = m_t W_hr^T), which it does not have."""
     from . import split
 
-    unsupported = [what for what, present in (("two directions", D != 1), ("lengths", lengths is not None),
-                                              ("proj_size", w_hr is not None), ("reverse", reverse)) if present]
     if options.kernel == "split":
-        if unsupported:
-            raise ValueError(f"kernel='split' does not support {', '.join(unsupported)} yet; "
-                             "use kernel='auto' or 'batch'")
-        plans = split.plan_split(B, H, dtype, options, limits)
+        if w_hr is not None:
+            raise ValueError("kernel='split' does not support proj_size yet (a projection needs a second "
+                             "exchange per step); use kernel='auto' or 'batch'")
+        plans = split.plan_split(B, H, dtype, options, limits, directions=D)
         if plans is None:
             raise ValueError(f"kernel='split' has no plan for B={B}, H={H}, {dtype} on {limits.name}: its "
                              "programs cannot all be resident with their W_hh slices; use kernel='batch'")
         return plans
-    if options.kernel == "auto" and not unsupported:
-        return split.prefer_split(B, H, dtype, options, limits, batch_plan)
+    if options.kernel == "auto" and w_hr is None:
+        return split.prefer_split(B, H, dtype, options, limits, batch_plan, directions=D)
     return None
 
 
@@ -128,17 +128,12 @@ def forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, r
                        store_state=store_state, kernel=kernel, lengths=lengths is not None)
     limits = device_limits(xw.device)
     plan = plan_forward(B, H, P, D, xw.dtype, options, limits)
-    split_plans = _split_plans(B, H, D, xw.dtype, options, limits, lengths, w_hr, reverse, plan)
+    split_plans = _split_plans(B, H, D, xw.dtype, options, limits, w_hr, plan)
     if split_plans is not None:
         from . import split
 
-        y, h_n, c_n, gates, c_hist = split.split_forward(
-            xw.transpose(0, 1) if batch_first else xw, w_hh[0], h0[0], c0[0],
-            None if peephole is None else peephole[0], cell_clip, store_state, plan=split_plans.forward)
-        y = y.transpose(0, 1).contiguous() if batch_first else y
-        if store_state:
-            gates, c_hist = gates.unsqueeze(0), c_hist.unsqueeze(0)
-        return y, h_n.unsqueeze(0), c_n.unsqueeze(0), gates, c_hist
+        return split.split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, lengths=lengths,
+                                   reverse=reverse, batch_first=batch_first, plan=split_plans.forward)
     acc = compute_dtype(xw.dtype)
     y = _output(xw, *((B, T, D * P) if batch_first else (T, B, D * P)))
     h_n, c_n = _output(xw, D, B, P), _output(xw, D, B, H)
@@ -194,14 +189,14 @@ def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, c
                        grad_clip=grad_clip is not None, kernel=kernel, lengths=lengths is not None)
     limits = device_limits(dy.device)
     plan = plan_backward(B, H, P, D, dy.dtype, options, limits)
-    split_plans = _split_plans(B, H, D, dy.dtype, options, limits, lengths, w_hr, reverse, plan)
+    split_plans = _split_plans(B, H, D, dy.dtype, options, limits, w_hr, plan)
     if split_plans is not None and split_plans.backward is not None:
         from . import split
 
         dpre, dh0, dc0 = split.split_backward(
-            dy.transpose(0, 1) if batch_first else dy, dh_n[0], dc_n[0], w_hh[0], gates[0], c_hist[0], c0[0],
-            None if peephole is None else peephole[0], cell_clip, grad_clip, plan=split_plans.backward)
-        return dpre, dh0.unsqueeze(0), dc0.unsqueeze(0), gates.new_empty(0)
+            dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip, lengths=lengths,
+            reverse=reverse, batch_first=batch_first, plan=split_plans.backward)
+        return dpre, dh0, dc0, gates.new_empty(0)
     # Any forward variant saves the same state, so a split forward without a split backward
     # plan (H > 256) runs the batch-tiled backward on it.
     dpre = _output(dy, T, B, D * 4 * H)

@@ -47,7 +47,7 @@ SPIN_LIMIT_INTERPRETED fails a sequential launch in 2-3 seconds (program 0 times
 poisons the counter, and every later barrier passes at once). Under a thread-per-program
 executor the longest run of polls without an arrival measured about 1000 when threads
 only hand over the GIL every 5 ms (48 programs, H = 256), and under 100 when atomics yield
-it (tests/concurrent_interpreter.py): a 10x margin.
+it (triton_lstm/interpreter_threads.py): a 10x margin.
 
 Checking the flag (the one host sync)
 -------------------------------------
@@ -85,6 +85,14 @@ FORWARD_UNITS = (8, 16, 32, 64)  # 4 * UNITS gate columns: 8 is DESIGN.md sectio
 BACKWARD_UNITS = (16, 32, 64)  # the backward dot's N is UNITS itself: >= 16
 RESIDENT_SLICE_MAX_BYTES = 64 * 1024
 BACKWARD_MAX_BLOCK_K = 256
+# With lengths (HAS_LENGTHS) each step also carries the frozen state and per-row masks and
+# times in registers (compile matrix, sm_80 / sm_90): forwards of 32 or more units, or with a
+# slice over 32 KB, spill, and so does the backward from BLOCK_K = 128 on.
+LENGTHS_FORWARD_MAX_UNITS = 16
+LENGTHS_SLICE_MAX_BYTES = 32 * 1024
+LENGTHS_BACKWARD_MAX_BLOCK_K = 64
+# A backward of more than 16 units holding all of dpre_t at BLOCK_K = 256 spills (bf16, sm_90).
+BACKWARD_WIDE_UNITS_MAX_BLOCK_K = 128
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
@@ -139,12 +147,12 @@ def _maxnreg(num_warps: int, limits: DeviceLimits) -> int:
     return min(limits.max_registers_per_thread, limits.registers_per_sm // (32 * num_warps))
 
 
-def _plan_one(direction: str, units: int, B: int, H: int, name: str, options: Options,
+def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name: str, options: Options,
               limits: DeviceLimits) -> Plan:
     acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
     block_b = min(MAX_BLOCK_B, max(MIN_DOT, _next_pow2(B)))
     block_k = max(MIN_DOT, _next_pow2(H))
-    grid = (-(-H // units), -(-B // block_b))
+    grid = (-(-H // units), -(-B // block_b), directions)  # (unit slices, batch tiles, directions)
     slice_bytes = 4 * block_k * units * (4 if dot_in_fp32 else _ELEMENT_BYTES[name])
     num_warps = _num_warps(slice_bytes)
     p, a = f"*{name}", f"*{acc}"
@@ -154,36 +162,44 @@ def _plan_one(direction: str, units: int, B: int, H: int, name: str, options: Op
     if direction == "forward":
         signature = (
             ("xw_ptr", p), ("w_hh_ptr", p), ("h0_ptr", p), ("c0_ptr", p), ("peephole_ptr", p),
-            ("y_ptr", p), ("h_n_ptr", p), ("c_n_ptr", p), ("gates_ptr", a), ("c_hist_ptr", a),
-            ("sync_ptr", "*i32"),
-            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("cell_clip", "fp32"), ("spin_limit", "i32"),
-            ("stride_xw_t", "i32"), ("stride_xw_b", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
-            ("stride_h0_b", "i32"), ("stride_c0_b", "i32"), ("stride_y_t", "i32"), ("stride_y_b", "i32"),
+            ("lengths_ptr", "*i64"), ("y_ptr", p), ("h_n_ptr", p), ("c_n_ptr", p), ("gates_ptr", a),
+            ("c_hist_ptr", a), ("exchange_ptr", p), ("sync_ptr", "*i32"),
+            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("direction0", "i32"), ("cell_clip", "fp32"),
+            ("spin_limit", "i32"),
+            ("stride_xw_t", "i32"), ("stride_xw_b", "i32"), ("stride_w_dir", "i32"), ("stride_w_row", "i32"),
+            ("stride_w_col", "i32"), ("stride_h0_dir", "i32"), ("stride_h0_b", "i32"), ("stride_c0_dir", "i32"),
+            ("stride_c0_b", "i32"), ("stride_y_t", "i32"), ("stride_y_b", "i32"),
         )
-        constexprs = common + (("STORE_STATE", options.store_state),) + tail
+        constexprs = common + (("HAS_LENGTHS", options.lengths), ("STORE_STATE", options.store_state)) + tail
         kernel = "lstm_fwd_kernel_split"
     else:
         signature = (
             ("dy_ptr", p), ("dh_n_ptr", p), ("dc_n_ptr", p), ("w_hh_ptr", p), ("gates_ptr", a),
-            ("c_hist_ptr", a), ("c0_ptr", p), ("peephole_ptr", p), ("dpre_ptr", p), ("dh0_ptr", p),
-            ("dc0_ptr", p), ("sync_ptr", "*i32"),
-            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("cell_clip", "fp32"), ("grad_clip", "fp32"),
-            ("spin_limit", "i32"),
-            ("stride_dy_t", "i32"), ("stride_dy_b", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
-            ("stride_dhn_b", "i32"), ("stride_dcn_b", "i32"), ("stride_c0_b", "i32"),
+            ("c_hist_ptr", a), ("c0_ptr", p), ("peephole_ptr", p), ("lengths_ptr", "*i64"), ("dpre_ptr", p),
+            ("dh0_ptr", p), ("dc0_ptr", p), ("sync_ptr", "*i32"),
+            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("direction0", "i32"), ("cell_clip", "fp32"),
+            ("grad_clip", "fp32"), ("spin_limit", "i32"),
+            ("stride_dy_t", "i32"), ("stride_dy_b", "i32"), ("stride_w_dir", "i32"), ("stride_w_row", "i32"),
+            ("stride_w_col", "i32"), ("stride_c0_dir", "i32"), ("stride_c0_b", "i32"),
         )
-        constexprs = common + (("USE_GRAD_CLIP", options.grad_clip),) + tail
+        constexprs = common + (("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
         kernel = "lstm_bwd_kernel_split"
     return Plan(kernel, "split", grid, num_warps, 1, _maxnreg(num_warps, limits), signature, constexprs)
 
 
-def _fitting_plan(direction, unit_choices, B, H, name, options, limits, occupancy) -> Plan | None:
+def _fitting_plan(direction, unit_choices, B, H, directions, name, options, limits, occupancy) -> Plan | None:
     """The plan with the fewest units per program whose grid is co-resident and whose slice fits."""
-    if direction == "backward" and max(MIN_DOT, _next_pow2(H)) > BACKWARD_MAX_BLOCK_K:
+    max_block_k = LENGTHS_BACKWARD_MAX_BLOCK_K if options.lengths else BACKWARD_MAX_BLOCK_K
+    if direction == "backward" and max(MIN_DOT, _next_pow2(H)) > max_block_k:
         return None
+    max_slice = LENGTHS_SLICE_MAX_BYTES if options.lengths else RESIDENT_SLICE_MAX_BYTES
     for units in unit_choices:
-        plan = _plan_one(direction, units, B, H, name, options, limits)
-        if _budgeted_slice_bytes(plan) > RESIDENT_SLICE_MAX_BYTES:
+        if direction == "forward" and options.lengths and units > LENGTHS_FORWARD_MAX_UNITS:
+            break
+        if direction == "backward" and units > 16 and max(MIN_DOT, _next_pow2(H)) > BACKWARD_WIDE_UNITS_MAX_BLOCK_K:
+            break
+        plan = _plan_one(direction, units, B, H, directions, name, options, limits)
+        if _budgeted_slice_bytes(plan) > max_slice:
             continue
         per_sm = occupancy(plan) if occupancy is not None else 1
         if programs(plan) <= limits.num_sms * per_sm:
@@ -192,14 +208,18 @@ def _fitting_plan(direction, unit_choices, B, H, name, options, limits, occupanc
 
 
 def plan_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits,
-               occupancy: Callable[[Plan], int] | None = None) -> SplitPlans | None:
-    """Plan the split forward (and backward when options.store_state) of one layer, one direction.
+               occupancy: Callable[[Plan], int] | None = None, directions: int = 1) -> SplitPlans | None:
+    """Plan the split forward (and backward when options.store_state) of one layer, all its
+    directions in one launch.
 
     Args:
         B, H: batch and hidden size. dtype: input dtype. options: planning.Options (the
-            kernel choice in it is ignored here). limits: planning.DeviceLimits.
+            kernel choice in it is ignored here; options.lengths sets HAS_LENGTHS).
+            limits: planning.DeviceLimits.
         occupancy: plan -> programs per SM of its compiled kernel (`occupancy_from_compile`
             gives it without a GPU); None assumes one per SM.
+        directions: 1, or 2 (bidirectional): grid axis 2, every direction's programs
+            co-resident at once.
     Returns:
         SplitPlans, or None when no UNITS gives the forward a co-resident grid with a
         resident W_hh slice (the caller falls back to batch-tiled). Its backward is None
@@ -208,19 +228,19 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: Dev
     Example:
         >>> plans = plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90())
         >>> plans.forward.grid, plans.backward
-        ((128, 1), None)
-        >>> plan_split(3, 256, torch.float32, Options(), DeviceLimits.sm80()).backward.grid
-        (16, 1)
+        ((128, 1, 1), None)
+        >>> plan_split(3, 256, torch.float32, Options(), DeviceLimits.sm80(), directions=2).backward.grid
+        (16, 1, 2)
     """
     name = dtype_name(dtype)
     if name == "fp64" and not limits.interpreted:
         return None  # fp64 is for verification in the interpreter; its slices overflow a GPU's shared memory
-    forward = _fitting_plan("forward", FORWARD_UNITS, B, H, name, options, limits, occupancy)
+    forward = _fitting_plan("forward", FORWARD_UNITS, B, H, directions, name, options, limits, occupancy)
     if forward is None:
         return None
     backward = None
     if options.store_state:
-        backward = _fitting_plan("backward", BACKWARD_UNITS, B, H, name, options, limits, occupancy)
+        backward = _fitting_plan("backward", BACKWARD_UNITS, B, H, directions, name, options, limits, occupancy)
     return SplitPlans(forward, backward)
 
 
@@ -232,21 +252,23 @@ def forward_traffic_per_step(B: int, H: int, dtype: torch.dtype, batch_plan: Pla
     streamed re-reads all of W_hh^T per program, split reads its batch tile's whole h per
     program (and pays one barrier)."""
     e = _ELEMENT_BYTES[dtype_name(dtype)]
-    io = B * 4 * H * e + B * H * e  # xw_t in, y_t out
+    directions = batch_plan.grid[1]
+    io = directions * (B * 4 * H * e + B * H * e)  # xw_t in, y_t out, each direction
     n_batch = programs(batch_plan)
     w_streamed = 4 * H * H * e if batch_plan.variant == "batch_streamed" else 0
     row = {"batch_programs": n_batch, "batch_bytes": io + n_batch * w_streamed,
            "batch_bytes_per_program": -(-io // n_batch) + w_streamed}
     if split_plan is not None:
-        unit_programs, batch_tiles = split_plan.grid
+        unit_programs, batch_tiles, _ = split_plan.grid
         tile_rows = -(-B // batch_tiles)
-        row.update(split_programs=programs(split_plan), split_bytes=io + unit_programs * B * H * e,
+        row.update(split_programs=programs(split_plan), split_bytes=io + directions * unit_programs * B * H * e,
                    split_bytes_per_program=-(-io // programs(split_plan)) + tile_rows * H * e)
     return row
 
 
 def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits,
-                 batch_plan: Plan, occupancy: Callable[[Plan], int] | None = None) -> SplitPlans | None:
+                 batch_plan: Plan, occupancy: Callable[[Plan], int] | None = None,
+                 directions: int = 1) -> SplitPlans | None:
     """The split plans when the rule in this module's docstring picks split over `batch_plan`, else None."""
     if limits.interpreted:
         return None  # a launch's programs run one after another there: the barrier cannot complete
@@ -254,7 +276,7 @@ def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: D
         return None  # W_hh resident in one program, no barrier: batch-tiled is faster
     if 4 * programs(batch_plan) > limits.num_sms:
         return None  # enough batch tiles to spread the streamed W_hh over most SMs
-    return plan_split(B, H, dtype, options, limits, occupancy)
+    return plan_split(B, H, dtype, options, limits, occupancy, directions)
 
 
 def interpreted() -> bool:
@@ -280,13 +302,14 @@ def _output(like: torch.Tensor, *shape: int, dtype: torch.dtype | None = None) -
 
 
 def new_sync(plan: Plan, device) -> torch.Tensor:
-    """Zeroed (batch tiles, 2) int32 counter + error flag, on the current stream (no host sync)."""
-    return torch.zeros(plan.grid[1], 2, dtype=torch.int32, device=device)
+    """Zeroed (directions, batch tiles, 2) int32 counter + error flag of each barrier group,
+    on the current stream (no host sync)."""
+    return torch.zeros(plan.grid[2], plan.grid[1], 2, dtype=torch.int32, device=device)
 
 
 def raise_if_barrier_failed(sync: torch.Tensor, what: str = "split kernel") -> None:
     """Read the barrier's error flag (a host sync) and raise if any barrier timed out."""
-    if bool(sync[:, 1].any()):
+    if bool(sync[..., 1].any()):
         raise RuntimeError(
             f"{what}: a grid barrier timed out, so the outputs are invalid. The split variant "
             "needs every program of the launch running at once: on a GPU all of them "
@@ -307,15 +330,15 @@ def _launch(plan: Plan, args: dict) -> None:
     launch.launch(plan, args)
 
 
-def _options(peephole, cell_clip, grad_clip=None, store_state=True) -> Options:
+def _options(peephole, cell_clip, grad_clip=None, store_state=True, lengths=False) -> Options:
     return Options(peephole=peephole is not None, cell_clip=cell_clip is not None,
-                   grad_clip=grad_clip is not None, store_state=store_state, kernel="split",
+                   grad_clip=grad_clip is not None, store_state=store_state, lengths=lengths, kernel="split",
                    allow_tf32=torch.backends.cudnn.allow_tf32)
 
 
-def _plan_or_raise(direction, B, H, dtype, options, device) -> Plan:
+def _plan_or_raise(direction, B, H, D, dtype, options, device) -> Plan:
     limits = device_limits(device)
-    plans = plan_split(B, H, dtype, options, limits)
+    plans = plan_split(B, H, dtype, options, limits, directions=D)
     plan = None if plans is None else getattr(plans, direction)
     if plan is None:
         raise RuntimeError(f"no split {direction} plan for B={B}, H={H}, {dtype} on {limits.name}: its programs "
@@ -323,53 +346,84 @@ def _plan_or_raise(direction, B, H, dtype, options, device) -> Plan:
     return plan
 
 
-def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, plan: Plan | None = None,
-                  spin_limit: int | None = None, sync: torch.Tensor | None = None, check: bool = True):
-    """Forward recurrence of one layer and direction with the split kernel.
+def _time_major_strides(t: torch.Tensor, batch_first: bool) -> tuple[int, int]:
+    return (t.stride(1), t.stride(0)) if batch_first else (t.stride(0), t.stride(1))
 
-    Args:
-        xw: (T, B, 4H) = x W_ih^T + b_ih + b_hh, last dim contiguous (any T, B strides).
-        w_hh: (4H, H). h0, c0: (B, H), rows contiguous. peephole: (3, H) contiguous or None.
-        cell_clip: float or None. store_state: save gates and c_hist for the backward.
-        plan: a forward plan from plan_split (default: planned here). spin_limit: polls
-            before a barrier gives up (default: SPIN_LIMIT_GPU, or _INTERPRETED).
-        sync: (plan.grid[1], 2) int32 buffer to use (zeroed here). check: read the error
-            flag after the launch (a host sync) and raise RuntimeError if a barrier timed out.
-    Returns:
-        y (T, B, H), h_n, c_n (B, H), gates (T, B, 4H) and c_hist (T, B, H) in the compute
-        dtype (both empty unless store_state).
 
-    Example (TRITON_INTERPRET=1 needs a concurrent executor, see tests/concurrent_interpreter.py):
-        >>> y, h_n, c_n, gates, c_hist = split_forward(xw, w_hh, h0, c0, None, None, True)
-    """
-    T, B, G = xw.shape
-    H = w_hh.shape[1]
-    if G != 4 * H or w_hh.shape[0] != 4 * H:
-        raise ValueError(f"xw must be (T, B, 4H) and w_hh (4H, H); got {tuple(xw.shape)} and {tuple(w_hh.shape)}")
-    for name, t in (("xw", xw), ("h0", h0), ("c0", c0)):
+def _check_last_dim_contiguous(**tensors) -> None:
+    for name, t in tensors.items():
         if t.stride(-1) != 1:
             raise ValueError(f"{name} must have a contiguous last dimension, got strides {tuple(t.stride())}")
+
+
+def _lengths_arg(lengths: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    # the kernel reads lengths only with HAS_LENGTHS; otherwise any int64 pointer will do
+    return lengths if lengths is not None else torch.empty(1, dtype=torch.int64, device=like.device)
+
+
+def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, lengths=None, reverse=False,
+                  batch_first=False, plan: Plan | None = None, spin_limit: int | None = None,
+                  sync: torch.Tensor | None = None, check: bool = True):
+    """Forward recurrence of one layer, all its directions in one launch, with the split kernel.
+
+    The same tensors as the batch-tiled kernel (triton_lstm/launcher.py), so either runs a layer.
+
+    Args:
+        xw: (T, B, D*4H) (or (B, T, D*4H) with batch_first) = x W_ih^T + b_ih + b_hh, last dim
+            contiguous (any T, B strides).
+        w_hh: (D, 4H, H). h0, c0: (D, B, H), last dim contiguous. peephole: (D, 3, H)
+            contiguous or None. cell_clip: float or None. store_state: save gates and c_hist.
+        lengths: (B,) int64 on xw's device, each in [1, T], or None: row b runs its first
+            lengths[b] steps (y is zero after them; h_n, c_n are the state at its last step).
+        reverse: with D = 1, run the direction in reverse (from each row's last step).
+        plan: a forward plan from plan_split (default: planned here). spin_limit: polls
+            before a barrier gives up (default: SPIN_LIMIT_GPU, or _INTERPRETED).
+        sync: (D, batch tiles, 2) int32 buffer to use (zeroed here). check: read the error
+            flag after the launch (a host sync) and raise RuntimeError if a barrier timed out.
+    Returns:
+        y (T, B, D*H) (or (B, T, D*H)), h_n, c_n (D, B, H), gates (D, T, B, 4H) and c_hist
+        (D, T, B, H) in the compute dtype, by time, zero past each row's end (both empty
+        unless store_state).
+
+    Example (TRITON_INTERPRET=1 needs a concurrent executor, triton_lstm.interpreter_threads):
+        >>> with concurrent_programs():
+        ...     y, h_n, c_n, gates, c_hist = split_forward(xw, w_hh, h0, c0, None, None, True)
+    """
+    T, B, G = (xw.shape[1], xw.shape[0], xw.shape[2]) if batch_first else xw.shape
+    D, H = w_hh.shape[0], w_hh.shape[2]
+    if w_hh.shape[1] != 4 * H or G != D * 4 * H:
+        raise ValueError(f"xw must be (T, B, D*4H) and w_hh (D, 4H, H); got {tuple(xw.shape)} and "
+                         f"{tuple(w_hh.shape)}")
+    if reverse and D != 1:
+        raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, H)")
+    _check_last_dim_contiguous(xw=xw, h0=h0, c0=c0)
     if peephole is not None and not peephole.is_contiguous():
         raise ValueError("peephole must be contiguous")
     if plan is None:
-        plan = _plan_or_raise("forward", B, H, xw.dtype, _options(peephole, cell_clip, store_state=store_state),
-                              xw.device)
+        options = _options(peephole, cell_clip, store_state=store_state, lengths=lengths is not None)
+        plan = _plan_or_raise("forward", B, H, D, xw.dtype, options, xw.device)
     _check_counter_range(plan, T)
     acc = torch.float64 if xw.dtype == torch.float64 else torch.float32
-    y = _output(xw, T, B, H)
-    h_n, c_n = _output(xw, B, H), _output(xw, B, H)
+    y = _output(xw, *((B, T, D * H) if batch_first else (T, B, D * H)))
+    h_n, c_n = _output(xw, D, B, H), _output(xw, D, B, H)
     unused = xw.new_empty(1, dtype=acc)
-    gates = _output(xw, T, B, 4 * H, dtype=acc) if store_state else unused
-    c_hist = _output(xw, T, B, H, dtype=acc) if store_state else unused
+    gates = _output(xw, D, T, B, 4 * H, dtype=acc) if store_state else unused
+    c_hist = _output(xw, D, T, B, H, dtype=acc) if store_state else unused
+    # with lengths, h goes through a double-buffered exchange (y is zero past a row's end)
+    exchange = _output(xw, D, 2, B, H) if lengths is not None else xw.new_empty(1)
     sync = new_sync(plan, xw.device) if sync is None else sync.zero_()
+    stride_xw_t, stride_xw_b = _time_major_strides(xw, batch_first)
+    stride_y_t, stride_y_b = _time_major_strides(y, batch_first)
     _launch(plan, dict(
         xw_ptr=xw, w_hh_ptr=w_hh, h0_ptr=h0, c0_ptr=c0, peephole_ptr=peephole if peephole is not None else w_hh,
-        y_ptr=y, h_n_ptr=h_n, c_n_ptr=c_n, gates_ptr=gates, c_hist_ptr=c_hist, sync_ptr=sync,
-        T=T, B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
+        lengths_ptr=_lengths_arg(lengths, xw), y_ptr=y, h_n_ptr=h_n, c_n_ptr=c_n, gates_ptr=gates,
+        c_hist_ptr=c_hist, exchange_ptr=exchange, sync_ptr=sync,
+        T=T, B=B, H=H, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
         spin_limit=spin_limit if spin_limit is not None else default_spin_limit(),
-        stride_xw_t=xw.stride(0), stride_xw_b=xw.stride(1),
-        stride_w_row=w_hh.stride(0), stride_w_col=w_hh.stride(1),
-        stride_h0_b=h0.stride(0), stride_c0_b=c0.stride(0), stride_y_t=y.stride(0), stride_y_b=y.stride(1),
+        stride_xw_t=stride_xw_t, stride_xw_b=stride_xw_b,
+        stride_w_dir=w_hh.stride(0), stride_w_row=w_hh.stride(1), stride_w_col=w_hh.stride(2),
+        stride_h0_dir=h0.stride(0), stride_h0_b=h0.stride(1), stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
+        stride_y_t=stride_y_t, stride_y_b=stride_y_b,
     ))
     if check:
         raise_if_barrier_failed(sync, "split forward")
@@ -378,47 +432,55 @@ def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, plan: P
     return y, h_n, c_n, gates, c_hist
 
 
-def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip, *,
-                   plan: Plan | None = None, spin_limit: int | None = None, sync: torch.Tensor | None = None,
-                   check: bool = True):
-    """Backward recurrence of one layer and direction with the split kernel.
+def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip, *, lengths=None,
+                   reverse=False, batch_first=False, plan: Plan | None = None, spin_limit: int | None = None,
+                   sync: torch.Tensor | None = None, check: bool = True):
+    """Backward recurrence of one layer, all its directions in one launch, with the split kernel.
 
     Args:
-        dy: (T, B, H) grad of y, last dim contiguous. dh_n, dc_n: (B, H) rows contiguous.
-        w_hh: (4H, H). gates (T, B, 4H), c_hist (T, B, H): split_forward's saved state,
-            contiguous. c0: (B, H) the forward's initial cell state. peephole, cell_clip as
-            in the forward; grad_clip: float or None. plan, spin_limit, sync, check: as
-            in split_forward.
+        dy: (T, B, D*H) (or (B, T, D*H) with batch_first) grad of y, last dim contiguous.
+        dh_n, dc_n: (D, B, H) contiguous. w_hh: (D, 4H, H). gates (D, T, B, 4H), c_hist
+            (D, T, B, H): the forward's saved state (either variant's), contiguous. c0: (D, B, H)
+            the forward's initial cell state. peephole, cell_clip, lengths, reverse as in the
+            forward; grad_clip: float or None. plan, spin_limit, sync, check: as in split_forward.
     Returns:
-        dpre (T, B, 4H) (after grad_clip; dL/dxw), dh0, dc0 (B, H), all in dy's dtype.
-        Weight grads are torch GEMMs on the host: dW_hh = sum_t dpre_t^T h_{t-1}.
+        dpre (T, B, D*4H) time-major (after grad_clip; dL/dxw; zero past each row's end),
+        dh0, dc0 (D, B, H), all in dy's dtype. Weight grads are torch GEMMs on the host:
+        dW_hh = sum_t dpre_t^T h_{prev(t)}.
 
     Example:
         >>> dpre, dh0, dc0 = split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, None, None, None)
     """
-    T, B, H = dy.shape
-    if gates.shape != (T, B, 4 * H) or c_hist.shape != (T, B, H):
-        raise ValueError(f"gates must be (T, B, 4H) and c_hist (T, B, H) for dy {tuple(dy.shape)}; "
-                         f"got {tuple(gates.shape)} and {tuple(c_hist.shape)}")
-    if not (gates.is_contiguous() and c_hist.is_contiguous()):
-        raise ValueError("gates and c_hist must be contiguous")
-    for name, t in (("dy", dy), ("dh_n", dh_n), ("dc_n", dc_n), ("c0", c0)):
-        if t.stride(-1) != 1:
-            raise ValueError(f"{name} must have a contiguous last dimension, got strides {tuple(t.stride())}")
+    D, T, B, H = c_hist.shape
+    dy_rows = dy.shape[1] if batch_first else dy.shape[0]
+    if gates.shape != (D, T, B, 4 * H) or w_hh.shape != (D, 4 * H, H) or dy_rows != T or dy.shape[-1] != D * H:
+        raise ValueError(f"expected gates (D, T, B, 4H), c_hist (D, T, B, H), w_hh (D, 4H, H), dy with T rows "
+                         f"and D*H columns; got {tuple(gates.shape)}, {tuple(c_hist.shape)}, {tuple(w_hh.shape)}, "
+                         f"{tuple(dy.shape)}")
+    if reverse and D != 1:
+        raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, H)")
+    for name, t in (("gates", gates), ("c_hist", c_hist), ("dh_n", dh_n), ("dc_n", dc_n)):
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+    _check_last_dim_contiguous(dy=dy, c0=c0)
     if plan is None:
-        plan = _plan_or_raise("backward", B, H, dy.dtype, _options(peephole, cell_clip, grad_clip), dy.device)
+        options = _options(peephole, cell_clip, grad_clip, lengths=lengths is not None)
+        plan = _plan_or_raise("backward", B, H, D, dy.dtype, options, dy.device)
     _check_counter_range(plan, T)
-    dpre = _output(dy, T, B, 4 * H)
-    dh0, dc0 = _output(dy, B, H), _output(dy, B, H)
+    dpre = _output(dy, T, B, D * 4 * H)
+    dh0, dc0 = _output(dy, D, B, H), _output(dy, D, B, H)
     sync = new_sync(plan, dy.device) if sync is None else sync.zero_()
+    stride_dy_t, stride_dy_b = _time_major_strides(dy, batch_first)
     _launch(plan, dict(
         dy_ptr=dy, dh_n_ptr=dh_n, dc_n_ptr=dc_n, w_hh_ptr=w_hh, gates_ptr=gates, c_hist_ptr=c_hist, c0_ptr=c0,
-        peephole_ptr=peephole if peephole is not None else w_hh, dpre_ptr=dpre, dh0_ptr=dh0, dc0_ptr=dc0,
-        sync_ptr=sync, T=T, B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
+        peephole_ptr=peephole if peephole is not None else w_hh, lengths_ptr=_lengths_arg(lengths, dy),
+        dpre_ptr=dpre, dh0_ptr=dh0, dc0_ptr=dc0, sync_ptr=sync,
+        T=T, B=B, H=H, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
         grad_clip=grad_clip if grad_clip is not None else 0.0,
         spin_limit=spin_limit if spin_limit is not None else default_spin_limit(),
-        stride_dy_t=dy.stride(0), stride_dy_b=dy.stride(1), stride_w_row=w_hh.stride(0), stride_w_col=w_hh.stride(1),
-        stride_dhn_b=dh_n.stride(0), stride_dcn_b=dc_n.stride(0), stride_c0_b=c0.stride(0),
+        stride_dy_t=stride_dy_t, stride_dy_b=stride_dy_b,
+        stride_w_dir=w_hh.stride(0), stride_w_row=w_hh.stride(1), stride_w_col=w_hh.stride(2),
+        stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
     ))
     if check:
         raise_if_barrier_failed(sync, "split backward")

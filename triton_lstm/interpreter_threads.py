@@ -14,8 +14,12 @@ What has to change for that (DESIGN.md section 5), read off triton/runtime/inter
 Everything else (patching triton.language, copying arguments to and from the host) happens
 once per launch, as in the original GridExecutor.__call__.
 
+    from triton_lstm.interpreter_threads import concurrent_programs
     with concurrent_programs():
         kernel[grid](...)
+
+It is what tests/ and perf/ use to run split launches on CPU; importing it imports only
+triton's interpreter module (it changes nothing until the context manager is entered).
 """
 from __future__ import annotations
 
