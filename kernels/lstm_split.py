@@ -63,20 +63,7 @@ import triton.language as tl
 from .gates import lstm_cell_backward, lstm_cell_forward
 from .grid_barrier import grid_barrier
 from .lstm_bwd import load_c_prev
-from .lstm_fwd import load_lengths, rows_at_step
-
-
-@triton.jit
-def load_unit_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE: tl.constexpr, HAS_PEEPHOLE: tl.constexpr):
-    if HAS_PEEPHOLE:
-        p_i = tl.load(peephole_ptr + offs_u, mask=mask_u, other=0.0).to(ACC_DTYPE)[None, :]
-        p_f = tl.load(peephole_ptr + H + offs_u, mask=mask_u, other=0.0).to(ACC_DTYPE)[None, :]
-        p_o = tl.load(peephole_ptr + 2 * H + offs_u, mask=mask_u, other=0.0).to(ACC_DTYPE)[None, :]
-    else:
-        p_i = tl.zeros([1, offs_u.shape[0]], ACC_DTYPE)
-        p_f = p_i
-        p_o = p_i
-    return p_i, p_f, p_o
+from .lstm_fwd import load_lengths, load_peephole, rows_at_step
 
 
 @triton.jit
@@ -161,7 +148,7 @@ def lstm_fwd_kernel_split(
                   mask=mask_k[:, None] & mask_j[None, :], other=0.0)  # [BLOCK_K, 4 * UNITS]
     if DOT_IN_FP32:
         b_w = b_w.to(tl.float32)  # the interpreter computes on raw bf16 bits
-    p_i, p_f, p_o = load_unit_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
+    p_i, p_f, p_o = load_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
     b_h_all = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_k[None, :],
                       mask=mask_bk, other=0.0)  # [BLOCK_B, BLOCK_K]
     b_c = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :],
@@ -273,7 +260,7 @@ def lstm_bwd_kernel_split(
                   mask=mask_r[:, None] & mask_u[None, :], other=0.0)  # [4 * BLOCK_K, UNITS]
     if DOT_IN_FP32:
         b_w = b_w.to(tl.float32)
-    p_i, p_f, p_o = load_unit_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
+    p_i, p_f, p_o = load_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
     b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :],
                    mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
     b_dh = tl.load(dh_n_ptr + state_offs, mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
