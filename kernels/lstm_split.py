@@ -63,7 +63,7 @@ import triton.language as tl
 from .gates import lstm_cell_backward, lstm_cell_forward
 from .grid_barrier import grid_barrier
 from .lstm_bwd import load_c_prev
-from .lstm_fwd import load_lengths, load_peephole, rows_at_step
+from .lstm_fwd import load_gate_tiles, load_lengths, load_peephole, rows_at_step, store_gate_tiles
 
 
 @triton.jit
@@ -74,23 +74,6 @@ def split_gates(b_pre, BLOCK_B: tl.constexpr, UNITS: tl.constexpr):
     pre_i, pre_g = tl.split(b_even)
     pre_f, pre_o = tl.split(b_odd)
     return pre_i, pre_f, pre_g, pre_o
-
-
-@triton.jit
-def store_unit_gates(ptrs, H, b_i, b_f, b_g, b_o, mask):
-    tl.store(ptrs, b_i.to(ptrs.dtype.element_ty), mask=mask)
-    tl.store(ptrs + H, b_f.to(ptrs.dtype.element_ty), mask=mask)
-    tl.store(ptrs + 2 * H, b_g.to(ptrs.dtype.element_ty), mask=mask)
-    tl.store(ptrs + 3 * H, b_o.to(ptrs.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def load_unit_gates(ptrs, H, mask, ACC_DTYPE: tl.constexpr):
-    b_i = tl.load(ptrs, mask=mask, other=0.0).to(ACC_DTYPE)
-    b_f = tl.load(ptrs + H, mask=mask, other=0.0).to(ACC_DTYPE)
-    b_g = tl.load(ptrs + 2 * H, mask=mask, other=0.0).to(ACC_DTYPE)
-    b_o = tl.load(ptrs + 3 * H, mask=mask, other=0.0).to(ACC_DTYPE)
-    return b_i, b_f, b_g, b_o
 
 
 @triton.jit(do_not_specialize=["T", "direction0", "spin_limit"])
@@ -191,7 +174,7 @@ def lstm_fwd_kernel_split(
                 b_g = tl.where(active[:, None], b_g, zero)
                 b_o = tl.where(active[:, None], b_o, zero)
                 c_new = tl.where(active[:, None], c_new, zero)
-            store_unit_gates(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_u[None, :],
+            store_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_u[None, :],
                              H, b_i, b_f, b_g, b_o, mask_bu)
             tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, c_new, mask=mask_bu)
         if s + 1 < T:
@@ -274,7 +257,7 @@ def lstm_bwd_kernel_split(
         b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act, other=0.0).to(ACC_DTYPE)
         b_dm = b_dh + tl.load(dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b
                               + offs_u[None, :], mask=mask_act, other=0.0).to(ACC_DTYPE)
-        b_i, b_f, b_g, b_o = load_unit_gates(gates_ptr + t_row[:, None] * stride_g_t + gate_offs, H, mask_act,
+        b_i, b_f, b_g, b_o = load_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + gate_offs, H, mask_act,
                                              ACC_DTYPE)
         b_c_prev = load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t,
                                mask_act).to(ACC_DTYPE)
@@ -293,7 +276,7 @@ def lstm_bwd_kernel_split(
         # dpre is also the exchange: each (row, time) is written exactly once (rows past their
         # end write zeros at time s >= len, a time no active step uses), so no slot is rewritten
         dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b  # [BLOCK_B, 1]
-        store_unit_gates(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bu)
+        store_gate_tiles(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bu)
         grid_barrier(sync_ptr, (tt + 1) * nprog, spin_limit)
         b_dpre_all = tl.load(dpre_rows + col_r[None, :], mask=mask_b[:, None] & mask_r[None, :], other=0.0,
                              cache_modifier=".cg")  # [BLOCK_B, 4 * BLOCK_K]
