@@ -315,11 +315,9 @@ def test_module_under_torch_compile_fullgraph_matches_eager():
 
 
 def test_autocast_behaves_as_torch_lstm():
-    if DEVICE != "cpu":
-        pytest.skip("the CPU autocast case; CUDA autocast runs in the GPU suite's bf16 tests")
     ours, theirs = make_pair(4, 16, torch.float32, 6, num_layers=2)
-    x = torch.randn(5, 3, 4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    x = torch.randn(5, 3, 4, device=DEVICE)
+    with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
         y, (h, c) = ours(x)
         y_ref, (h_ref, c_ref) = theirs(x)
     assert (y.dtype, h.dtype, c.dtype) == (y_ref.dtype, h_ref.dtype, c_ref.dtype) == (torch.bfloat16,) * 3

@@ -249,21 +249,23 @@ def matrix_items(**grid) -> list[tuple[Plan, int]]:
     return [(plan, cc) for cc, limits in TARGETS.items() for plan in plan_matrix(limits, **grid)]
 
 
-def compile_plans(items: list[tuple[Plan, int]], workers: int | None = None) -> dict:
-    """Compile each (plan, capability); returns {(plan, capability): CompileResult}.
+def compile_plans(items: list[tuple[Plan, int]], workers: int | None = None,
+                  server: str = "triton_lstm.compile_check", result_type=CompileResult) -> dict:
+    """Compile each (plan, capability); returns {(plan, capability): result_type}.
 
-    Runs in a child process without TRITON_INTERPRET, so it works from the interpreted suite.
+    Runs in a child process (`python -m <server> --serve`) without TRITON_INTERPRET, so it
+    works from the interpreted suite; triton_lstm.split serves its PTX-reading variant.
     """
     unique = list(dict.fromkeys((compiled_part(p), cc) for p, cc in items))
     workers = workers or max(1, min(len(os.sched_getaffinity(0)), 8))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     request = json.dumps({"items": [(dataclasses.asdict(p), cc) for p, cc in unique], "workers": workers})
-    out = subprocess.run([sys.executable, "-m", "triton_lstm.compile_check", "--serve"], input=request,
+    out = subprocess.run([sys.executable, "-m", server, "--serve"], input=request,
                          capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"compile child failed:\n{out.stderr[-4000:]}")
-    results = dict(zip(unique, (CompileResult(**r) for r in json.loads(out.stdout))))
+        raise RuntimeError(f"compile child ({server}) failed:\n{out.stderr[-4000:]}")
+    results = dict(zip(unique, (result_type(**r) for r in json.loads(out.stdout))))
     return {(p, cc): results[(compiled_part(p), cc)] for p, cc in items}
 
 

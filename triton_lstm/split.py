@@ -61,8 +61,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 from typing import Callable
 
@@ -573,17 +571,8 @@ def compile_split_plans(items: list[tuple[Plan, int]], workers: int | None = Non
     TRITON_INTERPRET, like compile_check.compile_plans; returns {(plan, cc): SplitCompileResult}."""
     from . import compile_check
 
-    unique = list(dict.fromkeys((compile_check.compiled_part(p), cc) for p, cc in items))
-    workers = workers or max(1, min(len(os.sched_getaffinity(0)), 8))
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    request = json.dumps({"items": [(dataclasses.asdict(p), cc) for p, cc in unique], "workers": workers})
-    out = subprocess.run([sys.executable, "-m", "triton_lstm.split", "--serve"], input=request,
-                         capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"split compile child failed:\n{out.stderr[-4000:]}")
-    results = dict(zip(unique, (SplitCompileResult(**r) for r in json.loads(out.stdout))))
-    return {(p, cc): results[(compile_check.compiled_part(p), cc)] for p, cc in items}
+    return compile_check.compile_plans(items, workers, server="triton_lstm.split",
+                                       result_type=SplitCompileResult)
 
 
 def occupancy_from_compile(capability: int, workers: int | None = None) -> Callable[[Plan], int]:
