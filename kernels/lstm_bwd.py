@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .gates import lstm_cell_backward
 from .lstm_fwd import (dot_acc, dot_operand, load_gate_tiles, load_lengths, load_peephole, load_w_tiles,
-                       rows_at_step, store_step_tiles)
+                       rows_at_step, rows_or_carry, store_step_tiles)
 
 
 @triton.jit
@@ -111,12 +111,8 @@ def lstm_bwd_kernel_batch(
             dh_prev += dot_acc(dpre_f, b_wf, INPUT_PRECISION, ACC_DTYPE)
             dh_prev += dot_acc(dpre_g, b_wg, INPUT_PRECISION, ACC_DTYPE)
             dh_prev += dot_acc(dpre_o, b_wo, INPUT_PRECISION, ACC_DTYPE)
-            if HAS_LENGTHS:
-                b_dh = tl.where(active[:, None], dh_prev, b_dh)
-                b_dc = tl.where(active[:, None], dc_prev, b_dc)
-            else:
-                b_dh = dh_prev
-                b_dc = dc_prev
+            b_dh = rows_or_carry(dh_prev, b_dh, active, HAS_LENGTHS)
+            b_dc = rows_or_carry(dc_prev, b_dc, active, HAS_LENGTHS)
         tl.store(dh0_ptr + state_offs, b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bn)
         tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bn)
     else:

@@ -55,6 +55,14 @@ def rows_or_zero(b_x, active, HAS_LENGTHS: tl.constexpr):
 
 
 @triton.jit
+def rows_or_carry(b_new, b_old, active, HAS_LENGTHS: tl.constexpr):
+    """b_new for the rows that ran this step, b_old (the state they keep) for rows past their end."""
+    if HAS_LENGTHS:
+        b_new = tl.where(active[:, None], b_new, b_old)
+    return b_new
+
+
+@triton.jit
 def store_step_tiles(ptrs, gate_stride, b_i, b_f, b_g, b_o, active, mask, HAS_LENGTHS: tl.constexpr):
     """Store one step's four gate tiles, zeros for rows past their end."""
     store_gate_tiles(ptrs, gate_stride, rows_or_zero(b_i, active, HAS_LENGTHS), rows_or_zero(b_f, active, HAS_LENGTHS),
@@ -181,13 +189,9 @@ def lstm_fwd_kernel_batch(
             pre_o += dot_acc(b_h, b_wo, INPUT_PRECISION, ACC_DTYPE)
             b_i, b_f, b_g, b_o, c_new, h_new = lstm_cell_forward(
                 pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
-            if HAS_LENGTHS:
-                b_h = tl.where(active[:, None], h_new, b_h)
-                b_c = tl.where(active[:, None], c_new, b_c)
-                h_new = tl.where(active[:, None], h_new, 0.0)
-            else:
-                b_h = h_new
-                b_c = c_new
+            b_h = rows_or_carry(h_new, b_h, active, HAS_LENGTHS)
+            b_c = rows_or_carry(c_new, b_c, active, HAS_LENGTHS)
+            h_new = rows_or_zero(h_new, active, HAS_LENGTHS)
             tl.store(y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b + offs_n[None, :],
                      h_new.to(y_ptr.dtype.element_ty), mask=mask_bn)
             if STORE_STATE:

@@ -1,33 +1,41 @@
 """Grid-synchronised ("split") LSTM recurrence: hidden units split across programs.
 
 Legend (the storage contract of the batch-tiled kernels, lstm_fwd.py / lstm_bwd.py)
-  T B H         steps, batch, hidden size; G = 4 gates in the order i f g o;
-                D directions (1, or 2 when bidirectional), pid_d the direction of a program
+  T B H P       steps, batch, hidden size, width of h (P = proj_size with a projection, else
+                H); G = 4 gates in the order i f g o; D directions (1, or 2 when
+                bidirectional), pid_d the direction of a program
   xw_ptr        (T, B, D * 4H) x W_ih^T + b_ih + b_hh (strides stride_xw_t, stride_xw_b)
-  w_hh_ptr      (D, 4H, H) recurrent weights, rows [W_i; W_f; W_g; W_o] (strides stride_w_dir, _row, _col)
-  h0, c0        (D, B, H) (strides stride_h0_dir, stride_h0_b, ...); peephole_ptr (D, 3, H) [p_i; p_f; p_o]
+  w_hh_ptr      (D, 4H, P) recurrent weights, rows [W_i; W_f; W_g; W_o] (strides stride_w_dir, _row, _col)
+  w_hr_ptr      (D, P, H) output projection (HAS_PROJ): h_t = m_t W_hr^T, m_t = o_t * tanh(c_t)
+  h0 (D, B, P), c0 (D, B, H) (strides stride_h0_dir, stride_h0_b, ...); peephole_ptr (D, 3, H) [p_i; p_f; p_o]
   lengths_ptr   (B,) int64 (HAS_LENGTHS): row b runs steps 0 .. len_b - 1
-  y_ptr         (T, B, D * H) h_t of every step, direction d in columns d*H .. d*H+H-1 (strides
+  y_ptr         (T, B, D * P) h_t of every step, direction d in columns d*P .. d*P+P-1 (strides
                 stride_y_t, stride_y_b: batch_first writes in place)
-  h_n, c_n      (D, B, H), contiguous
+  h_n (D, B, P), c_n (D, B, H), contiguous
   gates_ptr     (D, T, B, 4H) activations [i | f | g | o] by time, compute dtype  (STORE_STATE)
   c_hist_ptr    (D, T, B, H) c_t by time after the cell clip, compute dtype       (STORE_STATE)
                 both zero past a row's end; c before a row's first step is c0 (not stored)
-  exchange_ptr  (D, 2, B, H) in y's dtype, HAS_LENGTHS only: the h exchange, double-buffered
-  dy_ptr        (T, B, D * H) grad of y (strides stride_dy_t, stride_dy_b); dh_n, dc_n (D, B, H)
+  exchange_ptr  (D, 2, B, P) in y's dtype, HAS_LENGTHS only: the h exchange, double-buffered
+  m_exchange_ptr (D, B, H) in the dot's operand dtype, HAS_PROJ only: the m exchange
+  dy_ptr        (T, B, D * P) grad of y (strides stride_dy_t, stride_dy_b); dh_n (D, B, P), dc_n (D, B, H)
   dpre_ptr      (T, B, D * 4H) grad of the gate pre-activations (after grad_clip), contiguous,
                 zero past a row's end
-  dh0, dc0      (D, B, H), contiguous
+  dh_hist_ptr   (D, T, B, P) grad of h_t (dy_t + recurrent) by time, compute dtype, zero past a
+                row's end (HAS_PROJ: the host forms dW_hr from it, as for the batch kernels)
+  dh0 (D, B, P), dc0 (D, B, H), contiguous
   sync_ptr      (D, batch tiles, 2) int32 zeroed before the launch: arrival counter, error
                 flag of each (direction, batch tile) barrier group (kernels/grid_barrier.py)
   direction0    runtime: 1 runs a lone reverse direction (reverse=True), else 0
+  BLOCK_P, BLOCK_H  powers of two >= P and >= H (equal without a projection)
   b_*           register tiles, shapes in trailing comments
 Grid (cdiv(H, UNITS), cdiv(B, BLOCK_B), D). Program (p, q, d) owns hidden units
-[p * UNITS, (p + 1) * UNITS) of batch rows [q * BLOCK_B, (q + 1) * BLOCK_B) in direction d
-and keeps the W_hh entries of those units on chip for the whole sequence; the programs of
-one (batch tile, direction) exchange state through global memory and meet at their own grid
-barrier once per step. All programs must be co-resident (the planner checks it), or the
-barrier times out.
+[p * UNITS, (p + 1) * UNITS) and entries of h [p * PROJ_UNITS, (p + 1) * PROJ_UNITS)
+(the same ones without a projection, where PROJ_UNITS = UNITS; with one, programs past
+cdiv(P, PROJ_UNITS) own none) of batch rows [q * BLOCK_B, (q + 1) * BLOCK_B) in direction
+d, and keeps the weights of those on chip for the whole sequence; the programs of one
+(batch tile, direction) exchange state through global memory and meet at their own grid
+barrier once per exchange. All programs must be co-resident (the planner checks it), or
+the barrier times out.
 
 Steps and time (as in the batch kernels, `rows_at_step`): at step s a row runs time t = s
 (forward) or t = len_b - 1 - s (reverse). A row past its end (s >= len_b) keeps h and c
@@ -35,10 +43,13 @@ Steps and time (as in the batch kernels, `rows_at_step`): at step s a row runs t
 index of every row is written exactly once.
 
 Forward: the program's 4 * UNITS gate rows of W_hh are gathered once into one tile whose
-column j is gate j % 4 of unit j // 4, so ONE dot [BLOCK_B, BLOCK_K] x [BLOCK_K, 4 * UNITS]
+column j is gate j % 4 of unit j // 4, so ONE dot [BLOCK_B, BLOCK_P] x [BLOCK_P, 4 * UNITS]
 yields all four gates (N = 4 * UNITS >= 16 even for UNITS = 4 or 8, which four per-gate
 dots could not reach); a reshape and two splits separate them. The next step's xw is
-loaded before the barrier, so its latency hides behind the wait. The exchange of h:
+loaded before the barrier, so its latency hides behind the wait. With a projection each
+step has two exchanges: the program publishes its units' m_t, meets the others, reads all
+of m_t and forms its entries of h_t = m_t W_hr^T against its resident rows of W_hr; then
+h_t is exchanged as below. The exchange of h:
 - without lengths, h_{t-1} is read from y at the row's previous time: every step writes a
   fresh slice of y, so y is an exchange buffer with T slots and no slot is ever rewritten
   (no write-after-read hazard, one barrier per step);
@@ -50,12 +61,14 @@ loaded before the barrier, so its latency hides behind the wait. The exchange of
   s % 2 (done after barrier s, consumed by its step s + 1 dot, ordered before its release
   arrival). So no read of a slot overlaps the next write to it.
 Backward: each step a program forms dpre_t for its units (kernels/gates.py), publishes it
-to dpre, meets the others, reads all of dpre_t (.cg) and forms its units' slice of
-dh_{t-1} = dpre_t W_hh[:, units] with ONE dot over K = 4 * BLOCK_K against its resident
-columns of W_hh (row r of the tile is gate r // BLOCK_K, hidden index r % BLOCK_K). dpre is
-the exchange: each (row, time) is written once, so no slot is rewritten. Rows past their
-end carry dh and dc unchanged, write dpre = 0 and ignore dy; c_{t-1} at a row's first step
-is c0 (load_c_prev).
+to dpre, meets the others, reads all of dpre_t (.cg) and forms its entries of
+dh_{t-1} = dpre_t W_hh[:, entries] with ONE dot over K = 4 * BLOCK_H against its resident
+columns of W_hh (row r of the tile is gate r // BLOCK_H, hidden unit r % BLOCK_H). dpre is
+the exchange: each (row, time) is written once, so no slot is rewritten. With a
+projection, the step first publishes its entries of dh_t = dh carried + dy_t to dh_hist,
+meets the others, and forms its units' dm_t = dh_t W_hr[:, units]; without one dm_t is
+its own dh_t. Rows past their end carry dh and dc unchanged, write dpre = 0 and ignore
+dy; c_{t-1} at a row's first step is c0 (load_c_prev).
 """
 import triton
 import triton.language as tl
@@ -63,7 +76,8 @@ import triton.language as tl
 from .gates import lstm_cell_backward, lstm_cell_forward
 from .grid_barrier import grid_barrier
 from .lstm_bwd import load_c_prev
-from .lstm_fwd import load_gate_tiles, load_lengths, load_peephole, rows_at_step, store_gate_tiles
+from .lstm_fwd import (load_gate_tiles, load_lengths, load_peephole, rows_at_step, rows_or_carry, rows_or_zero,
+                       store_step_tiles)
 
 
 @triton.jit
@@ -78,14 +92,14 @@ def split_gates(b_pre, BLOCK_B: tl.constexpr, UNITS: tl.constexpr):
 
 @triton.jit(do_not_specialize=["T", "direction0", "spin_limit"])
 def lstm_fwd_kernel_split(
-    xw_ptr, w_hh_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
-    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, exchange_ptr, sync_ptr,
-    T, B, H, direction0, cell_clip, spin_limit,
-    stride_xw_t, stride_xw_b, stride_w_dir, stride_w_row, stride_w_col,
-    stride_h0_dir, stride_h0_b, stride_c0_dir, stride_c0_b, stride_y_t, stride_y_b,
-    BLOCK_B: tl.constexpr, UNITS: tl.constexpr, BLOCK_K: tl.constexpr,
-    HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-    STORE_STATE: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
+    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, exchange_ptr, m_exchange_ptr, sync_ptr,
+    T, B, H, P, direction0, cell_clip, spin_limit,
+    stride_xw_t, stride_xw_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
+    stride_hr_col, stride_h0_dir, stride_h0_b, stride_c0_dir, stride_c0_b, stride_y_t, stride_y_b,
+    BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_H: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
     pid_u = tl.program_id(0)
@@ -100,45 +114,59 @@ def lstm_fwd_kernel_split(
     mask_b = offs_b < B
     offs_u = pid_u * UNITS + tl.arange(0, UNITS)  # [UNITS] this program's hidden units
     mask_u = offs_u < H
-    offs_k = tl.arange(0, BLOCK_K)  # [BLOCK_K] all hidden units, BLOCK_K >= H
-    mask_k = offs_k < H
+    offs_q = pid_u * PROJ_UNITS + tl.arange(0, PROJ_UNITS)  # [PROJ_UNITS] this program's entries of h
+    mask_q = offs_q < P
+    offs_k = tl.arange(0, BLOCK_P)  # [BLOCK_P] all entries of h, BLOCK_P >= P
+    mask_k = offs_k < P
     offs_j = tl.arange(0, 4 * UNITS)  # [4 * UNITS] gate column j: gate j % 4 of unit j // 4
     unit_j = pid_u * UNITS + offs_j // 4
     row_j = (offs_j % 4) * H + unit_j  # row of W_hh and column of xw behind column j
     mask_j = unit_j < H
     mask_bu = mask_b[:, None] & mask_u[None, :]
+    mask_bq = mask_b[:, None] & mask_q[None, :]
     mask_bj = mask_b[:, None] & mask_j[None, :]
     mask_bk = mask_b[:, None] & mask_k[None, :]
     B64 = tl.cast(B, tl.int64)
     stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H), contiguous
-    stride_c_t = B64 * H  # c_hist (D, T, B, H) and exchange (D, 2, B, H), contiguous
+    stride_c_t = B64 * H  # c_hist: (D, T, B, H), contiguous
+    stride_x_slot = B64 * P  # exchange: (D, 2, B, P), contiguous
     xw_ptr += pid_d * 4 * H
     w_hh_ptr += pid_d * stride_w_dir
+    w_hr_ptr += pid_d * stride_hr_dir
     h0_ptr += pid_d * stride_h0_dir
     c0_ptr += pid_d * stride_c0_dir
     peephole_ptr += pid_d * 3 * H
-    y_ptr += pid_d * H
-    h_n_ptr += pid_d * B64 * H
+    y_ptr += pid_d * P
+    h_n_ptr += pid_d * B64 * P
     c_n_ptr += pid_d * B64 * H
     gates_ptr += pid_d * T * stride_g_t
     c_hist_ptr += pid_d * T * stride_c_t
-    exchange_ptr += pid_d * 2 * stride_c_t
+    exchange_ptr += pid_d * 2 * stride_x_slot
+    m_exchange_ptr += pid_d * B64 * H
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
     state_offs = offs_b[:, None] * H + offs_u[None, :]
 
     # Resident for the whole sequence: b_w[k, j] = W_hh[row_j, k]
     b_w = tl.load(w_hh_ptr + row_j[None, :] * stride_w_row + offs_k[:, None] * stride_w_col,
-                  mask=mask_k[:, None] & mask_j[None, :], other=0.0)  # [BLOCK_K, 4 * UNITS]
+                  mask=mask_k[:, None] & mask_j[None, :], other=0.0)  # [BLOCK_P, 4 * UNITS]
     if DOT_IN_FP32:
         b_w = b_w.to(tl.float32)  # the interpreter computes on raw bf16 bits
+    if HAS_PROJ:
+        # and the projection rows of this program's entries of h: b_whr[k, q] = W_hr[q, k]
+        offs_m = tl.arange(0, BLOCK_H)  # [BLOCK_H] all hidden units
+        mask_m = offs_m < H
+        b_whr = tl.load(w_hr_ptr + offs_q[None, :] * stride_hr_row + offs_m[:, None] * stride_hr_col,
+                        mask=mask_m[:, None] & mask_q[None, :], other=0.0)  # [BLOCK_H, PROJ_UNITS]
+        if DOT_IN_FP32:
+            b_whr = b_whr.to(tl.float32)
     p_i, p_f, p_o = load_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
     b_h_all = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_k[None, :],
-                      mask=mask_bk, other=0.0)  # [BLOCK_B, BLOCK_K]
+                      mask=mask_bk, other=0.0)  # [BLOCK_B, BLOCK_P]
     b_c = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :],
                   mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
-    # this program's units of h0: what a row past its end keeps (and reports as h_n)
-    b_h = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_u[None, :],
-                  mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
+    # this program's entries of h0: what a row past its end keeps (and reports as h_n)
+    b_h = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_q[None, :],
+                  mask=mask_bq, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, PROJ_UNITS]
     xw_offs = offs_b[:, None] * stride_xw_b + row_j[None, :]
     active, t_row = rows_at_step(tl.cast(0, tl.int64), b_len, is_reverse)  # [BLOCK_B]
     b_xw = tl.load(xw_ptr + t_row[:, None] * stride_xw_t + xw_offs, mask=mask_bj & active[:, None],
@@ -149,55 +177,63 @@ def lstm_fwd_kernel_split(
         b_pre = b_xw + tl.dot(b_h_all.to(b_w.dtype), b_w, input_precision=INPUT_PRECISION,
                               out_dtype=ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
         pre_i, pre_f, pre_g, pre_o = split_gates(b_pre, BLOCK_B, UNITS)  # [BLOCK_B, UNITS]
-        b_i, b_f, b_g, b_o, c_new, h_new = lstm_cell_forward(
+        b_i, b_f, b_g, b_o, c_new, m_new = lstm_cell_forward(
             pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
-        if HAS_LENGTHS:
-            b_h = tl.where(active[:, None], h_new, b_h)
-            b_c = tl.where(active[:, None], c_new, b_c)
-            h_new = tl.where(active[:, None], h_new, 0.0)
+        b_c = rows_or_carry(c_new, b_c, active, HAS_LENGTHS)
+        if HAS_PROJ:
+            # h_t = m_t W_hr^T needs every unit's m_t: the step's first exchange. One slot
+            # suffices: the next write (step s + 1) comes after this step's second barrier,
+            # which every program reaches only after its read below.
+            tl.store(m_exchange_ptr + state_offs, m_new.to(m_exchange_ptr.dtype.element_ty), mask=mask_bu)
+            grid_barrier(sync_ptr, (2 * s + 1) * nprog, spin_limit)
+            b_m_all = tl.load(m_exchange_ptr + offs_b[:, None] * H + offs_m[None, :],
+                              mask=mask_b[:, None] & mask_m[None, :], other=0.0,
+                              cache_modifier=".cg")  # [BLOCK_B, BLOCK_H]
+            h_new = tl.dot(b_m_all.to(b_whr.dtype), b_whr, input_precision=INPUT_PRECISION,
+                           out_dtype=ACC_DTYPE)  # [BLOCK_B, PROJ_UNITS]
         else:
-            b_h = h_new
-            b_c = c_new
+            h_new = m_new  # PROJ_UNITS == UNITS, offs_q == offs_u
+        b_h = rows_or_carry(h_new, b_h, active, HAS_LENGTHS)
+        h_new = rows_or_zero(h_new, active, HAS_LENGTHS)
         y_rows = y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b  # [BLOCK_B, 1]
-        tl.store(y_rows + offs_u[None, :], h_new.to(y_ptr.dtype.element_ty), mask=mask_bu)
+        tl.store(y_rows + offs_q[None, :], h_new.to(y_ptr.dtype.element_ty), mask=mask_bq)
         if HAS_LENGTHS:
             # y is zero past a row's end, but the exchange must carry its frozen h: slot s % 2
-            exchange_rows = exchange_ptr + (s64 % 2) * stride_c_t + offs_b[:, None] * H  # [BLOCK_B, 1]
-            tl.store(exchange_rows + offs_u[None, :], b_h.to(exchange_ptr.dtype.element_ty), mask=mask_bu)
+            exchange_rows = exchange_ptr + (s64 % 2) * stride_x_slot + offs_b[:, None] * P  # [BLOCK_B, 1]
+            tl.store(exchange_rows + offs_q[None, :], b_h.to(exchange_ptr.dtype.element_ty), mask=mask_bq)
         else:
             exchange_rows = y_rows  # every row runs every step: y_t is h_t, a fresh slot per step
         if STORE_STATE:
-            if HAS_LENGTHS:
-                zero = tl.zeros_like(b_i)
-                b_i = tl.where(active[:, None], b_i, zero)
-                b_f = tl.where(active[:, None], b_f, zero)
-                b_g = tl.where(active[:, None], b_g, zero)
-                b_o = tl.where(active[:, None], b_o, zero)
-                c_new = tl.where(active[:, None], c_new, zero)
-            store_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_u[None, :],
-                             H, b_i, b_f, b_g, b_o, mask_bu)
-            tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, c_new, mask=mask_bu)
+            store_step_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_u[None, :],
+                             H, b_i, b_f, b_g, b_o, active, mask_bu, HAS_LENGTHS)
+            tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs,
+                     rows_or_zero(c_new, active, HAS_LENGTHS), mask=mask_bu)
         if s + 1 < T:
             # prefetch: independent of the exchange, so its latency overlaps the wait
             active_next, t_next = rows_at_step(s64 + 1, b_len, is_reverse)  # [BLOCK_B]
             b_xw = tl.load(xw_ptr + t_next[:, None] * stride_xw_t + xw_offs, mask=mask_bj & active_next[:, None],
                            other=0.0).to(ACC_DTYPE)
-            grid_barrier(sync_ptr, (s + 1) * nprog, spin_limit)
+            if HAS_PROJ:
+                barriers = 2 * s + 2  # the m exchange's barrier came first
+            else:
+                barriers = s + 1
+            grid_barrier(sync_ptr, barriers * nprog, spin_limit)
             # .cg: served by L2, where the other SMs' stores are; never a stale L1 line
             b_h_all = tl.load(exchange_rows + offs_k[None, :], mask=mask_bk, other=0.0, cache_modifier=".cg")
-    tl.store(h_n_ptr + state_offs, b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bu)
+    tl.store(h_n_ptr + offs_b[:, None] * P + offs_q[None, :], b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bq)
     tl.store(c_n_ptr + state_offs, b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bu)
 
 
 @triton.jit(do_not_specialize=["T", "direction0", "spin_limit"])
 def lstm_bwd_kernel_split(
-    dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, lengths_ptr,
-    dpre_ptr, dh0_ptr, dc0_ptr, sync_ptr,
-    T, B, H, direction0, cell_clip, grad_clip, spin_limit,
-    stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col, stride_c0_dir, stride_c0_b,
-    BLOCK_B: tl.constexpr, UNITS: tl.constexpr, BLOCK_K: tl.constexpr,
-    HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, lengths_ptr,
+    dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, sync_ptr,
+    T, B, H, P, direction0, cell_clip, grad_clip, spin_limit,
+    stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
+    stride_hr_col, stride_c0_dir, stride_c0_b,
+    BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_H: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
     pid_u = tl.program_id(0)
@@ -213,50 +249,80 @@ def lstm_bwd_kernel_split(
     mask_b = offs_b < B
     offs_u = pid_u * UNITS + tl.arange(0, UNITS)  # [UNITS]
     mask_u = offs_u < H
-    offs_r = tl.arange(0, 4 * BLOCK_K)  # [4 * BLOCK_K] row r: gate r // BLOCK_K, hidden index r % BLOCK_K
-    k_r = offs_r % BLOCK_K
-    col_r = (offs_r // BLOCK_K) * H + k_r  # row of W_hh and column of dpre behind r
+    offs_q = pid_u * PROJ_UNITS + tl.arange(0, PROJ_UNITS)  # [PROJ_UNITS] this program's entries of h
+    mask_q = offs_q < P
+    offs_r = tl.arange(0, 4 * BLOCK_H)  # [4 * BLOCK_H] row r: gate r // BLOCK_H, hidden unit r % BLOCK_H
+    k_r = offs_r % BLOCK_H
+    col_r = (offs_r // BLOCK_H) * H + k_r  # row of W_hh and column of dpre behind r
     mask_r = k_r < H
     mask_bu = mask_b[:, None] & mask_u[None, :]
+    mask_bq = mask_b[:, None] & mask_q[None, :]
     B64 = tl.cast(B, tl.int64)
     stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H)
     stride_c_t = B64 * H  # c_hist: (D, T, B, H)
+    stride_h_t = B64 * P  # dh_hist: (D, T, B, P)
     stride_dpre_b = num_d * 4 * H  # dpre: (T, B, D * 4H), contiguous
     stride_dpre_t = B64 * stride_dpre_b
-    dy_ptr += pid_d * H
-    dh_n_ptr += pid_d * B64 * H
+    dy_ptr += pid_d * P
+    dh_n_ptr += pid_d * B64 * P
     dc_n_ptr += pid_d * B64 * H
     w_hh_ptr += pid_d * stride_w_dir
+    w_hr_ptr += pid_d * stride_hr_dir
     gates_ptr += pid_d * T * stride_g_t
     c_hist_ptr += pid_d * T * stride_c_t
     c0_ptr += pid_d * stride_c0_dir
     peephole_ptr += pid_d * 3 * H
     dpre_ptr += pid_d * 4 * H
-    dh0_ptr += pid_d * B64 * H
+    dh_hist_ptr += pid_d * T * stride_h_t
+    dh0_ptr += pid_d * B64 * P
     dc0_ptr += pid_d * B64 * H
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
     state_offs = offs_b[:, None] * H + offs_u[None, :]
     gate_offs = offs_b[:, None] * 4 * H + offs_u[None, :]
 
-    # Resident for the whole sequence: b_w[r, u] = W_hh[col_r, unit u]
-    b_w = tl.load(w_hh_ptr + col_r[:, None] * stride_w_row + offs_u[None, :] * stride_w_col,
-                  mask=mask_r[:, None] & mask_u[None, :], other=0.0)  # [4 * BLOCK_K, UNITS]
+    # Resident for the whole sequence: b_w[r, q] = W_hh[col_r, q] for this program's entries q of h
+    b_w = tl.load(w_hh_ptr + col_r[:, None] * stride_w_row + offs_q[None, :] * stride_w_col,
+                  mask=mask_r[:, None] & mask_q[None, :], other=0.0)  # [4 * BLOCK_H, PROJ_UNITS]
     if DOT_IN_FP32:
         b_w = b_w.to(tl.float32)
+    if HAS_PROJ:
+        # and W_hr's columns of this program's units: b_whr[k, u] = W_hr[k, u]
+        offs_k = tl.arange(0, BLOCK_P)  # [BLOCK_P] all entries of h
+        mask_k = offs_k < P
+        b_whr = tl.load(w_hr_ptr + offs_k[:, None] * stride_hr_row + offs_u[None, :] * stride_hr_col,
+                        mask=mask_k[:, None] & mask_u[None, :], other=0.0)  # [BLOCK_P, UNITS]
+        if DOT_IN_FP32:
+            b_whr = b_whr.to(tl.float32)
     p_i, p_f, p_o = load_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
     b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :],
                    mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
-    b_dh = tl.load(dh_n_ptr + state_offs, mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
+    # dh carried by the recurrence (dh_n at the start), for this program's entries of h
+    b_dh = tl.load(dh_n_ptr + offs_b[:, None] * P + offs_q[None, :], mask=mask_bq, other=0.0).to(ACC_DTYPE)
     b_dc = tl.load(dc_n_ptr + state_offs, mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
     for tt in range(T):
         s64 = tl.cast(T - 1 - tt, tl.int64)
         active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
         mask_act = mask_bu & active[:, None]
+        dy_rows = dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b  # [BLOCK_B, 1]
+        if HAS_PROJ:
+            # dm_t = dh_t W_hr needs all of dh_t = dh carried + dy_t: the step's first exchange,
+            # through dh_hist (each (row, time) written once; zero past a row's end, whose dm
+            # nothing uses: its dpre is zero and its dc is carried)
+            dh_total = b_dh + tl.load(dy_rows + offs_q[None, :], mask=mask_bq & active[:, None],
+                                      other=0.0).to(ACC_DTYPE)  # [BLOCK_B, PROJ_UNITS]
+            dh_rows = dh_hist_ptr + t_row[:, None] * stride_h_t + offs_b[:, None] * P  # [BLOCK_B, 1]
+            tl.store(dh_rows + offs_q[None, :], rows_or_zero(dh_total, active, HAS_LENGTHS).to(
+                dh_hist_ptr.dtype.element_ty), mask=mask_bq)
+            grid_barrier(sync_ptr, (2 * tt + 1) * nprog, spin_limit)
+            b_dh_all = tl.load(dh_rows + offs_k[None, :], mask=mask_b[:, None] & mask_k[None, :], other=0.0,
+                               cache_modifier=".cg")  # [BLOCK_B, BLOCK_P]
+            b_dm = tl.dot(b_dh_all.to(b_whr.dtype), b_whr, input_precision=INPUT_PRECISION,
+                          out_dtype=ACC_DTYPE)  # [BLOCK_B, UNITS]
+        else:
+            b_dm = b_dh + tl.load(dy_rows + offs_u[None, :], mask=mask_act, other=0.0).to(ACC_DTYPE)
         # c_t is re-read each step rather than carried from the step before: nothing live across
         # the barrier and the dot but dh and dc (carrying it spilled fp16 H = 128 on sm_90)
         b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act, other=0.0).to(ACC_DTYPE)
-        b_dm = b_dh + tl.load(dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b
-                              + offs_u[None, :], mask=mask_act, other=0.0).to(ACC_DTYPE)
         b_i, b_f, b_g, b_o = load_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + gate_offs, H, mask_act,
                                              ACC_DTYPE)
         b_c_prev = load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t,
@@ -264,27 +330,21 @@ def lstm_bwd_kernel_split(
         dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(
             b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
             HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
-        if HAS_LENGTHS:
-            zero = tl.zeros_like(dpre_i)
-            dpre_i = tl.where(active[:, None], dpre_i, zero)
-            dpre_f = tl.where(active[:, None], dpre_f, zero)
-            dpre_g = tl.where(active[:, None], dpre_g, zero)
-            dpre_o = tl.where(active[:, None], dpre_o, zero)
-            b_dc = tl.where(active[:, None], dc_prev, b_dc)
-        else:
-            b_dc = dc_prev
+        b_dc = rows_or_carry(dc_prev, b_dc, active, HAS_LENGTHS)
         # dpre is also the exchange: each (row, time) is written exactly once (rows past their
         # end write zeros at time s >= len, a time no active step uses), so no slot is rewritten
         dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b  # [BLOCK_B, 1]
-        store_gate_tiles(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, mask_bu)
-        grid_barrier(sync_ptr, (tt + 1) * nprog, spin_limit)
-        b_dpre_all = tl.load(dpre_rows + col_r[None, :], mask=mask_b[:, None] & mask_r[None, :], other=0.0,
-                             cache_modifier=".cg")  # [BLOCK_B, 4 * BLOCK_K]
-        dh_prev = tl.dot(b_dpre_all.to(b_w.dtype), b_w, input_precision=INPUT_PRECISION,
-                         out_dtype=ACC_DTYPE)  # [BLOCK_B, UNITS] dh_{t-1} from the recurrence
-        if HAS_LENGTHS:
-            b_dh = tl.where(active[:, None], dh_prev, b_dh)  # a row past its end carries dh unchanged
+        store_step_tiles(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, active, mask_bu,
+                         HAS_LENGTHS)
+        if HAS_PROJ:
+            barriers = 2 * tt + 2
         else:
-            b_dh = dh_prev
-    tl.store(dh0_ptr + state_offs, b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bu)
+            barriers = tt + 1
+        grid_barrier(sync_ptr, barriers * nprog, spin_limit)
+        b_dpre_all = tl.load(dpre_rows + col_r[None, :], mask=mask_b[:, None] & mask_r[None, :], other=0.0,
+                             cache_modifier=".cg")  # [BLOCK_B, 4 * BLOCK_H]
+        dh_prev = tl.dot(b_dpre_all.to(b_w.dtype), b_w, input_precision=INPUT_PRECISION,
+                         out_dtype=ACC_DTYPE)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} from the recurrence
+        b_dh = rows_or_carry(dh_prev, b_dh, active, HAS_LENGTHS)  # a row past its end carries dh unchanged
+    tl.store(dh0_ptr + offs_b[:, None] * P + offs_q[None, :], b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bq)
     tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bu)

@@ -91,7 +91,7 @@ def split_outputs_and_grads(t, upstream, cell_clip, grad_clip):
     xw = x @ w_ih.T + t["bias"]
     stacked = [None if v is None else v[None] for v in (w_hh, h0, c0, peephole)]  # (D=1, ...)
     y, h_n, c_n, gates, c_hist = split.split_forward(xw, *stacked, cell_clip, True)
-    dpre, dh0, dc0 = split.split_backward(upstream[0], upstream[1][None], upstream[2][None], stacked[0], gates,
+    dpre, dh0, dc0, _ = split.split_backward(upstream[0], upstream[1][None], upstream[2][None], stacked[0], gates,
                                           c_hist, stacked[2], stacked[3], cell_clip, grad_clip)
     h_n, c_n, dh0, dc0, c_hist = h_n[0], c_n[0], dh0[0], dc0[0], c_hist[0]
     H = w_hh.shape[1]
@@ -277,12 +277,81 @@ def test_modules_run_split_end_to_end_against_torch_lstm(concurrent, monkeypatch
         assert_close(a, b, 1e-10, f"item {k}")
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_forced_split_with_a_projection_says_it_is_unsupported(bidirectional):
-    m = triton_lstm.LSTM(5, 64, kernel="split", backend="triton", device=DEVICE, proj_size=16,
-                         bidirectional=bidirectional)
-    with pytest.raises(ValueError, match="kernel='split' does not support proj_size"):
-        m(torch.randn(3, 2, 5, device=DEVICE))
+PROJ_CASES = [  # (T, B, H, P, reverse, with lengths): programs that own no entries of h (P small), B = 1
+    (4, 3, 64, 24, False, False), (3, 1, 96, 40, True, False), (5, 5, 64, 7, False, True), (4, 5, 96, 63, True, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("T,B,H,P,reverse,with_lengths", PROJ_CASES,
+                         ids=[f"T{T}-B{B}-H{H}-P{P}-{'rev' if r else 'fwd'}-{'len' if w else 'full'}"
+                              for T, B, H, P, r, w in PROJ_CASES])
+def test_split_with_projection_matches_reference(concurrent, monkeypatch, T, B, H, P, reverse, with_lengths, dtype):
+    # proj_size through the functional op forced to split: two exchanges per step (m_t, then
+    # h_t) forward, and (dh_t, then dpre_t) backward. Outputs and every gradient against the
+    # reference, peepholes and both clips on. With lengths the backward is not planned as
+    # split (split.PROJ_BACKWARD_MAX_BLOCK_H) and the batch-tiled one runs on split's state.
+    calls = []
+    for name in ("split_forward", "split_backward"):
+        original = getattr(split, name)
+        monkeypatch.setattr(split, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
+    g = torch.Generator().manual_seed(seed)
+    lengths = random_lengths(B, T, g) if with_lengths else None
+    I = 7
+
+    def r(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+    t = dict(x=r(T, B, I), weight_ih=r(4 * H, I, scale=H ** -0.5), weight_hh=r(4 * H, P, scale=P ** -0.5),
+             weight_hr=r(P, H, scale=H ** -0.5), h0=r(B, P, scale=0.5), c0=r(B, H, scale=0.5),
+             peephole=r(3, H, scale=0.3))
+    results = []
+    for fn, dt, kw in ((triton_lstm.lstm, dtype, dict(kernel="split", backend="triton")),
+                       (reference.lstm, torch.float64, {})):
+        leaves = {k: v.to(DEVICE if fn is triton_lstm.lstm else "cpu", dt).requires_grad_() for k, v in t.items()}
+        y, (h_n, c_n) = fn(leaves["x"], leaves["weight_ih"], leaves["weight_hh"], None, None,
+                           (leaves["h0"], leaves["c0"]), peephole=leaves["peephole"], weight_hr=leaves["weight_hr"],
+                           lengths=lengths, reverse=reverse, cell_clip=0.5, grad_clip=0.25, **kw)
+        gy = torch.Generator().manual_seed(seed + 1)
+        upstream = [torch.randn(o.shape, generator=gy, dtype=torch.float64).to(o.device, dt) for o in (y, h_n, c_n)]
+        grads = torch.autograd.grad((y, h_n, c_n), list(leaves.values()), upstream)
+        results.append({"y": y, "h_n": h_n, "c_n": c_n, **{f"d{k}": gr for k, gr in zip(leaves, grads)}})
+    ours, ref = results
+    assert ours["y"].shape == (T, B, P) and ours["h_n"].shape == (B, P)
+    assert sorted(calls) == ["split_backward"] * (not with_lengths) + ["split_forward"]
+    if with_lengths:
+        past_end = torch.arange(T)[:, None] >= lengths[None, :]  # [T, B]
+        assert (ours["y"].cpu()[past_end] == 0).all()
+    for name in ref:
+        assert_close(ours[name].cpu(), ref[name], TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_split_module_with_projection_matches_torch_lstm(concurrent, packed):
+    # Two bidirectional layers with proj_size, forced to split, against torch.nn.LSTM in
+    # float64 after load_state_dict: outputs and every parameter gradient.
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
+    torch.manual_seed(seed)
+    T, B, I, H, P = 4, 3, 5, 64, 24
+    theirs = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=P, dtype=torch.float64, device=DEVICE)
+    ours = triton_lstm.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=P, dtype=torch.float64,
+                            device=DEVICE, kernel="split", backend="triton")
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    lengths = random_lengths(B, T, torch.Generator().manual_seed(seed))
+    x = torch.randn(T, B, I, dtype=torch.float64, device=DEVICE)
+    w_y, w_h, w_c = (torch.randn(s, dtype=torch.float64, device=DEVICE) for s in ((T, B, 2 * P), (4, B, P), (4, B, H)))
+    results = []
+    for m in (ours, theirs):
+        out, (h, c) = m(pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x)
+        y = pad_packed_sequence(out, total_length=T)[0] if packed else out
+        loss = (y * w_y).sum() + (h * w_h).sum() + (c * w_c).sum()
+        results.append([y, h, c, *torch.autograd.grad(loss, list(m.parameters()))])
+    names = ["y", "h_n", "c_n", *(n for n, _ in theirs.named_parameters())]
+    for name, a, b in zip(names, *results):
+        assert_close(a, b, TOLERANCE[torch.float64], f"{name} (seed {seed})")
 
 
 @needs_interpreter
@@ -343,35 +412,46 @@ def test_split_lengths_and_reverse_match_reference(concurrent, T, B, H, reverse,
         assert_close(ours[name], ref[name], TOLERANCE[dtype], f"{name} (seed {seed})")
 
 
+@pytest.mark.parametrize("P", [None, 24], ids=["no-proj", "proj24"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-def test_split_keeps_the_batch_kernels_storage_contract_both_directions(concurrent, dtype):
+def test_split_keeps_the_batch_kernels_storage_contract_both_directions(concurrent, dtype, P):
     # Same tensors in, same tensors out: y, h_n, c_n, the saved gates and c_hist (zeros past
-    # each row's end), dpre (zeros past each row's end), dh0, dc0, for D = 2 with lengths,
-    # against the batch-tiled kernels (themselves tested against the reference).
+    # each row's end), dpre (zeros past each row's end), dh0, dc0 and with a projection
+    # dh_hist, for D = 2 (with lengths when there is no projection: with one, and lengths, the
+    # backward is batch-tiled), against the batch-tiled kernels (tested against the reference).
     from triton_lstm import launcher
 
     T, B, H, D = 5, 5, 64, 2
     seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     g = torch.Generator().manual_seed(seed)
-    lengths = random_lengths(B, T, g).to(DEVICE)
+    lengths = random_lengths(B, T, g).to(DEVICE) if P is None else None
+    proj = P is not None
+    P = P or H
 
     def r(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE, dtype)
 
-    xw, w_hh = r(T, B, D * 4 * H), r(D, 4 * H, H, scale=H ** -0.5)
-    h0, c0, peephole = r(D, B, H, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
-    dy, dh_n, dc_n = r(T, B, D * H), r(D, B, H), r(D, B, H)
+    xw, w_hh = r(T, B, D * 4 * H), r(D, 4 * H, P, scale=P ** -0.5)
+    w_hr = r(D, P, H, scale=H ** -0.5) if proj else None
+    h0, c0, peephole = r(D, B, P, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
+    dy, dh_n, dc_n = r(T, B, D * P), r(D, B, P), r(D, B, H)
+    assert split.plan_split(B, H, dtype, Options(peephole=True, cell_clip=True, grad_clip=True,
+                                                 lengths=lengths is not None),
+                            split.device_limits(torch.device(DEVICE)), directions=D, P=P).backward is not None
     outputs = {}
     for kernel in ("split", "batch"):
-        fwd = launcher.forward(xw, w_hh, None, h0, c0, peephole, lengths, 0.5, False, False, True, kernel)
+        fwd = launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, 0.5, False, False, True, kernel)
         y, h_n, c_n, gates, c_hist = fwd
-        dpre, dh0, dc0, _ = launcher.backward(dy, dh_n, dc_n, w_hh, None, gates, c_hist, c0, peephole, lengths,
-                                              0.5, 0.25, False, False, kernel)
-        outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0)
-    past_end = (torch.arange(T, device=DEVICE)[:, None] >= lengths[None, :])  # [T, B]
+        dpre, dh0, dc0, dh_hist = launcher.backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole,
+                                                    lengths, 0.5, 0.25, False, False, kernel)
+        outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0,
+                               dh_hist=dh_hist)
     split_out = outputs["split"]
-    assert (split_out["gates"][:, past_end] == 0).all() and (split_out["c_hist"][:, past_end] == 0).all()
-    assert (split_out["dpre"][past_end] == 0).all() and (split_out["y"][past_end] == 0).all()
+    if lengths is not None:
+        past_end = (torch.arange(T, device=DEVICE)[:, None] >= lengths[None, :])  # [T, B]
+        assert (split_out["gates"][:, past_end] == 0).all() and (split_out["c_hist"][:, past_end] == 0).all()
+        assert (split_out["dpre"][past_end] == 0).all() and (split_out["y"][past_end] == 0).all()
+    assert split_out["dh_hist"].numel() == (D * T * B * P if proj else 0)
     for name, ref in outputs["batch"].items():
         assert split_out[name].shape == ref.shape, name
         assert_close(split_out[name], ref, TOLERANCE[dtype], f"{name} (seed {seed})")

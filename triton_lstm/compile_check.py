@@ -82,13 +82,14 @@ def plan_matrix(limits: DeviceLimits, Bs=MATRIX_B, Hs=MATRIX_H, dtypes=MATRIX_DT
                     if opt.store_state:
                         plans.append(plan_cell_backward(B, H, dtype, opt, limits))
                 # the split variant: one and two directions, with and without lengths (HAS_LENGTHS
-                # changes the code; a direction is only a grid axis), never a projection (split.py)
-                for opt in options:
+                # changes the code; a direction is only a grid axis), with and without a projection
+                split_shapes = [(None, opt) for opt in options] + [(proj_size_for(H), opt) for opt in proj_options]
+                for P, opt in split_shapes:
                     for lengths in (False, True):
                         for directions in (1, 2):
                             split_plans = split.plan_split(
                                 B, H, dtype, dataclasses.replace(opt, lengths=lengths, kernel="split"), limits,
-                                directions=directions)
+                                directions=directions, P=P)
                             if split_plans is not None:
                                 plans += [p for p in (split_plans.forward, split_plans.backward) if p is not None]
     return list(dict.fromkeys(plans))

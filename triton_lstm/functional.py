@@ -125,8 +125,8 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         reverse: run each row from its last step (lengths[b] - 1) back to step 0.
         kernel: "auto", "batch" (batch-tiled, W_hh resident when it fits),
             "batch_streamed" (batch-tiled, W_hh streamed from L2 each step) or "split"
-            (hidden units across co-resident programs with a grid barrier each step;
-            no projection; see triton_lstm/split.py).
+            (hidden units across co-resident programs with a grid barrier at each exchange;
+            see triton_lstm/split.py).
         backend: "auto" (the Triton kernels for CUDA tensors, or CPU tensors under
             TRITON_INTERPRET=1; the reference otherwise), "triton" or "reference".
         return_gates: also return a GateRecord (i, f, g, o, c), each (T, B, H) (or

@@ -89,23 +89,21 @@ def _options(**kw) -> Options:
     return Options(allow_tf32=torch.backends.cudnn.allow_tf32, **kw)
 
 
-def _split_plans(B, H, D, dtype, options, limits, w_hr, batch_plan):
+def _split_plans(B, H, P, D, dtype, options, limits, batch_plan):
     """The split plans (triton_lstm/split.py) when kernel="split" or "auto" picks them, else None.
-    Split runs both directions, lengths and reverse like the batch kernels; a projection needs
-    a second exchange per step (m_t before h_t = m_t W_hr^T), which it does not have."""
+    Split runs everything the batch kernels do: both directions, lengths, reverse and a
+    projection (two exchanges per step then: m_t before h_t = m_t W_hr^T)."""
     from . import split
 
     if options.kernel == "split":
-        if w_hr is not None:
-            raise ValueError("kernel='split' does not support proj_size yet (a projection needs a second "
-                             "exchange per step); use kernel='auto' or 'batch'")
-        plans = split.plan_split(B, H, dtype, options, limits, directions=D)
+        plans = split.plan_split(B, H, dtype, options, limits, directions=D, P=P)
         if plans is None:
-            raise ValueError(f"kernel='split' has no plan for B={B}, H={H}, {dtype} on {limits.name}: its "
-                             "programs cannot all be resident with their W_hh slices; use kernel='batch'")
+            raise ValueError(f"kernel='split' has no plan for B={B}, H={H}, proj_size={P if P != H else 0}, "
+                             f"{dtype} on {limits.name}: its programs cannot all be resident with their weight "
+                             "slices; use kernel='batch'")
         return plans
-    if options.kernel == "auto" and w_hr is None:
-        return split.prefer_split(B, H, dtype, options, limits, batch_plan, directions=D)
+    if options.kernel == "auto":
+        return split.prefer_split(B, H, dtype, options, limits, batch_plan, directions=D, P=P)
     return None
 
 
@@ -128,11 +126,11 @@ def forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, r
                        store_state=store_state, kernel=kernel, lengths=lengths is not None)
     limits = device_limits(xw.device)
     plan = plan_forward(B, H, P, D, xw.dtype, options, limits)
-    split_plans = _split_plans(B, H, D, xw.dtype, options, limits, w_hr, plan)
+    split_plans = _split_plans(B, H, P, D, xw.dtype, options, limits, plan)
     if split_plans is not None:
         from . import split
 
-        return split.split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, lengths=lengths,
+        return split.split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, w_hr=w_hr, lengths=lengths,
                                    reverse=reverse, batch_first=batch_first, plan=split_plans.forward)
     acc = compute_dtype(xw.dtype)
     y = _output(xw, *((B, T, D * P) if batch_first else (T, B, D * P)))
@@ -189,14 +187,13 @@ def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, c
                        grad_clip=grad_clip is not None, kernel=kernel, lengths=lengths is not None)
     limits = device_limits(dy.device)
     plan = plan_backward(B, H, P, D, dy.dtype, options, limits)
-    split_plans = _split_plans(B, H, D, dy.dtype, options, limits, w_hr, plan)
+    split_plans = _split_plans(B, H, P, D, dy.dtype, options, limits, plan)
     if split_plans is not None and split_plans.backward is not None:
         from . import split
 
-        dpre, dh0, dc0 = split.split_backward(
-            dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip, lengths=lengths,
+        return split.split_backward(
+            dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip, w_hr=w_hr, lengths=lengths,
             reverse=reverse, batch_first=batch_first, plan=split_plans.backward)
-        return dpre, dh0, dc0, gates.new_empty(0)
     # Any forward variant saves the same state, so a split forward without a split backward
     # plan (H > 256) runs the batch-tiled backward on it.
     dpre = _output(dy, T, B, D * 4 * H)

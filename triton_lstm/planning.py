@@ -89,7 +89,7 @@ class Plan:
 
     def describe(self) -> str:
         c = dict(self.constexprs)
-        tiles = " ".join(f"{k}={c[k]}" for k in ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "UNITS") if k in c)
+        tiles = " ".join(f"{k}={c[k]}" for k in ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS", "PROJ_UNITS") if k in c)
         return (f"{self.kernel}[{self.variant}] grid={self.grid} warps={self.num_warps} "
                 f"stages={self.num_stages} maxnreg={self.maxnreg} {tiles} dot={c.get('INPUT_PRECISION')}")
 

@@ -91,6 +91,9 @@ LENGTHS_SLICE_MAX_BYTES = 32 * 1024
 LENGTHS_BACKWARD_MAX_BLOCK_K = 64
 # A backward of more than 16 units holding all of dpre_t at BLOCK_K = 256 spills (bf16, sm_90).
 BACKWARD_WIDE_UNITS_MAX_BLOCK_K = 128
+# With a projection the backward also holds W_hr's columns and the dm_t dot: spill-free up to
+# H = 128 without lengths, and with lengths not even at H = 64 (bf16, sm_80 / sm_90).
+PROJ_BACKWARD_MAX_BLOCK_H = 128
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
@@ -112,8 +115,9 @@ class SplitPlans:
 
 def describe(plan: Plan) -> str:
     c = dict(plan.constexprs)
-    return (f"{plan.kernel} grid={plan.grid} warps={plan.num_warps} UNITS={c['UNITS']} "
-            f"BLOCK_B={c['BLOCK_B']} BLOCK_K={c['BLOCK_K']} dot={c['INPUT_PRECISION']}")
+    proj = f" PROJ_UNITS={c['PROJ_UNITS']} BLOCK_P={c['BLOCK_P']}" if c["HAS_PROJ"] else ""
+    return (f"{plan.kernel} grid={plan.grid} warps={plan.num_warps} UNITS={c['UNITS']}{proj} "
+            f"BLOCK_B={c['BLOCK_B']} BLOCK_H={c['BLOCK_H']} dot={c['INPUT_PRECISION']}")
 
 
 def programs(plan: Plan) -> int:
@@ -124,10 +128,16 @@ def programs(plan: Plan) -> int:
 
 
 def resident_slice_bytes(plan: Plan) -> int:
-    """Bytes of W_hh a program keeps on chip: [BLOCK_K, 4 UNITS] forward, [4 BLOCK_K, UNITS] backward."""
+    """Bytes of weights a program keeps on chip. Forward: W_hh [BLOCK_P, 4 UNITS], and with a
+    projection W_hr [BLOCK_H, PROJ_UNITS]; backward: W_hh [4 BLOCK_H, PROJ_UNITS], and with a
+    projection W_hr [BLOCK_P, UNITS] (without one BLOCK_P = BLOCK_H and PROJ_UNITS = UNITS)."""
     c = dict(plan.constexprs)
-    element = 4 if c["DOT_IN_FP32"] else _ELEMENT_BYTES[plan.signature[1][1].lstrip("*")]
-    return 4 * c["BLOCK_K"] * c["UNITS"] * element
+    element = 4 if c["DOT_IN_FP32"] else _ELEMENT_BYTES[dict(plan.signature)["w_hh_ptr"].lstrip("*")]
+    if plan.kernel == "lstm_fwd_kernel_split":
+        elements = 4 * c["BLOCK_P"] * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
+    else:
+        elements = 4 * c["BLOCK_H"] * c["PROJ_UNITS"] + (c["BLOCK_P"] * c["UNITS"] if c["HAS_PROJ"] else 0)
+    return elements * element
 
 
 def _budgeted_slice_bytes(plan: Plan) -> int:
@@ -145,49 +155,65 @@ def _maxnreg(num_warps: int, limits: DeviceLimits) -> int:
     return min(limits.max_registers_per_thread, limits.registers_per_sm // (32 * num_warps))
 
 
+def proj_units(units: int, H: int, P: int) -> int:
+    """Entries of h per program with a projection: the cdiv(H, units) programs cover P, and the
+    dots over them (N = PROJ_UNITS) need N >= 16; so programs past cdiv(P, PROJ_UNITS) own none."""
+    return max(MIN_DOT, _next_pow2(-(-P // -(-H // units))))
+
+
 def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name: str, options: Options,
-              limits: DeviceLimits) -> Plan:
+              limits: DeviceLimits, P: int | None = None) -> Plan:
     acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
+    has_proj = P is not None and P != H
+    P = H if P is None else P
     block_b = min(MAX_BLOCK_B, max(MIN_DOT, _next_pow2(B)))
-    block_k = max(MIN_DOT, _next_pow2(H))
+    block_h, block_p = max(MIN_DOT, _next_pow2(H)), max(MIN_DOT, _next_pow2(P))
+    punits = proj_units(units, H, P) if has_proj else units
     grid = (-(-H // units), -(-B // block_b), directions)  # (unit slices, batch tiles, directions)
-    slice_bytes = 4 * block_k * units * (4 if dot_in_fp32 else _ELEMENT_BYTES[name])
-    num_warps = _num_warps(slice_bytes)
     p, a = f"*{name}", f"*{acc}"
-    common = (("BLOCK_B", block_b), ("UNITS", units), ("BLOCK_K", block_k),
-              ("HAS_PEEPHOLE", options.peephole), ("USE_CELL_CLIP", options.cell_clip))
-    tail = (("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision), ("ACC_DTYPE", acc))
+    common = (("BLOCK_B", block_b), ("UNITS", units), ("PROJ_UNITS", punits), ("BLOCK_P", block_p),
+              ("BLOCK_H", block_h), ("HAS_PEEPHOLE", options.peephole), ("USE_CELL_CLIP", options.cell_clip))
+    tail = (("HAS_PROJ", has_proj), ("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision),
+            ("ACC_DTYPE", acc))
+    # the m exchange holds the projection dot's operand: fp32 where the interpreter upcasts 16-bit
+    m = a if dot_in_fp32 else p
     if direction == "forward":
         signature = (
-            ("xw_ptr", p), ("w_hh_ptr", p), ("h0_ptr", p), ("c0_ptr", p), ("peephole_ptr", p),
+            ("xw_ptr", p), ("w_hh_ptr", p), ("w_hr_ptr", p), ("h0_ptr", p), ("c0_ptr", p), ("peephole_ptr", p),
             ("lengths_ptr", "*i64"), ("y_ptr", p), ("h_n_ptr", p), ("c_n_ptr", p), ("gates_ptr", a),
-            ("c_hist_ptr", a), ("exchange_ptr", p), ("sync_ptr", "*i32"),
-            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("direction0", "i32"), ("cell_clip", "fp32"),
+            ("c_hist_ptr", a), ("exchange_ptr", p), ("m_exchange_ptr", m), ("sync_ptr", "*i32"),
+            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", "fp32"),
             ("spin_limit", "i32"),
             ("stride_xw_t", "i32"), ("stride_xw_b", "i32"), ("stride_w_dir", "i32"), ("stride_w_row", "i32"),
-            ("stride_w_col", "i32"), ("stride_h0_dir", "i32"), ("stride_h0_b", "i32"), ("stride_c0_dir", "i32"),
+            ("stride_w_col", "i32"), ("stride_hr_dir", "i32"), ("stride_hr_row", "i32"), ("stride_hr_col", "i32"),
+            ("stride_h0_dir", "i32"), ("stride_h0_b", "i32"), ("stride_c0_dir", "i32"),
             ("stride_c0_b", "i32"), ("stride_y_t", "i32"), ("stride_y_b", "i32"),
         )
         constexprs = common + (("HAS_LENGTHS", options.lengths), ("STORE_STATE", options.store_state)) + tail
         kernel = "lstm_fwd_kernel_split"
     else:
         signature = (
-            ("dy_ptr", p), ("dh_n_ptr", p), ("dc_n_ptr", p), ("w_hh_ptr", p), ("gates_ptr", a),
+            ("dy_ptr", p), ("dh_n_ptr", p), ("dc_n_ptr", p), ("w_hh_ptr", p), ("w_hr_ptr", p), ("gates_ptr", a),
             ("c_hist_ptr", a), ("c0_ptr", p), ("peephole_ptr", p), ("lengths_ptr", "*i64"), ("dpre_ptr", p),
-            ("dh0_ptr", p), ("dc0_ptr", p), ("sync_ptr", "*i32"),
-            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("direction0", "i32"), ("cell_clip", "fp32"),
+            ("dh_hist_ptr", a), ("dh0_ptr", p), ("dc0_ptr", p), ("sync_ptr", "*i32"),
+            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", "fp32"),
             ("grad_clip", "fp32"), ("spin_limit", "i32"),
             ("stride_dy_t", "i32"), ("stride_dy_b", "i32"), ("stride_w_dir", "i32"), ("stride_w_row", "i32"),
-            ("stride_w_col", "i32"), ("stride_c0_dir", "i32"), ("stride_c0_b", "i32"),
+            ("stride_w_col", "i32"), ("stride_hr_dir", "i32"), ("stride_hr_row", "i32"), ("stride_hr_col", "i32"),
+            ("stride_c0_dir", "i32"), ("stride_c0_b", "i32"),
         )
         constexprs = common + (("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
         kernel = "lstm_bwd_kernel_split"
-    return Plan(kernel, "split", grid, num_warps, 1, _maxnreg(num_warps, limits), signature, constexprs)
+    plan = Plan(kernel, "split", grid, 4, 1, _maxnreg(4, limits), signature, constexprs)
+    num_warps = _num_warps(resident_slice_bytes(plan))
+    return dataclasses.replace(plan, num_warps=num_warps, maxnreg=_maxnreg(num_warps, limits))
 
 
-def _fitting_plan(direction, unit_choices, B, H, directions, name, options, limits, occupancy) -> Plan | None:
+def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, limits, occupancy) -> Plan | None:
     """The plan with the fewest units per program whose grid is co-resident and whose slice fits."""
     max_block_k = LENGTHS_BACKWARD_MAX_BLOCK_K if options.lengths else BACKWARD_MAX_BLOCK_K
+    if P is not None and P != H:
+        max_block_k = 0 if options.lengths else min(max_block_k, PROJ_BACKWARD_MAX_BLOCK_H)
     if direction == "backward" and max(MIN_DOT, _next_pow2(H)) > max_block_k:
         return None
     max_slice = LENGTHS_SLICE_MAX_BYTES if options.lengths else RESIDENT_SLICE_MAX_BYTES
@@ -196,7 +222,7 @@ def _fitting_plan(direction, unit_choices, B, H, directions, name, options, limi
             break
         if direction == "backward" and units > 16 and max(MIN_DOT, _next_pow2(H)) > BACKWARD_WIDE_UNITS_MAX_BLOCK_K:
             break
-        plan = _plan_one(direction, units, B, H, directions, name, options, limits)
+        plan = _plan_one(direction, units, B, H, directions, name, options, limits, P)
         if _budgeted_slice_bytes(plan) > max_slice:
             continue
         per_sm = occupancy(plan) if occupancy is not None else 1
@@ -206,7 +232,8 @@ def _fitting_plan(direction, unit_choices, B, H, directions, name, options, limi
 
 
 def plan_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits,
-               occupancy: Callable[[Plan], int] | None = None, directions: int = 1) -> SplitPlans | None:
+               occupancy: Callable[[Plan], int] | None = None, directions: int = 1,
+               P: int | None = None) -> SplitPlans | None:
     """Plan the split forward (and backward when options.store_state) of one layer, all its
     directions in one launch.
 
@@ -218,6 +245,7 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: Dev
             gives it without a GPU); None assumes one per SM.
         directions: 1, or 2 (bidirectional): grid axis 2, every direction's programs
             co-resident at once.
+        P: proj_size, or None (or H) without a projection.
     Returns:
         SplitPlans, or None when no UNITS gives the forward a co-resident grid with a
         resident W_hh slice (the caller falls back to batch-tiled). Its backward is None
@@ -233,12 +261,13 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: Dev
     name = dtype_name(dtype)
     if name == "fp64" and not limits.interpreted:
         return None  # fp64 is for verification in the interpreter; its slices overflow a GPU's shared memory
-    forward = _fitting_plan("forward", FORWARD_UNITS, B, H, directions, name, options, limits, occupancy)
+    forward = _fitting_plan("forward", FORWARD_UNITS, B, H, P, directions, name, options, limits, occupancy)
     if forward is None:
         return None
     backward = None
     if options.store_state:
-        backward = _fitting_plan("backward", BACKWARD_UNITS, B, H, directions, name, options, limits, occupancy)
+        backward = _fitting_plan("backward", BACKWARD_UNITS, B, H, P, directions, name, options, limits,
+                                 occupancy)
     return SplitPlans(forward, backward)
 
 
@@ -266,7 +295,7 @@ def forward_traffic_per_step(B: int, H: int, dtype: torch.dtype, batch_plan: Pla
 
 def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits,
                  batch_plan: Plan, occupancy: Callable[[Plan], int] | None = None,
-                 directions: int = 1) -> SplitPlans | None:
+                 directions: int = 1, P: int | None = None) -> SplitPlans | None:
     """The split plans when the rule in this module's docstring picks split over `batch_plan`, else None."""
     if limits.interpreted:
         return None  # a launch's programs run one after another there: the barrier cannot complete
@@ -274,7 +303,7 @@ def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: D
         return None  # W_hh resident in one program, no barrier: batch-tiled is faster
     if 4 * programs(batch_plan) > limits.num_sms:
         return None  # enough batch tiles to spread the streamed W_hh over most SMs
-    return plan_split(B, H, dtype, options, limits, occupancy, directions)
+    return plan_split(B, H, dtype, options, limits, occupancy, directions, P)
 
 
 def interpreted() -> bool:
@@ -334,14 +363,28 @@ def _options(peephole, cell_clip, grad_clip=None, store_state=True, lengths=Fals
                    allow_tf32=torch.backends.cudnn.allow_tf32)
 
 
-def _plan_or_raise(direction, B, H, D, dtype, options, device) -> Plan:
+def _plan_or_raise(direction, B, H, P, D, dtype, options, device) -> Plan:
     limits = device_limits(device)
-    plans = plan_split(B, H, dtype, options, limits, directions=D)
+    plans = plan_split(B, H, dtype, options, limits, directions=D, P=P)
     plan = None if plans is None else getattr(plans, direction)
     if plan is None:
         raise RuntimeError(f"no split {direction} plan for B={B}, H={H}, {dtype} on {limits.name}: its programs "
                            "cannot all be resident with their W_hh slices; use kernel='batch'")
     return plan
+
+
+def _layer_dims(w_hh: torch.Tensor, w_hr: torch.Tensor | None) -> tuple[int, int, int]:
+    """(D, H, P) of w_hh (D, 4H, P) and w_hr (D, P, H) or None, checked against each other."""
+    D, G, P = w_hh.shape
+    H = G // 4
+    if G != 4 * H or (w_hr is None and P != H) or (w_hr is not None and tuple(w_hr.shape) != (D, P, H)):
+        raise ValueError(f"w_hh must be (D, 4H, P) with w_hr (D, P, H), or (D, 4H, H) without one; got w_hh "
+                         f"{tuple(w_hh.shape)} and w_hr {None if w_hr is None else tuple(w_hr.shape)}")
+    return D, H, P
+
+
+def _barriers_per_step(plan: Plan) -> int:
+    return 2 if plan.constexpr("HAS_PROJ") else 1  # the m_t (dh_t) exchange, then h_t (dpre_t)
 
 
 def _time_major_strides(t: torch.Tensor, batch_first: bool) -> tuple[int, int]:
@@ -359,8 +402,8 @@ def _lengths_arg(lengths: torch.Tensor | None, like: torch.Tensor) -> torch.Tens
     return lengths if lengths is not None else torch.empty(1, dtype=torch.int64, device=like.device)
 
 
-def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, lengths=None, reverse=False,
-                  batch_first=False, plan: Plan | None = None, spin_limit: int | None = None,
+def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, w_hr=None, lengths=None,
+                  reverse=False, batch_first=False, plan: Plan | None = None, spin_limit: int | None = None,
                   sync: torch.Tensor | None = None, check: bool = True):
     """Forward recurrence of one layer, all its directions in one launch, with the split kernel.
 
@@ -369,8 +412,9 @@ def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, lengths
     Args:
         xw: (T, B, D*4H) (or (B, T, D*4H) with batch_first) = x W_ih^T + b_ih + b_hh, last dim
             contiguous (any T, B strides).
-        w_hh: (D, 4H, H). h0, c0: (D, B, H), last dim contiguous. peephole: (D, 3, H)
+        w_hh: (D, 4H, P). h0 (D, B, P), c0 (D, B, H), last dim contiguous. peephole: (D, 3, H)
             contiguous or None. cell_clip: float or None. store_state: save gates and c_hist.
+        w_hr: (D, P, H) output projection (proj_size P < H), or None (then P = H).
         lengths: (B,) int64 on xw's device, each in [1, T], or None: row b runs its first
             lengths[b] steps (y is zero after them; h_n, c_n are the state at its last step).
         reverse: with D = 1, run the direction in reverse (from each row's last step).
@@ -379,7 +423,7 @@ def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, lengths
         sync: (D, batch tiles, 2) int32 buffer to use (zeroed here). check: read the error
             flag after the launch (a host sync) and raise RuntimeError if a barrier timed out.
     Returns:
-        y (T, B, D*H) (or (B, T, D*H)), h_n, c_n (D, B, H), gates (D, T, B, 4H) and c_hist
+        y (T, B, D*P) (or (B, T, D*P)), h_n (D, B, P), c_n (D, B, H), gates (D, T, B, 4H) and c_hist
         (D, T, B, H) in the compute dtype, by time, zero past each row's end (both empty
         unless store_state).
 
@@ -388,9 +432,9 @@ def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, lengths
         ...     y, h_n, c_n, gates, c_hist = split_forward(xw, w_hh, h0, c0, None, None, True)
     """
     T, B, G = (xw.shape[1], xw.shape[0], xw.shape[2]) if batch_first else xw.shape
-    D, H = w_hh.shape[0], w_hh.shape[2]
-    if w_hh.shape[1] != 4 * H or G != D * 4 * H:
-        raise ValueError(f"xw must be (T, B, D*4H) and w_hh (D, 4H, H); got {tuple(xw.shape)} and "
+    D, H, P = _layer_dims(w_hh, w_hr)
+    if G != D * 4 * H:
+        raise ValueError(f"xw must be (T, B, D*4H) for w_hh (D, 4H, P); got {tuple(xw.shape)} and "
                          f"{tuple(w_hh.shape)}")
     if reverse and D != 1:
         raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, H)")
@@ -399,27 +443,32 @@ def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, lengths
         raise ValueError("peephole must be contiguous")
     if plan is None:
         options = _options(peephole, cell_clip, store_state=store_state, lengths=lengths is not None)
-        plan = _plan_or_raise("forward", B, H, D, xw.dtype, options, xw.device)
-    _check_counter_range(plan, T)
+        plan = _plan_or_raise("forward", B, H, P, D, xw.dtype, options, xw.device)
+    _check_counter_range(plan, T * _barriers_per_step(plan))
     acc = torch.float64 if xw.dtype == torch.float64 else torch.float32
-    y = _output(xw, *((B, T, D * H) if batch_first else (T, B, D * H)))
-    h_n, c_n = _output(xw, D, B, H), _output(xw, D, B, H)
+    y = _output(xw, *((B, T, D * P) if batch_first else (T, B, D * P)))
+    h_n, c_n = _output(xw, D, B, P), _output(xw, D, B, H)
     unused = xw.new_empty(1, dtype=acc)
     gates = _output(xw, D, T, B, 4 * H, dtype=acc) if store_state else unused
     c_hist = _output(xw, D, T, B, H, dtype=acc) if store_state else unused
     # with lengths, h goes through a double-buffered exchange (y is zero past a row's end)
-    exchange = _output(xw, D, 2, B, H) if lengths is not None else xw.new_empty(1)
+    exchange = _output(xw, D, 2, B, P) if lengths is not None else xw.new_empty(1)
+    m_dtype = acc if plan.constexpr("DOT_IN_FP32") else xw.dtype
+    m_exchange = _output(xw, D, B, H, dtype=m_dtype) if w_hr is not None else xw.new_empty(1, dtype=m_dtype)
     sync = new_sync(plan, xw.device) if sync is None else sync.zero_()
     stride_xw_t, stride_xw_b = _time_major_strides(xw, batch_first)
     stride_y_t, stride_y_b = _time_major_strides(y, batch_first)
+    w_hr_arg = w_hr if w_hr is not None else w_hh
     _launch(plan, dict(
-        xw_ptr=xw, w_hh_ptr=w_hh, h0_ptr=h0, c0_ptr=c0, peephole_ptr=peephole if peephole is not None else w_hh,
+        xw_ptr=xw, w_hh_ptr=w_hh, w_hr_ptr=w_hr_arg, h0_ptr=h0, c0_ptr=c0,
+        peephole_ptr=peephole if peephole is not None else w_hh,
         lengths_ptr=_lengths_arg(lengths, xw), y_ptr=y, h_n_ptr=h_n, c_n_ptr=c_n, gates_ptr=gates,
-        c_hist_ptr=c_hist, exchange_ptr=exchange, sync_ptr=sync,
-        T=T, B=B, H=H, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
+        c_hist_ptr=c_hist, exchange_ptr=exchange, m_exchange_ptr=m_exchange, sync_ptr=sync,
+        T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
         spin_limit=spin_limit if spin_limit is not None else default_spin_limit(),
         stride_xw_t=stride_xw_t, stride_xw_b=stride_xw_b,
         stride_w_dir=w_hh.stride(0), stride_w_row=w_hh.stride(1), stride_w_col=w_hh.stride(2),
+        stride_hr_dir=w_hr_arg.stride(0), stride_hr_row=w_hr_arg.stride(1), stride_hr_col=w_hr_arg.stride(2),
         stride_h0_dir=h0.stride(0), stride_h0_b=h0.stride(1), stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
         stride_y_t=stride_y_t, stride_y_b=stride_y_b,
     ))
@@ -430,30 +479,33 @@ def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, lengths
     return y, h_n, c_n, gates, c_hist
 
 
-def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip, *, lengths=None,
-                   reverse=False, batch_first=False, plan: Plan | None = None, spin_limit: int | None = None,
-                   sync: torch.Tensor | None = None, check: bool = True):
+def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip, *, w_hr=None,
+                   lengths=None, reverse=False, batch_first=False, plan: Plan | None = None,
+                   spin_limit: int | None = None, sync: torch.Tensor | None = None, check: bool = True):
     """Backward recurrence of one layer, all its directions in one launch, with the split kernel.
 
     Args:
-        dy: (T, B, D*H) (or (B, T, D*H) with batch_first) grad of y, last dim contiguous.
-        dh_n, dc_n: (D, B, H) contiguous. w_hh: (D, 4H, H). gates (D, T, B, 4H), c_hist
-            (D, T, B, H): the forward's saved state (either variant's), contiguous. c0: (D, B, H)
-            the forward's initial cell state. peephole, cell_clip, lengths, reverse as in the
-            forward; grad_clip: float or None. plan, spin_limit, sync, check: as in split_forward.
+        dy: (T, B, D*P) (or (B, T, D*P)) grad of y, last dim contiguous.
+        dh_n (D, B, P), dc_n (D, B, H), contiguous. w_hh: (D, 4H, P). w_hr: (D, P, H) or None
+            (then P = H). gates (D, T, B, 4H), c_hist (D, T, B, H): the forward's saved state
+            (either variant's), contiguous. c0: (D, B, H) the forward's initial cell state.
+            peephole, cell_clip, lengths, reverse as in the forward; grad_clip: float or None.
+            plan, spin_limit, sync, check: as in split_forward.
     Returns:
         dpre (T, B, D*4H) time-major (after grad_clip; dL/dxw; zero past each row's end),
-        dh0, dc0 (D, B, H), all in dy's dtype. Weight grads are torch GEMMs on the host:
-        dW_hh = sum_t dpre_t^T h_{prev(t)}.
+        dh0 (D, B, P), dc0 (D, B, H), all in dy's dtype, and with a projection dh_hist
+        (D, T, B, P), the grad of every h_t in the compute dtype (else empty). Weight grads
+        are torch GEMMs on the host: dW_hh = sum_t dpre_t^T h_{prev(t)}, dW_hr = sum_t dh_t^T m_t.
 
     Example:
-        >>> dpre, dh0, dc0 = split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, None, None, None)
+        >>> dpre, dh0, dc0, _ = split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, None, None, None)
     """
     D, T, B, H = c_hist.shape
+    _, _, P = _layer_dims(w_hh, w_hr)
     dy_rows = dy.shape[1] if batch_first else dy.shape[0]
-    if gates.shape != (D, T, B, 4 * H) or w_hh.shape != (D, 4 * H, H) or dy_rows != T or dy.shape[-1] != D * H:
-        raise ValueError(f"expected gates (D, T, B, 4H), c_hist (D, T, B, H), w_hh (D, 4H, H), dy with T rows "
-                         f"and D*H columns; got {tuple(gates.shape)}, {tuple(c_hist.shape)}, {tuple(w_hh.shape)}, "
+    if gates.shape != (D, T, B, 4 * H) or w_hh.shape != (D, 4 * H, P) or dy_rows != T or dy.shape[-1] != D * P:
+        raise ValueError(f"expected gates (D, T, B, 4H), c_hist (D, T, B, H), w_hh (D, 4H, P), dy with T rows "
+                         f"and D*P columns; got {tuple(gates.shape)}, {tuple(c_hist.shape)}, {tuple(w_hh.shape)}, "
                          f"{tuple(dy.shape)}")
     if reverse and D != 1:
         raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, H)")
@@ -463,26 +515,30 @@ def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip,
     _check_last_dim_contiguous(dy=dy, c0=c0)
     if plan is None:
         options = _options(peephole, cell_clip, grad_clip, lengths=lengths is not None)
-        plan = _plan_or_raise("backward", B, H, D, dy.dtype, options, dy.device)
-    _check_counter_range(plan, T)
+        plan = _plan_or_raise("backward", B, H, P, D, dy.dtype, options, dy.device)
+    _check_counter_range(plan, T * _barriers_per_step(plan))
     dpre = _output(dy, T, B, D * 4 * H)
-    dh0, dc0 = _output(dy, D, B, H), _output(dy, D, B, H)
+    dh0, dc0 = _output(dy, D, B, P), _output(dy, D, B, H)
+    dh_hist = _output(gates, D, T, B, P) if w_hr is not None else gates.new_empty(0)
     sync = new_sync(plan, dy.device) if sync is None else sync.zero_()
     stride_dy_t, stride_dy_b = _time_major_strides(dy, batch_first)
+    w_hr_arg = w_hr if w_hr is not None else w_hh
     _launch(plan, dict(
-        dy_ptr=dy, dh_n_ptr=dh_n, dc_n_ptr=dc_n, w_hh_ptr=w_hh, gates_ptr=gates, c_hist_ptr=c_hist, c0_ptr=c0,
-        peephole_ptr=peephole if peephole is not None else w_hh, lengths_ptr=_lengths_arg(lengths, dy),
-        dpre_ptr=dpre, dh0_ptr=dh0, dc0_ptr=dc0, sync_ptr=sync,
-        T=T, B=B, H=H, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
+        dy_ptr=dy, dh_n_ptr=dh_n, dc_n_ptr=dc_n, w_hh_ptr=w_hh, w_hr_ptr=w_hr_arg, gates_ptr=gates,
+        c_hist_ptr=c_hist, c0_ptr=c0, peephole_ptr=peephole if peephole is not None else w_hh,
+        lengths_ptr=_lengths_arg(lengths, dy), dpre_ptr=dpre, dh_hist_ptr=dh_hist if w_hr is not None else gates,
+        dh0_ptr=dh0, dc0_ptr=dc0, sync_ptr=sync,
+        T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
         grad_clip=grad_clip if grad_clip is not None else 0.0,
         spin_limit=spin_limit if spin_limit is not None else default_spin_limit(),
         stride_dy_t=stride_dy_t, stride_dy_b=stride_dy_b,
         stride_w_dir=w_hh.stride(0), stride_w_row=w_hh.stride(1), stride_w_col=w_hh.stride(2),
+        stride_hr_dir=w_hr_arg.stride(0), stride_hr_row=w_hr_arg.stride(1), stride_hr_col=w_hr_arg.stride(2),
         stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
     ))
     if check:
         raise_if_barrier_failed(sync, "split backward")
-    return dpre, dh0, dc0
+    return dpre, dh0, dc0, dh_hist
 
 
 # ---- compile report: the split plans for sm_80 / sm_90 without a GPU ------------------------
