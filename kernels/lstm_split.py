@@ -102,6 +102,8 @@ def lstm_fwd_kernel_split(
     HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
+    if not HAS_PROJ:
+        P = H  # the same value, so every offset computed from either is computed once
     pid_u = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(2).to(tl.int64)
@@ -236,6 +238,8 @@ def lstm_bwd_kernel_split(
     HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
+    if not HAS_PROJ:
+        P = H  # the same value, so every offset computed from either is computed once
     pid_u = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(2).to(tl.int64)

@@ -241,8 +241,12 @@ def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
         rows.append((16, 256, torch.float32, split.plan_split(16, 256, torch.float32, opts, limits), cc))
     # H = 1024 bf16 on a 132-SM part: the forward's 128 programs each keep a 64 KB slice
     rows.append((16, 1024, torch.bfloat16, split.plan_split(16, 1024, torch.bfloat16, opts, DeviceLimits.sm90()), 90))
+    # with a projection: the W_hr slice is resident too (H = 1024 forward; H = 128 both ways)
+    rows.append((16, 1024, torch.bfloat16,
+                 split.plan_split(16, 1024, torch.bfloat16, opts, DeviceLimits.sm90(), P=256), 90))
+    rows.append((16, 128, torch.bfloat16, split.plan_split(16, 128, torch.bfloat16, opts, DeviceLimits.sm80(), P=40), 80))
     table = split.compile_report(rows)
-    assert len(table) >= 5
+    assert len(table) >= 8 and sum(r["projection"] for r in table) == 3
     for row in table:
         assert row["error"] is None, row
         assert row["spill_bytes"] == 0 and row["co_resident"], row
@@ -250,6 +254,26 @@ def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
         assert row["release"] and row["acquire"] and row["cg_loads"] >= 1, row
     big = [r for r in table if r["H"] == 1024 and r["kernel"] == "lstm_fwd_kernel_split"]
     assert big and big[0]["programs"] >= 64
+
+
+def test_projection_plans_keep_both_slices_within_the_spill_free_limits():
+    opts = Options(peephole=True, cell_clip=True, grad_clip=True)
+    sm90 = DeviceLimits.sm90()
+    plans = split.plan_split(16, 1024, torch.bfloat16, opts, sm90, P=256)
+    c = dict(plans.forward.constexprs)
+    # 128 programs of 8 units; 256 entries of h over programs of 16: the first 16 own them
+    assert plans.forward.grid == (128, 1, 1) and c["HAS_PROJ"] and c["PROJ_UNITS"] == 16
+    assert (c["BLOCK_P"], c["BLOCK_H"]) == (256, 1024)
+    assert split.resident_slice_bytes(plans.forward) == (4 * 256 * 8 + 1024 * 16) * 2
+    assert plans.backward is None  # H > split.PROJ_BACKWARD_MAX_BLOCK_H: batch-tiled backward
+    both = split.plan_split(3, 128, torch.float32, opts, sm90, P=40)
+    assert both.backward is not None and both.backward.constexpr("UNITS") <= split.PROJ_BACKWARD_MAX_UNITS
+    assert split.plan_split(3, 128, torch.float32, Options(lengths=True), sm90, P=40).backward is None
+    # P == H is no projection: the very plan of P=None
+    assert split.plan_split(3, 128, torch.float32, opts, sm90, P=128) == split.plan_split(3, 128, torch.float32,
+                                                                                         opts, sm90)
+    # a grid that needs wide programs (B = 256, two directions) has no projection plan at all
+    assert split.plan_split(256, 128, torch.bfloat16, opts, DeviceLimits.sm80(), directions=2, P=32) is None
 
 
 # ---- through the public API: kernel="split" on the functional op and the modules ---------------

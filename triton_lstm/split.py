@@ -21,7 +21,9 @@ and step, 4 H^2 e, then exceed split's B H e by 4H/B, e.g. 128x at H = 512, B = 
 more than the barrier's cost; `forward_traffic_per_step` computes both), (b) the split
 grid is co-resident, and (c) the batch-tiled grid leaves most SMs idle (P_b * 4 <=
 num_sms: with many batch tiles the streamed W reads are spread over many SMs and each
-one's L2 traffic is what limits both variants). Under the
+one's L2 traffic is what limits both variants). With a projection the same rule applies
+(the batch-tiled plan streams W_hh and W_hr together); split then also reads all of m_t
+(B H e bytes) per program and pays a second barrier per step. Under the
 interpreter the programs of a launch run one after another, so `kernel="auto"` never picks
 split there (a forced split fails fast, see below).
 
@@ -91,8 +93,12 @@ LENGTHS_SLICE_MAX_BYTES = 32 * 1024
 LENGTHS_BACKWARD_MAX_BLOCK_K = 64
 # A backward of more than 16 units holding all of dpre_t at BLOCK_K = 256 spills (bf16, sm_90).
 BACKWARD_WIDE_UNITS_MAX_BLOCK_K = 128
-# With a projection the backward also holds W_hr's columns and the dm_t dot: spill-free up to
-# H = 128 without lengths, and with lengths not even at H = 64 (bf16, sm_80 / sm_90).
+# With a projection a program also holds its W_hr slice and a second dot (compile matrix,
+# sm_80 / sm_90, bf16 spills first): forwards of 32 or more units spill, and with lengths
+# of 16; backwards of 32 units spill, and so do all backwards from H = 256 on or with lengths.
+PROJ_FORWARD_MAX_UNITS = 16
+PROJ_LENGTHS_FORWARD_MAX_UNITS = 8
+PROJ_BACKWARD_MAX_UNITS = 16
 PROJ_BACKWARD_MAX_BLOCK_H = 128
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
@@ -103,8 +109,8 @@ POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay bel
 @dataclasses.dataclass(frozen=True)
 class SplitPlans:
     """The forward and backward split plans of one layer. backward is None when no backward
-    is wanted (options.store_state False) or none fits (H > 256): the batch-tiled backward
-    then runs on the forward's saved state (same storage contract)."""
+    is wanted (options.store_state False) or none fits (the limits above): the batch-tiled
+    backward then runs on the forward's saved state (same storage contract)."""
 
     forward: Plan
     backward: Plan | None
@@ -217,6 +223,12 @@ def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, l
     if direction == "backward" and max(MIN_DOT, _next_pow2(H)) > max_block_k:
         return None
     max_slice = LENGTHS_SLICE_MAX_BYTES if options.lengths else RESIDENT_SLICE_MAX_BYTES
+    if P is not None and P != H:
+        if direction == "forward":
+            max_units = PROJ_LENGTHS_FORWARD_MAX_UNITS if options.lengths else PROJ_FORWARD_MAX_UNITS
+        else:
+            max_units = PROJ_BACKWARD_MAX_UNITS
+        unit_choices = [u for u in unit_choices if u <= max_units]
     for units in unit_choices:
         if direction == "forward" and options.lengths and units > LENGTHS_FORWARD_MAX_UNITS:
             break
@@ -642,18 +654,21 @@ def occupancy_from_compile(capability: int, workers: int | None = None) -> Calla
 
 
 def report_plans(Bs=REPORT_B, Hs=REPORT_H, dtypes=REPORT_DTYPES, options=Options(peephole=True, cell_clip=True,
-                                                                                  grad_clip=True)) -> list:
-    """(plans, capability) for each shape of the report that has split plans (1 program per SM assumed)."""
+                                                                                  grad_clip=True),
+                 projections=(False, True)) -> list:
+    """(B, H, dtype, plans, capability) for each shape of the report that has split plans (1
+    program per SM assumed); with a projection P = H // 4."""
     from .compile_check import TARGETS
 
     rows = []
     for cc, limits in TARGETS.items():
         for dtype in dtypes:
             for H in Hs:
-                for B in Bs:
-                    plans = plan_split(B, H, dtype, options, limits)
-                    if plans is not None:
-                        rows.append((B, H, dtype, plans, cc))
+                for proj in projections:
+                    for B in Bs:
+                        plans = plan_split(B, H, dtype, options, limits, P=H // 4 if proj else None)
+                        if plans is not None:
+                            rows.append((B, H, dtype, plans, cc))
     return rows
 
 
@@ -679,8 +694,10 @@ def compile_report(rows=None, workers: int | None = None) -> list[dict]:
             else:
                 where = "registers"
             table.append(dict(
-                target=f"sm_{cc}", kernel=plan.kernel, B=B, H=H, dtype=dtype_name(dtype),
-                UNITS=plan.constexpr("UNITS"), BLOCK_B=plan.constexpr("BLOCK_B"), warps=plan.num_warps,
+                target=f"sm_{cc}", kernel=plan.kernel, B=B, H=H,
+                projection=plan.constexpr("HAS_PROJ"), dtype=dtype_name(dtype),
+                UNITS=plan.constexpr("UNITS"), PROJ_UNITS=plan.constexpr("PROJ_UNITS"),
+                BLOCK_B=plan.constexpr("BLOCK_B"), warps=plan.num_warps,
                 programs=programs(plan), registers=r.registers, spill_bytes=r.spill_bytes,
                 shared_bytes=r.shared_bytes, programs_per_sm=r.max_programs_per_sm,
                 co_resident=r.ok and programs(plan) <= TARGETS[cc].num_sms * r.max_programs_per_sm,
