@@ -59,7 +59,8 @@ h_t is exchanged as below. The exchange of h:
   writes slot s % 2 again at step s + 2, after it passed barrier s + 1; passing it means
   every program of the group arrived there, and each arrives only after its read of slot
   s % 2 (done after barrier s, consumed by its step s + 1 dot, ordered before its release
-  arrival). So no read of a slot overlaps the next write to it.
+  arrival). So no read of a slot overlaps the next write to it. (With a projection the
+  h barriers are the step's second ones, with an m barrier between: the argument holds.)
 Backward: each step a program forms dpre_t for its units (kernels/gates.py), publishes it
 to dpre, meets the others, reads all of dpre_t (.cg) and forms its entries of
 dh_{t-1} = dpre_t W_hh[:, entries] with ONE dot over K = 4 * BLOCK_H against its resident

@@ -256,6 +256,17 @@ def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
     assert big and big[0]["programs"] >= 64
 
 
+def test_auto_picks_split_for_a_projection_only_when_its_weights_would_leave_one_sm():
+    sm90, opts = DeviceLimits.sm90(), Options()
+    for H, P, picks in ((64, 32, False), (96, 24, False), (96, 40, True), (512, 128, True)):
+        batch = plan_forward(16, H, P, 1, torch.bfloat16, opts, sm90)
+        assert batch.variant == "batch_streamed"  # every projection streams in the batch kernel
+        chosen = split.prefer_split(16, H, torch.bfloat16, opts, sm90, batch, P=P)
+        assert (chosen is not None) == picks, (H, P)
+        if picks:
+            assert chosen.forward.constexpr("HAS_PROJ")
+
+
 def test_projection_plans_keep_both_slices_within_the_spill_free_limits():
     opts = Options(peephole=True, cell_clip=True, grad_clip=True)
     sm90 = DeviceLimits.sm90()
@@ -301,8 +312,9 @@ def test_modules_run_split_end_to_end_against_torch_lstm(concurrent, monkeypatch
         assert_close(a, b, 1e-10, f"item {k}")
 
 
-PROJ_CASES = [  # (T, B, H, P, reverse, with lengths): programs that own no entries of h (P small), B = 1
-    (4, 3, 64, 24, False, False), (3, 1, 96, 40, True, False), (5, 5, 64, 7, False, True), (4, 5, 96, 63, True, True),
+PROJ_CASES = [  # (T, B, H, P, reverse, with lengths): B = 1, two batch tiles (B = 19), P = H - 1
+    (4, 3, 64, 24, False, False), (3, 1, 96, 40, True, False), (3, 19, 64, 63, False, False),
+    (5, 5, 64, 7, False, True), (4, 5, 96, 63, True, True),
 ]
 
 
@@ -323,6 +335,14 @@ def test_split_with_projection_matches_reference(concurrent, monkeypatch, T, B, 
     g = torch.Generator().manual_seed(seed)
     lengths = random_lengths(B, T, g) if with_lengths else None
     I = 7
+    plans = split.plan_split(B, H, dtype, Options(peephole=True, cell_clip=True, grad_clip=True,
+                                                  lengths=with_lengths), split.device_limits(torch.device(DEVICE)), P=P)
+    for plan in (plans.forward, plans.backward):
+        if plan is not None:
+            owners = -(-P // plan.constexpr("PROJ_UNITS"))  # programs that own entries of h
+            assert owners <= plan.grid[0], split.describe(plan)
+            if 2 * P <= H:  # the others own hidden units but no entries of h
+                assert owners < plan.grid[0], split.describe(plan)
 
     def r(*shape, scale=1.0):
         return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
@@ -352,11 +372,15 @@ def test_split_with_projection_matches_reference(concurrent, monkeypatch, T, B, 
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-def test_split_module_with_projection_matches_torch_lstm(concurrent, packed):
+def test_split_module_with_projection_matches_torch_lstm(concurrent, monkeypatch, packed):
     # Two bidirectional layers with proj_size, forced to split, against torch.nn.LSTM in
     # float64 after load_state_dict: outputs and every parameter gradient.
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+    calls = []
+    for name in ("split_forward", "split_backward"):
+        original = getattr(split, name)
+        monkeypatch.setattr(split, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     torch.manual_seed(seed)
     T, B, I, H, P = 4, 3, 5, 64, 24
@@ -373,9 +397,18 @@ def test_split_module_with_projection_matches_torch_lstm(concurrent, packed):
         y = pad_packed_sequence(out, total_length=T)[0] if packed else out
         loss = (y * w_y).sum() + (h * w_h).sum() + (c * w_c).sum()
         results.append([y, h, c, *torch.autograd.grad(loss, list(m.parameters()))])
+    # every layer ran split forward; the backward too, except with lengths (batch-tiled there)
+    assert sorted(calls) == ["split_backward"] * (0 if packed else 2) + ["split_forward"] * 2
     names = ["y", "h_n", "c_n", *(n for n, _ in theirs.named_parameters())]
     for name, a, b in zip(names, *results):
         assert_close(a, b, TOLERANCE[torch.float64], f"{name} (seed {seed})")
+
+
+def test_split_refuses_a_w_hr_that_is_no_projection():
+    H = 32
+    xw, w_hh, h0, c0 = torch.zeros(2, 1, 4 * H), torch.zeros(1, 4 * H, H), torch.zeros(1, 1, H), torch.zeros(1, 1, H)
+    with pytest.raises(ValueError, match="0 < P < H"):
+        split.split_forward(xw, w_hh, h0, c0, None, None, True, w_hr=torch.zeros(1, H, H))
 
 
 @needs_interpreter

@@ -68,7 +68,8 @@ from typing import Callable
 
 import torch
 
-from .planning import MIN_DOT, DeviceLimits, Options, Plan, _common_constexprs, _next_pow2, dtype_name
+from .planning import (MIN_DOT, RESIDENT_W_MAX_BYTES, DeviceLimits, Options, Plan, _common_constexprs, _next_pow2,
+                       dtype_name)
 
 SPIN_LIMIT_GPU = 1 << 24
 SPIN_LIMIT_INTERPRETED = 10000
@@ -313,9 +314,19 @@ def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: D
         return None  # a launch's programs run one after another there: the barrier cannot complete
     if batch_plan.variant != "batch_streamed":
         return None  # W_hh resident in one program, no barrier: batch-tiled is faster
+    if P is not None and P != H and _projected_weight_bytes(H, P, dtype) <= RESIDENT_W_MAX_BYTES:
+        # the batch plan streams every projection (planning._tiles), also when W_hh and W_hr
+        # are small enough to stay in one SM's L1: no reason for two barriers per step then
+        return None
     if 4 * programs(batch_plan) > limits.num_sms:
         return None  # enough batch tiles to spread the streamed W_hh over most SMs
     return plan_split(B, H, dtype, options, limits, occupancy, directions, P)
+
+
+def _projected_weight_bytes(H: int, P: int, dtype: torch.dtype) -> int:
+    """W_hh and W_hr in the batch kernels' padded tiles, as planning measures a resident W_hh."""
+    block_h, block_p = max(MIN_DOT, _next_pow2(H)), max(MIN_DOT, _next_pow2(P))
+    return 5 * block_h * block_p * _ELEMENT_BYTES[dtype_name(dtype)]
 
 
 def interpreted() -> bool:
@@ -380,8 +391,9 @@ def _plan_or_raise(direction, B, H, P, D, dtype, options, device) -> Plan:
     plans = plan_split(B, H, dtype, options, limits, directions=D, P=P)
     plan = None if plans is None else getattr(plans, direction)
     if plan is None:
-        raise RuntimeError(f"no split {direction} plan for B={B}, H={H}, {dtype} on {limits.name}: its programs "
-                           "cannot all be resident with their W_hh slices; use kernel='batch'")
+        raise RuntimeError(f"no split {direction} plan for B={B}, H={H}, proj_size={P if P != H else 0}, {dtype} "
+                           f"on {limits.name}: its programs cannot all be resident with their weight slices; "
+                           "use kernel='batch'")
     return plan
 
 
@@ -389,9 +401,11 @@ def _layer_dims(w_hh: torch.Tensor, w_hr: torch.Tensor | None) -> tuple[int, int
     """(D, H, P) of w_hh (D, 4H, P) and w_hr (D, P, H) or None, checked against each other."""
     D, G, P = w_hh.shape
     H = G // 4
-    if G != 4 * H or (w_hr is None and P != H) or (w_hr is not None and tuple(w_hr.shape) != (D, P, H)):
-        raise ValueError(f"w_hh must be (D, 4H, P) with w_hr (D, P, H), or (D, 4H, H) without one; got w_hh "
-                         f"{tuple(w_hh.shape)} and w_hr {None if w_hr is None else tuple(w_hr.shape)}")
+    if G != 4 * H or (w_hr is None and P != H) or (w_hr is not None and (tuple(w_hr.shape) != (D, P, H)
+                                                                         or not 0 < P < H)):
+        raise ValueError(f"w_hh must be (D, 4H, P) with w_hr (D, P, H) and 0 < P < H, or (D, 4H, H) without "
+                         f"w_hr; got w_hh {tuple(w_hh.shape)} and w_hr "
+                         f"{None if w_hr is None else tuple(w_hr.shape)}")
     return D, H, P
 
 
@@ -449,7 +463,7 @@ def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, w_hr=No
         raise ValueError(f"xw must be (T, B, D*4H) for w_hh (D, 4H, P); got {tuple(xw.shape)} and "
                          f"{tuple(w_hh.shape)}")
     if reverse and D != 1:
-        raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, H)")
+        raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, P)")
     _check_last_dim_contiguous(xw=xw, h0=h0, c0=c0)
     if peephole is not None and not peephole.is_contiguous():
         raise ValueError("peephole must be contiguous")
@@ -520,7 +534,7 @@ def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip,
                          f"and D*P columns; got {tuple(gates.shape)}, {tuple(c_hist.shape)}, {tuple(w_hh.shape)}, "
                          f"{tuple(dy.shape)}")
     if reverse and D != 1:
-        raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, H)")
+        raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, P)")
     for name, t in (("gates", gates), ("c_hist", c_hist), ("dh_n", dh_n), ("dc_n", dc_n)):
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
