@@ -62,10 +62,15 @@ h_t is exchanged as below. The exchange of h:
   arrival). So no read of a slot overlaps the next write to it. (With a projection the
   h barriers are the step's second ones, with an m barrier between: the argument holds.)
 Backward: each step a program forms dpre_t for its units (kernels/gates.py), publishes it
-to dpre, meets the others, reads all of dpre_t (.cg) and forms its entries of
-dh_{t-1} = dpre_t W_hh[:, entries] with ONE dot over K = 4 * BLOCK_H against its resident
-columns of W_hh (row r of the tile is gate r // BLOCK_H, hidden unit r % BLOCK_H). dpre is
-the exchange: each (row, time) is written once, so no slot is rewritten. With a
+to dpre, meets the others, reads dpre_t (.cg) and forms its entries of
+dh_{t-1} = dpre_t W_hh[:, entries] against its resident columns of W_hh, kept as one tile
+per gate: per gate it reads only that gate's [BLOCK_B, BLOCK_H] block of dpre_t, cut into
+K_CHUNKS chunks along K, and accumulates one dot batched over the chunks
+([K_CHUNKS, BLOCK_B, BLOCK_H / K_CHUNKS] x [K_CHUNKS, BLOCK_H / K_CHUNKS, PROJ_UNITS]),
+summed over them after the fourth gate. Why: with M = BLOCK_B = 16 a 2D dot lays every warp
+along the same 16 rows, so each warp holds the whole K; the batch lets the warps split K.
+Holding all of dpre_t for one dot over 4 * BLOCK_H spilled from H = 512 (H = 128 with
+lengths); this is spill-free up to H = 512 with or without lengths. dpre is the exchange: each (row, time) is written once, so no slot is rewritten. With a
 projection, the step first publishes its entries of dh_t = dh carried + dy_t to dh_hist,
 meets the others, and forms its units' dm_t = dh_t W_hr[:, units]; without one dm_t is
 its own dh_t. Rows past their end carry dh and dc unchanged, write dpre = 0 and ignore
@@ -77,8 +82,8 @@ import triton.language as tl
 from .gates import lstm_cell_backward, lstm_cell_forward
 from .grid_barrier import grid_barrier
 from .lstm_bwd import load_c_prev
-from .lstm_fwd import (load_gate_tiles, load_lengths, load_peephole, rows_at_step, rows_or_carry, rows_or_zero,
-                       store_step_tiles)
+from .lstm_fwd import (dot_operand, load_gate_tiles, load_lengths, load_peephole, rows_at_step, rows_or_carry,
+                       rows_or_zero, store_step_tiles)
 
 
 @triton.jit
@@ -89,6 +94,13 @@ def split_gates(b_pre, BLOCK_B: tl.constexpr, UNITS: tl.constexpr):
     pre_i, pre_g = tl.split(b_even)
     pre_f, pre_o = tl.split(b_odd)
     return pre_i, pre_f, pre_g, pre_o
+
+
+@triton.jit
+def dot_chunk(ptrs, mask, b_w, acc, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """acc + (exchanged tile at ptrs, read past L1) @ b_w, batched over the leading axis."""
+    b_x = tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".cg")
+    return tl.dot(b_x.to(b_w.dtype), b_w, acc=acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
 
 @triton.jit(do_not_specialize=["T", "direction0", "spin_limit"])
@@ -235,7 +247,8 @@ def lstm_bwd_kernel_split(
     stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
     stride_hr_col, stride_c0_dir, stride_c0_b,
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
-    BLOCK_H: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
+    BLOCK_H: tl.constexpr, K_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
+    USE_GRAD_CLIP: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
@@ -256,10 +269,11 @@ def lstm_bwd_kernel_split(
     mask_u = offs_u < H
     offs_q = pid_u * PROJ_UNITS + tl.arange(0, PROJ_UNITS)  # [PROJ_UNITS] this program's entries of h
     mask_q = offs_q < P
-    offs_r = tl.arange(0, 4 * BLOCK_H)  # [4 * BLOCK_H] row r: gate r // BLOCK_H, hidden unit r % BLOCK_H
-    k_r = offs_r % BLOCK_H
-    col_r = (offs_r // BLOCK_H) * H + k_r  # row of W_hh and column of dpre behind r
-    mask_r = k_r < H
+    # one gate's BLOCK_H rows of W_hh (columns of dpre) as K_CHUNKS chunks: chunk c holds hidden
+    # units c * BLOCK_H / K_CHUNKS + kk, and the dh dot is batched over the chunks (see below)
+    offs_ck = (tl.arange(0, K_CHUNKS)[:, None] * (BLOCK_H // K_CHUNKS)
+               + tl.arange(0, BLOCK_H // K_CHUNKS)[None, :])  # [K_CHUNKS, BLOCK_H // K_CHUNKS]
+    mask_ck = offs_ck < H
     mask_bu = mask_b[:, None] & mask_u[None, :]
     mask_bq = mask_b[:, None] & mask_q[None, :]
     B64 = tl.cast(B, tl.int64)
@@ -285,11 +299,14 @@ def lstm_bwd_kernel_split(
     state_offs = offs_b[:, None] * H + offs_u[None, :]
     gate_offs = offs_b[:, None] * 4 * H + offs_u[None, :]
 
-    # Resident for the whole sequence: b_w[r, q] = W_hh[col_r, q] for this program's entries q of h
-    b_w = tl.load(w_hh_ptr + col_r[:, None] * stride_w_row + offs_q[None, :] * stride_w_col,
-                  mask=mask_r[:, None] & mask_q[None, :], other=0.0)  # [4 * BLOCK_H, PROJ_UNITS]
-    if DOT_IN_FP32:
-        b_w = b_w.to(tl.float32)
+    # Resident for the whole sequence, per gate g: b_w_g[c, kk, q] = W_hh[g H + k, q] for hidden
+    # unit k = offs_ck[c, kk] and this program's entries q of h
+    w_ptrs = w_hh_ptr + offs_ck[:, :, None] * stride_w_row + offs_q[None, None, :] * stride_w_col
+    mask_w = mask_ck[:, :, None] & mask_q[None, None, :]
+    b_w_i = dot_operand(w_ptrs, mask_w, DOT_IN_FP32)  # [K_CHUNKS, BLOCK_H // K_CHUNKS, PROJ_UNITS]
+    b_w_f = dot_operand(w_ptrs + H * stride_w_row, mask_w, DOT_IN_FP32)
+    b_w_g = dot_operand(w_ptrs + 2 * H * stride_w_row, mask_w, DOT_IN_FP32)
+    b_w_o = dot_operand(w_ptrs + 3 * H * stride_w_row, mask_w, DOT_IN_FP32)
     if HAS_PROJ:
         # and W_hr's columns of this program's units: b_whr[k, u] = W_hr[k, u]
         offs_k = tl.arange(0, BLOCK_P)  # [BLOCK_P] all entries of h
@@ -346,10 +363,17 @@ def lstm_bwd_kernel_split(
         else:
             barriers = tt + 1
         grid_barrier(sync_ptr, barriers * nprog, spin_limit)
-        b_dpre_all = tl.load(dpre_rows + col_r[None, :], mask=mask_b[:, None] & mask_r[None, :], other=0.0,
-                             cache_modifier=".cg")  # [BLOCK_B, 4 * BLOCK_H]
-        dh_prev = tl.dot(b_dpre_all.to(b_w.dtype), b_w, input_precision=INPUT_PRECISION,
-                         out_dtype=ACC_DTYPE)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} from the recurrence
+        # dh_{t-1} = dpre_t W_hh[:, entries] one gate at a time, so only one gate's block of
+        # dpre_t is live, each dot batched over K chunks: with M = BLOCK_B = 16 a 2D dot gives
+        # every warp the whole K (warps split only M and N); the batch lets them split K
+        dpre_ptrs = dpre_rows[None, :, :] + offs_ck[:, None, :]  # [K_CHUNKS, BLOCK_B, BLOCK_H // K_CHUNKS]
+        mask_dpre = mask_b[None, :, None] & mask_ck[:, None, :]
+        dh_part = dot_chunk(dpre_ptrs, mask_dpre, b_w_i, tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE),
+                            INPUT_PRECISION, ACC_DTYPE)
+        dh_part = dot_chunk(dpre_ptrs + H, mask_dpre, b_w_f, dh_part, INPUT_PRECISION, ACC_DTYPE)
+        dh_part = dot_chunk(dpre_ptrs + 2 * H, mask_dpre, b_w_g, dh_part, INPUT_PRECISION, ACC_DTYPE)
+        dh_part = dot_chunk(dpre_ptrs + 3 * H, mask_dpre, b_w_o, dh_part, INPUT_PRECISION, ACC_DTYPE)
+        dh_prev = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} from the recurrence
         b_dh = rows_or_carry(dh_prev, b_dh, active, HAS_LENGTHS)  # a row past its end carries dh unchanged
     tl.store(dh0_ptr + offs_b[:, None] * P + offs_q[None, :], b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bq)
     tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bu)

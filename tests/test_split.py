@@ -194,14 +194,16 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     plans = split.plan_split(40, 256, torch.bfloat16, Options(lengths=True), DeviceLimits.sm90(), directions=2)
     assert plans.forward.grid == (16, 3, 2) and plans.forward.constexpr("UNITS") == 16
     assert plans.forward.constexpr("HAS_LENGTHS") is True
-    assert plans.backward is None  # with lengths the backward spills from H = 128 on
+    assert plans.backward.grid == (16, 3, 2) and plans.backward.constexpr("K_CHUNKS") == 4
     # with lengths a forward slice over 32 KB spills: fp32 needs 64 KB for 16 units at H = 256
     assert split.plan_split(40, 256, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2) is None
     assert split.plan_split(40, 64, torch.float32, Options(lengths=True), DeviceLimits.sm90(),
                             directions=2).backward.grid == (4, 3, 2)
     assert split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90(), directions=2) is None
-    # the backward holds all of dpre_t for its dot: only up to H = 256 (compile report)
-    assert split.plan_split(16, 512, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is None
+    # the backward's K-chunked dot is spill-free up to H = 512 (compile report); beyond, no plan
+    plans = split.plan_split(16, 512, torch.bfloat16, Options(lengths=True), DeviceLimits.sm90())
+    assert plans.backward.constexpr("UNITS") == 16 and plans.backward.constexpr("K_CHUNKS") == 4
+    assert split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is None
     assert split.plan_split(16, 512, torch.bfloat16, Options(store_state=False), DeviceLimits.sm90()).backward is None
 
 
@@ -276,10 +278,13 @@ def test_projection_plans_keep_both_slices_within_the_spill_free_limits():
     assert plans.forward.grid == (128, 1, 1) and c["HAS_PROJ"] and c["PROJ_UNITS"] == 16
     assert (c["BLOCK_P"], c["BLOCK_H"]) == (256, 1024)
     assert split.resident_slice_bytes(plans.forward) == (4 * 256 * 8 + 1024 * 16) * 2
-    assert plans.backward is None  # H > split.PROJ_BACKWARD_MAX_BLOCK_H: batch-tiled backward
+    assert plans.backward is None  # no backward is spill-free at H = 1024: batch-tiled backward
     both = split.plan_split(3, 128, torch.float32, opts, sm90, P=40)
     assert both.backward is not None and both.backward.constexpr("UNITS") <= split.PROJ_BACKWARD_MAX_UNITS
-    assert split.plan_split(3, 128, torch.float32, Options(lengths=True), sm90, P=40).backward is None
+    assert split.plan_split(3, 256, torch.bfloat16, Options(lengths=True), sm90, P=64).backward is not None
+    # with lengths a projection's backward spills from H = 512 on; without, it does not
+    assert split.plan_split(3, 512, torch.bfloat16, Options(lengths=True), sm90, P=128).backward is None
+    assert split.plan_split(3, 512, torch.bfloat16, Options(), sm90, P=128).backward is not None
     # P == H is no projection: the very plan of P=None
     assert split.plan_split(3, 128, torch.float32, opts, sm90, P=128) == split.plan_split(3, 128, torch.float32,
                                                                                          opts, sm90)
@@ -325,8 +330,7 @@ PROJ_CASES = [  # (T, B, H, P, reverse, with lengths): B = 1, two batch tiles (B
 def test_split_with_projection_matches_reference(concurrent, monkeypatch, T, B, H, P, reverse, with_lengths, dtype):
     # proj_size through the functional op forced to split: two exchanges per step (m_t, then
     # h_t) forward, and (dh_t, then dpre_t) backward. Outputs and every gradient against the
-    # reference, peepholes and both clips on. With lengths the backward is not planned as
-    # split (split.PROJ_BACKWARD_MAX_BLOCK_H) and the batch-tiled one runs on split's state.
+    # reference, peepholes and both clips on.
     calls = []
     for name in ("split_forward", "split_backward"):
         original = getattr(split, name)
@@ -363,7 +367,7 @@ def test_split_with_projection_matches_reference(concurrent, monkeypatch, T, B, 
         results.append({"y": y, "h_n": h_n, "c_n": c_n, **{f"d{k}": gr for k, gr in zip(leaves, grads)}})
     ours, ref = results
     assert ours["y"].shape == (T, B, P) and ours["h_n"].shape == (B, P)
-    assert sorted(calls) == ["split_backward"] * (not with_lengths) + ["split_forward"]
+    assert sorted(calls) == ["split_backward", "split_forward"]
     if with_lengths:
         past_end = torch.arange(T)[:, None] >= lengths[None, :]  # [T, B]
         assert (ours["y"].cpu()[past_end] == 0).all()
@@ -397,8 +401,7 @@ def test_split_module_with_projection_matches_torch_lstm(concurrent, monkeypatch
         y = pad_packed_sequence(out, total_length=T)[0] if packed else out
         loss = (y * w_y).sum() + (h * w_h).sum() + (c * w_c).sum()
         results.append([y, h, c, *torch.autograd.grad(loss, list(m.parameters()))])
-    # every layer ran split forward; the backward too, except with lengths (batch-tiled there)
-    assert sorted(calls) == ["split_backward"] * (0 if packed else 2) + ["split_forward"] * 2
+    assert sorted(calls) == ["split_backward"] * 2 + ["split_forward"] * 2  # every layer, both ways
     names = ["y", "h_n", "c_n", *(n for n, _ in theirs.named_parameters())]
     for name, a, b in zip(names, *results):
         assert_close(a, b, TOLERANCE[torch.float64], f"{name} (seed {seed})")
@@ -474,14 +477,14 @@ def test_split_lengths_and_reverse_match_reference(concurrent, T, B, H, reverse,
 def test_split_keeps_the_batch_kernels_storage_contract_both_directions(concurrent, dtype, P):
     # Same tensors in, same tensors out: y, h_n, c_n, the saved gates and c_hist (zeros past
     # each row's end), dpre (zeros past each row's end), dh0, dc0 and with a projection
-    # dh_hist, for D = 2 (with lengths when there is no projection: with one, and lengths, the
-    # backward is batch-tiled), against the batch-tiled kernels (tested against the reference).
+    # dh_hist, for D = 2 with lengths, against the batch-tiled kernels (tested against the
+    # reference).
     from triton_lstm import launcher
 
     T, B, H, D = 5, 5, 64, 2
     seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     g = torch.Generator().manual_seed(seed)
-    lengths = random_lengths(B, T, g).to(DEVICE) if P is None else None
+    lengths = random_lengths(B, T, g).to(DEVICE)
     proj = P is not None
     P = P or H
 
@@ -504,11 +507,12 @@ def test_split_keeps_the_batch_kernels_storage_contract_both_directions(concurre
         outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0,
                                dh_hist=dh_hist)
     split_out = outputs["split"]
-    if lengths is not None:
-        past_end = (torch.arange(T, device=DEVICE)[:, None] >= lengths[None, :])  # [T, B]
-        assert (split_out["gates"][:, past_end] == 0).all() and (split_out["c_hist"][:, past_end] == 0).all()
-        assert (split_out["dpre"][past_end] == 0).all() and (split_out["y"][past_end] == 0).all()
+    past_end = (torch.arange(T, device=DEVICE)[:, None] >= lengths[None, :])  # [T, B]
+    assert (split_out["gates"][:, past_end] == 0).all() and (split_out["c_hist"][:, past_end] == 0).all()
+    assert (split_out["dpre"][past_end] == 0).all() and (split_out["y"][past_end] == 0).all()
     assert split_out["dh_hist"].numel() == (D * T * B * P if proj else 0)
+    if proj:
+        assert (split_out["dh_hist"][:, past_end] == 0).all()
     for name, ref in outputs["batch"].items():
         assert split_out[name].shape == ref.shape, name
         assert_close(split_out[name], ref, TOLERANCE[dtype], f"{name} (seed {seed})")
@@ -546,12 +550,7 @@ def test_split_module_bidirectional_packed_matches_torch_lstm(concurrent, monkey
         assert torch.equal(out_lengths, lengths)
         loss = (y * w_y.to(dt)).sum() + (h * w_h.to(dt)).sum() + (c * w_c.to(dt)).sum()
         results.append([y, h, c, *torch.autograd.grad(loss, list(m.parameters()))])
-    # with lengths the split backward is planned only up to H = 64 (it spills beyond, see
-    # split.LENGTHS_BACKWARD_MAX_BLOCK_K); then the batch-tiled backward runs on split's saved state
-    plans = split.plan_split(B, H, dtype, Options(lengths=True), split.device_limits(torch.device(DEVICE)),
-                             directions=2)
-    assert (plans.backward is not None) == (H <= 64)
-    assert sorted(calls) == ["split_backward"] * (2 if H <= 64 else 0) + ["split_forward"] * 2
+    assert sorted(calls) == ["split_backward"] * 2 + ["split_forward"] * 2
     names = ["y", "h_n", "c_n", *(n for n, _ in theirs.named_parameters())]
     for name, a, b in zip(names, *results):
         assert_close(a, b, TOLERANCE[dtype], f"{name} (seed {seed})")

@@ -83,7 +83,9 @@ def plan_matrix(limits: DeviceLimits, Bs=MATRIX_B, Hs=MATRIX_H, dtypes=MATRIX_DT
                         plans.append(plan_cell_backward(B, H, dtype, opt, limits))
                 # the split variant: one and two directions, with and without lengths (HAS_LENGTHS
                 # changes the code; a direction is only a grid axis), with and without a projection
-                split_shapes = [(None, opt) for opt in options] + [(proj_size_for(H), opt) for opt in proj_options]
+                # (two sizes: a split program's resident W_hr slice grows with P)
+                split_shapes = [(None, opt) for opt in options] + [
+                    (P, opt) for P in dict.fromkeys((proj_size_for(H), H - 1)) for opt in proj_options]
                 for P, opt in split_shapes:
                     for lengths in (False, True):
                         for directions in (1, 2):

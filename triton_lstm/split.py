@@ -78,29 +78,32 @@ SPIN_LIMIT_INTERPRETED = 10000
 #   batch tiles (grid axis 1, each tile with its own barrier) instead of taller tiles.
 # - A forward slice of up to 64 KB is spill-free (bf16 H = 1024, UNITS = 8, 8 warps: 240
 #   registers, the slice in shared memory); 128 KB spills.
-# - The backward also holds all of dpre_t ([BLOCK_B, 4 BLOCK_K]) for its one dot: spill-free
-#   up to BLOCK_K = 256 (H <= 256), spilling from H = 512 on. Past that the backward plan is
-#   None and the batch-tiled backward runs on the same saved state.
+# - The backward reads dpre_t one gate at a time, in BACKWARD_K_CHUNKS chunks along K that
+#   its dot is batched over where BLOCK_H >= 8 N (N = the dot's width, PROJ_UNITS), so the
+#   warps split K (kernels/lstm_split.py). Spill-free, with or without lengths, up to
+#   H = 512 with 16 units, 256 with 32, 128 with 64, and slices up to 128 KB; H = 1024
+#   spills at any width. Past that the backward plan is None and the batch-tiled backward
+#   runs on the same saved state. (Holding all of dpre_t for one dot spilled from H = 512,
+#   with lengths from H = 128.)
 MAX_BLOCK_B = 16
 FORWARD_UNITS = (8, 16, 32, 64)  # 4 * UNITS gate columns: 8 is DESIGN.md section 6's fastest
 BACKWARD_UNITS = (16, 32, 64)  # the backward dot's N is UNITS itself: >= 16
 RESIDENT_SLICE_MAX_BYTES = 64 * 1024
-BACKWARD_MAX_BLOCK_K = 256
+BACKWARD_SLICE_MAX_BYTES = 128 * 1024
+BACKWARD_MAX_BLOCK_H = {16: 512, 32: 256, 64: 128}  # by UNITS
+BACKWARD_K_CHUNKS = 4
 # With lengths (HAS_LENGTHS) each step also carries the frozen state and per-row masks and
 # times in registers (compile matrix, sm_80 / sm_90): forwards of 32 or more units, or with a
-# slice over 32 KB, spill, and so does the backward from BLOCK_K = 128 on.
+# slice over 32 KB, spill.
 LENGTHS_FORWARD_MAX_UNITS = 16
 LENGTHS_SLICE_MAX_BYTES = 32 * 1024
-LENGTHS_BACKWARD_MAX_BLOCK_K = 64
-# A backward of more than 16 units holding all of dpre_t at BLOCK_K = 256 spills (bf16, sm_90).
-BACKWARD_WIDE_UNITS_MAX_BLOCK_K = 128
 # With a projection a program also holds its W_hr slice and a second dot (compile matrix,
 # sm_80 / sm_90, bf16 spills first): forwards of 32 or more units spill, and with lengths
-# of 16; backwards of 32 units spill, and so do all backwards from H = 256 on or with lengths.
+# of 16; backwards with lengths spill from H = 512 on (16 units: 16-56 bytes).
 PROJ_FORWARD_MAX_UNITS = 16
 PROJ_LENGTHS_FORWARD_MAX_UNITS = 8
-PROJ_BACKWARD_MAX_UNITS = 16
-PROJ_BACKWARD_MAX_BLOCK_H = 128
+PROJ_BACKWARD_MAX_UNITS = 32
+PROJ_LENGTHS_BACKWARD_MAX_BLOCK_H = 256
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
@@ -179,7 +182,8 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
     grid = (-(-H // units), -(-B // block_b), directions)  # (unit slices, batch tiles, directions)
     p, a = f"*{name}", f"*{acc}"
     common = (("BLOCK_B", block_b), ("UNITS", units), ("PROJ_UNITS", punits), ("BLOCK_P", block_p),
-              ("BLOCK_H", block_h), ("HAS_PEEPHOLE", options.peephole), ("USE_CELL_CLIP", options.cell_clip))
+              ("BLOCK_H", block_h))
+    gate_flags = (("HAS_PEEPHOLE", options.peephole), ("USE_CELL_CLIP", options.cell_clip))
     tail = (("HAS_PROJ", has_proj), ("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision),
             ("ACC_DTYPE", acc))
     # the m exchange holds the projection dot's operand: fp32 where the interpreter upcasts 16-bit
@@ -196,7 +200,8 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
             ("stride_h0_dir", "i32"), ("stride_h0_b", "i32"), ("stride_c0_dir", "i32"),
             ("stride_c0_b", "i32"), ("stride_y_t", "i32"), ("stride_y_b", "i32"),
         )
-        constexprs = common + (("HAS_LENGTHS", options.lengths), ("STORE_STATE", options.store_state)) + tail
+        constexprs = common + gate_flags + (("HAS_LENGTHS", options.lengths),
+                                            ("STORE_STATE", options.store_state)) + tail
         kernel = "lstm_fwd_kernel_split"
     else:
         signature = (
@@ -209,7 +214,10 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
             ("stride_w_col", "i32"), ("stride_hr_dir", "i32"), ("stride_hr_row", "i32"), ("stride_hr_col", "i32"),
             ("stride_c0_dir", "i32"), ("stride_c0_b", "i32"),
         )
-        constexprs = common + (("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
+        # the dh dot batched over K chunks where K = BLOCK_H is at least 8 N (see the limits above)
+        k_chunks = BACKWARD_K_CHUNKS if block_h >= 8 * punits else 1
+        constexprs = common + (("K_CHUNKS", k_chunks),) + gate_flags + (
+            ("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
         kernel = "lstm_bwd_kernel_split"
     plan = Plan(kernel, "split", grid, 4, 1, _maxnreg(4, limits), signature, constexprs)
     num_warps = _num_warps(resident_slice_bytes(plan))
@@ -218,23 +226,22 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
 
 def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, limits, occupancy) -> Plan | None:
     """The plan with the fewest units per program whose grid is co-resident and whose slice fits."""
-    max_block_k = LENGTHS_BACKWARD_MAX_BLOCK_K if options.lengths else BACKWARD_MAX_BLOCK_K
-    if P is not None and P != H:
-        max_block_k = 0 if options.lengths else min(max_block_k, PROJ_BACKWARD_MAX_BLOCK_H)
-    if direction == "backward" and max(MIN_DOT, _next_pow2(H)) > max_block_k:
-        return None
-    max_slice = LENGTHS_SLICE_MAX_BYTES if options.lengths else RESIDENT_SLICE_MAX_BYTES
-    if P is not None and P != H:
-        if direction == "forward":
-            max_units = PROJ_LENGTHS_FORWARD_MAX_UNITS if options.lengths else PROJ_FORWARD_MAX_UNITS
-        else:
-            max_units = PROJ_BACKWARD_MAX_UNITS
+    block_h = max(MIN_DOT, _next_pow2(H))
+    proj = P is not None and P != H
+    if direction == "forward":
+        max_slice = LENGTHS_SLICE_MAX_BYTES if options.lengths else RESIDENT_SLICE_MAX_BYTES
+        max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
+        if proj:
+            max_units = min(max_units, PROJ_LENGTHS_FORWARD_MAX_UNITS if options.lengths else PROJ_FORWARD_MAX_UNITS)
         unit_choices = [u for u in unit_choices if u <= max_units]
+    else:
+        max_slice = BACKWARD_SLICE_MAX_BYTES
+        unit_choices = [u for u in unit_choices if block_h <= BACKWARD_MAX_BLOCK_H[u]]
+        if proj:
+            if options.lengths and block_h > PROJ_LENGTHS_BACKWARD_MAX_BLOCK_H:
+                return None
+            unit_choices = [u for u in unit_choices if u <= PROJ_BACKWARD_MAX_UNITS]
     for units in unit_choices:
-        if direction == "forward" and options.lengths and units > LENGTHS_FORWARD_MAX_UNITS:
-            break
-        if direction == "backward" and units > 16 and max(MIN_DOT, _next_pow2(H)) > BACKWARD_WIDE_UNITS_MAX_BLOCK_K:
-            break
         plan = _plan_one(direction, units, B, H, directions, name, options, limits, P)
         if _budgeted_slice_bytes(plan) > max_slice:
             continue
