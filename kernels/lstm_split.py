@@ -27,6 +27,8 @@ Legend (the storage contract of the batch-tiled kernels, lstm_fwd.py / lstm_bwd.
                 flag of each (direction, batch tile) barrier group (kernels/grid_barrier.py)
   direction0    runtime: 1 runs a lone reverse direction (reverse=True), else 0
   BLOCK_P, BLOCK_H  powers of two >= P and >= H (equal without a projection)
+  K_CHUNKS, PROJ_CHUNKS  chunks along K of the backward's dh dot and of either projection dot
+                (see the backward below); 1 where K is small
   b_*           register tiles, shapes in trailing comments
 Grid (cdiv(H, UNITS), cdiv(B, BLOCK_B), D). Program (p, q, d) owns hidden units
 [p * UNITS, (p + 1) * UNITS) and entries of h [p * PROJ_UNITS, (p + 1) * PROJ_UNITS)
@@ -111,8 +113,8 @@ def lstm_fwd_kernel_split(
     stride_xw_t, stride_xw_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
     stride_hr_col, stride_h0_dir, stride_h0_b, stride_c0_dir, stride_c0_b, stride_y_t, stride_y_b,
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
-    BLOCK_H: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-    HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_H: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
     if not HAS_PROJ:
@@ -167,13 +169,14 @@ def lstm_fwd_kernel_split(
     if DOT_IN_FP32:
         b_w = b_w.to(tl.float32)  # the interpreter computes on raw bf16 bits
     if HAS_PROJ:
-        # and the projection rows of this program's entries of h: b_whr[k, q] = W_hr[q, k]
-        offs_m = tl.arange(0, BLOCK_H)  # [BLOCK_H] all hidden units
-        mask_m = offs_m < H
-        b_whr = tl.load(w_hr_ptr + offs_q[None, :] * stride_hr_row + offs_m[:, None] * stride_hr_col,
-                        mask=mask_m[:, None] & mask_q[None, :], other=0.0)  # [BLOCK_H, PROJ_UNITS]
-        if DOT_IN_FP32:
-            b_whr = b_whr.to(tl.float32)
+        # and the projection rows of this program's entries of h, in PROJ_CHUNKS chunks along
+        # K = the hidden units (as in the backward's dh dot): b_whr[c, kk, q] = W_hr[q, k]
+        offs_mc = (tl.arange(0, PROJ_CHUNKS)[:, None] * (BLOCK_H // PROJ_CHUNKS)
+                   + tl.arange(0, BLOCK_H // PROJ_CHUNKS)[None, :])  # [PROJ_CHUNKS, BLOCK_H // PROJ_CHUNKS]
+        mask_mc = offs_mc < H
+        b_whr = dot_operand(w_hr_ptr + offs_q[None, None, :] * stride_hr_row + offs_mc[:, :, None] * stride_hr_col,
+                            mask_mc[:, :, None] & mask_q[None, None, :],
+                            DOT_IN_FP32)  # [PROJ_CHUNKS, BLOCK_H // PROJ_CHUNKS, PROJ_UNITS]
     p_i, p_f, p_o = load_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
     b_h_all = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_k[None, :],
                       mask=mask_bk, other=0.0)  # [BLOCK_B, BLOCK_P]
@@ -201,11 +204,10 @@ def lstm_fwd_kernel_split(
             # which every program reaches only after its read below.
             tl.store(m_exchange_ptr + state_offs, m_new.to(m_exchange_ptr.dtype.element_ty), mask=mask_bu)
             grid_barrier(sync_ptr, (2 * s + 1) * nprog, spin_limit)
-            b_m_all = tl.load(m_exchange_ptr + offs_b[:, None] * H + offs_m[None, :],
-                              mask=mask_b[:, None] & mask_m[None, :], other=0.0,
-                              cache_modifier=".cg")  # [BLOCK_B, BLOCK_H]
-            h_new = tl.dot(b_m_all.to(b_whr.dtype), b_whr, input_precision=INPUT_PRECISION,
-                           out_dtype=ACC_DTYPE)  # [BLOCK_B, PROJ_UNITS]
+            h_part = dot_chunk(m_exchange_ptr + offs_b[None, :, None] * H + offs_mc[:, None, :],
+                               mask_b[None, :, None] & mask_mc[:, None, :], b_whr,
+                               tl.zeros([PROJ_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE), INPUT_PRECISION, ACC_DTYPE)
+            h_new = tl.sum(h_part, axis=0)  # [BLOCK_B, PROJ_UNITS]
         else:
             h_new = m_new  # PROJ_UNITS == UNITS, offs_q == offs_u
         b_h = rows_or_carry(h_new, b_h, active, HAS_LENGTHS)
@@ -247,8 +249,8 @@ def lstm_bwd_kernel_split(
     stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
     stride_hr_col, stride_c0_dir, stride_c0_b,
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
-    BLOCK_H: tl.constexpr, K_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
-    USE_GRAD_CLIP: tl.constexpr,
+    BLOCK_H: tl.constexpr, K_CHUNKS: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr,
+    USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
@@ -308,13 +310,14 @@ def lstm_bwd_kernel_split(
     b_w_g = dot_operand(w_ptrs + 2 * H * stride_w_row, mask_w, DOT_IN_FP32)
     b_w_o = dot_operand(w_ptrs + 3 * H * stride_w_row, mask_w, DOT_IN_FP32)
     if HAS_PROJ:
-        # and W_hr's columns of this program's units: b_whr[k, u] = W_hr[k, u]
-        offs_k = tl.arange(0, BLOCK_P)  # [BLOCK_P] all entries of h
-        mask_k = offs_k < P
-        b_whr = tl.load(w_hr_ptr + offs_k[:, None] * stride_hr_row + offs_u[None, :] * stride_hr_col,
-                        mask=mask_k[:, None] & mask_u[None, :], other=0.0)  # [BLOCK_P, UNITS]
-        if DOT_IN_FP32:
-            b_whr = b_whr.to(tl.float32)
+        # and W_hr's columns of this program's units, in PROJ_CHUNKS chunks along K = the
+        # entries of h: b_whr[c, kk, u] = W_hr[k, u]
+        offs_pc = (tl.arange(0, PROJ_CHUNKS)[:, None] * (BLOCK_P // PROJ_CHUNKS)
+                   + tl.arange(0, BLOCK_P // PROJ_CHUNKS)[None, :])  # [PROJ_CHUNKS, BLOCK_P // PROJ_CHUNKS]
+        mask_pc = offs_pc < P
+        b_whr = dot_operand(w_hr_ptr + offs_pc[:, :, None] * stride_hr_row + offs_u[None, None, :] * stride_hr_col,
+                            mask_pc[:, :, None] & mask_u[None, None, :],
+                            DOT_IN_FP32)  # [PROJ_CHUNKS, BLOCK_P // PROJ_CHUNKS, UNITS]
     p_i, p_f, p_o = load_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
     b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :],
                    mask=mask_bu, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, UNITS]
@@ -336,10 +339,10 @@ def lstm_bwd_kernel_split(
             tl.store(dh_rows + offs_q[None, :], rows_or_zero(dh_total, active, HAS_LENGTHS).to(
                 dh_hist_ptr.dtype.element_ty), mask=mask_bq)
             grid_barrier(sync_ptr, (2 * tt + 1) * nprog, spin_limit)
-            b_dh_all = tl.load(dh_rows + offs_k[None, :], mask=mask_b[:, None] & mask_k[None, :], other=0.0,
-                               cache_modifier=".cg")  # [BLOCK_B, BLOCK_P]
-            b_dm = tl.dot(b_dh_all.to(b_whr.dtype), b_whr, input_precision=INPUT_PRECISION,
-                          out_dtype=ACC_DTYPE)  # [BLOCK_B, UNITS]
+            dm_part = dot_chunk(dh_rows[None, :, :] + offs_pc[:, None, :], mask_b[None, :, None] & mask_pc[:, None, :],
+                                b_whr, tl.zeros([PROJ_CHUNKS, BLOCK_B, UNITS], ACC_DTYPE), INPUT_PRECISION,
+                                ACC_DTYPE)
+            b_dm = tl.sum(dm_part, axis=0)  # [BLOCK_B, UNITS]
         else:
             b_dm = b_dh + tl.load(dy_rows + offs_u[None, :], mask=mask_act, other=0.0).to(ACC_DTYPE)
         # c_t is re-read each step rather than carried from the step before: nothing live across

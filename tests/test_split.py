@@ -279,17 +279,20 @@ def test_projection_plans_keep_both_slices_within_the_spill_free_limits():
     assert (c["BLOCK_P"], c["BLOCK_H"]) == (256, 1024)
     assert split.resident_slice_bytes(plans.forward) == (4 * 256 * 8 + 1024 * 16) * 2
     assert plans.backward is None  # no backward is spill-free at H = 1024: batch-tiled backward
-    both = split.plan_split(3, 128, torch.float32, opts, sm90, P=40)
-    assert both.backward is not None and both.backward.constexpr("UNITS") <= split.PROJ_BACKWARD_MAX_UNITS
-    assert split.plan_split(3, 256, torch.bfloat16, Options(lengths=True), sm90, P=64).backward is not None
-    # with lengths a projection's backward spills from H = 512 on; without, it does not
-    assert split.plan_split(3, 512, torch.bfloat16, Options(lengths=True), sm90, P=128).backward is None
-    assert split.plan_split(3, 512, torch.bfloat16, Options(), sm90, P=128).backward is not None
+    # the projection dots are chunked along K (PROJ_CHUNKS) where K >= 8 N, like the dh dot
+    wide = split.plan_split(3, 256, torch.bfloat16, Options(lengths=True), sm90, P=255)
+    assert wide.forward.constexpr("PROJ_CHUNKS") == 4 and wide.forward.constexpr("PROJ_UNITS") == 16
+    assert wide.backward.constexpr("PROJ_CHUNKS") == 4 and wide.backward.constexpr("K_CHUNKS") == 4
+    small = split.plan_split(3, 64, torch.float32, opts, sm90, P=24)
+    assert small.forward.constexpr("PROJ_CHUNKS") == 1 and small.backward.constexpr("PROJ_CHUNKS") == 1
+    # so a projection keeps the limits and widths of the plain plan (B = 256, two directions)
+    for B, H in ((256, 128), (16, 512)):
+        plain = split.plan_split(B, H, torch.bfloat16, opts, DeviceLimits.sm80(), directions=2)
+        proj = split.plan_split(B, H, torch.bfloat16, opts, DeviceLimits.sm80(), directions=2, P=H // 4)
+        assert proj.forward.grid == plain.forward.grid and proj.backward.grid == plain.backward.grid
     # P == H is no projection: the very plan of P=None
     assert split.plan_split(3, 128, torch.float32, opts, sm90, P=128) == split.plan_split(3, 128, torch.float32,
                                                                                          opts, sm90)
-    # a grid that needs wide programs (B = 256, two directions) has no projection plan at all
-    assert split.plan_split(256, 128, torch.bfloat16, opts, DeviceLimits.sm80(), directions=2, P=32) is None
 
 
 # ---- through the public API: kernel="split" on the functional op and the modules ---------------
@@ -320,6 +323,7 @@ def test_modules_run_split_end_to_end_against_torch_lstm(concurrent, monkeypatch
 PROJ_CASES = [  # (T, B, H, P, reverse, with lengths): B = 1, two batch tiles (B = 19), P = H - 1
     (4, 3, 64, 24, False, False), (3, 1, 96, 40, True, False), (3, 19, 64, 63, False, False),
     (5, 5, 64, 7, False, True), (4, 5, 96, 63, True, True),
+    (3, 2, 144, 100, True, True),  # BLOCK_H = 256, BLOCK_P = 128: every dot chunked along K
 ]
 
 

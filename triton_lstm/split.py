@@ -97,13 +97,10 @@ BACKWARD_K_CHUNKS = 4
 # slice over 32 KB, spill.
 LENGTHS_FORWARD_MAX_UNITS = 16
 LENGTHS_SLICE_MAX_BYTES = 32 * 1024
-# With a projection a program also holds its W_hr slice and a second dot (compile matrix,
-# sm_80 / sm_90, bf16 spills first): forwards of 32 or more units spill, and with lengths
-# of 16; backwards with lengths spill from H = 512 on (16 units: 16-56 bytes).
-PROJ_FORWARD_MAX_UNITS = 16
-PROJ_LENGTHS_FORWARD_MAX_UNITS = 8
-PROJ_BACKWARD_MAX_UNITS = 32
-PROJ_LENGTHS_BACKWARD_MAX_BLOCK_H = 256
+# - A projection adds a W_hr slice and a second dot per direction, chunked along K the same
+#   way (PROJ_CHUNKS): the limits above then hold with a projection too (compile matrix with
+#   P = H / 4 and P = H - 1). Unchunked, its forwards spilled from 32 units (16 with lengths)
+#   and its backwards from P = 128.
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
@@ -200,8 +197,10 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
             ("stride_h0_dir", "i32"), ("stride_h0_b", "i32"), ("stride_c0_dir", "i32"),
             ("stride_c0_b", "i32"), ("stride_y_t", "i32"), ("stride_y_b", "i32"),
         )
-        constexprs = common + gate_flags + (("HAS_LENGTHS", options.lengths),
-                                            ("STORE_STATE", options.store_state)) + tail
+        # the projection dot, K = BLOCK_H and N = PROJ_UNITS, chunked like the backward's dh dot
+        proj_chunks = BACKWARD_K_CHUNKS if has_proj and block_h >= 8 * punits else 1
+        constexprs = common + (("PROJ_CHUNKS", proj_chunks),) + gate_flags + (
+            ("HAS_LENGTHS", options.lengths), ("STORE_STATE", options.store_state)) + tail
         kernel = "lstm_fwd_kernel_split"
     else:
         signature = (
@@ -216,7 +215,8 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         )
         # the dh dot batched over K chunks where K = BLOCK_H is at least 8 N (see the limits above)
         k_chunks = BACKWARD_K_CHUNKS if block_h >= 8 * punits else 1
-        constexprs = common + (("K_CHUNKS", k_chunks),) + gate_flags + (
+        proj_chunks = BACKWARD_K_CHUNKS if has_proj and block_p >= 8 * units else 1  # dm dot: K = BLOCK_P, N = UNITS
+        constexprs = common + (("K_CHUNKS", k_chunks), ("PROJ_CHUNKS", proj_chunks)) + gate_flags + (
             ("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
         kernel = "lstm_bwd_kernel_split"
     plan = Plan(kernel, "split", grid, 4, 1, _maxnreg(4, limits), signature, constexprs)
@@ -227,20 +227,13 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
 def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, limits, occupancy) -> Plan | None:
     """The plan with the fewest units per program whose grid is co-resident and whose slice fits."""
     block_h = max(MIN_DOT, _next_pow2(H))
-    proj = P is not None and P != H
     if direction == "forward":
         max_slice = LENGTHS_SLICE_MAX_BYTES if options.lengths else RESIDENT_SLICE_MAX_BYTES
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
-        if proj:
-            max_units = min(max_units, PROJ_LENGTHS_FORWARD_MAX_UNITS if options.lengths else PROJ_FORWARD_MAX_UNITS)
         unit_choices = [u for u in unit_choices if u <= max_units]
     else:
         max_slice = BACKWARD_SLICE_MAX_BYTES
         unit_choices = [u for u in unit_choices if block_h <= BACKWARD_MAX_BLOCK_H[u]]
-        if proj:
-            if options.lengths and block_h > PROJ_LENGTHS_BACKWARD_MAX_BLOCK_H:
-                return None
-            unit_choices = [u for u in unit_choices if u <= PROJ_BACKWARD_MAX_UNITS]
     for units in unit_choices:
         plan = _plan_one(direction, units, B, H, directions, name, options, limits, P)
         if _budgeted_slice_bytes(plan) > max_slice:
