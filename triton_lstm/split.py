@@ -101,7 +101,10 @@ LENGTHS_SLICE_MAX_BYTES = 32 * 1024
 #   way (PROJ_CHUNKS): the limits above then hold with a projection too (compile matrix with
 #   P = H / 4 and P = H - 1). Unchunked, its forwards spilled from 32 units (16 with lengths)
 #   and its backwards from P = 128.
+# Four warps suffice for slices up to 16 KB, except that a projection of 32 or more units
+# spills there (32-312 bytes, bf16, sm_80 / sm_90); eight do not.
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
+FOUR_WARPS_PROJ_MAX_UNITS = 16
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
 
@@ -154,8 +157,10 @@ def _budgeted_slice_bytes(plan: Plan) -> int:
     return resident_slice_bytes(plan) // 2 if plan.constexpr("ACC_DTYPE") == "fp64" else resident_slice_bytes(plan)
 
 
-def _num_warps(slice_bytes: int) -> int:
-    return 4 if slice_bytes <= FOUR_WARPS_SLICE_BYTES else 8
+def _num_warps(plan: Plan) -> int:
+    if plan.constexpr("HAS_PROJ") and plan.constexpr("UNITS") > FOUR_WARPS_PROJ_MAX_UNITS:
+        return 8
+    return 4 if resident_slice_bytes(plan) <= FOUR_WARPS_SLICE_BYTES else 8
 
 
 def _maxnreg(num_warps: int, limits: DeviceLimits) -> int:
@@ -220,7 +225,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
             ("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
         kernel = "lstm_bwd_kernel_split"
     plan = Plan(kernel, "split", grid, 4, 1, _maxnreg(4, limits), signature, constexprs)
-    num_warps = _num_warps(resident_slice_bytes(plan))
+    num_warps = _num_warps(plan)
     return dataclasses.replace(plan, num_warps=num_warps, maxnreg=_maxnreg(num_warps, limits))
 
 
