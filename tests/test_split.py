@@ -28,6 +28,16 @@ def concurrent():
             yield
 
 
+@pytest.fixture
+def split_calls(monkeypatch):
+    """The names of the split launches made during a test, in order."""
+    calls = []
+    for name in ("split_forward", "split_backward"):
+        original = getattr(split, name)
+        monkeypatch.setattr(split, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    return calls
+
+
 def run_selftest(P, T, spin_limit):
     from triton_lstm.kernels.grid_barrier import grid_barrier_selftest_kernel
 
@@ -297,13 +307,9 @@ def test_projection_plans_keep_both_slices_within_the_spill_free_limits():
 
 # ---- through the public API: kernel="split" on the functional op and the modules ---------------
 
-def test_modules_run_split_end_to_end_against_torch_lstm(concurrent, monkeypatch):
+def test_modules_run_split_end_to_end_against_torch_lstm(concurrent, split_calls):
     # Two layers, batch_first, H = 64 (8 programs of 8 units): outputs and every gradient
     # equal nn.LSTM's, and every layer ran the split kernels both ways.
-    calls = []
-    for name in ("split_forward", "split_backward"):
-        original = getattr(split, name)
-        monkeypatch.setattr(split, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     torch.manual_seed(5)
     theirs = torch.nn.LSTM(5, 64, num_layers=2, batch_first=True, dtype=torch.float64, device=DEVICE)
     ours = triton_lstm.LSTM(5, 64, num_layers=2, batch_first=True, dtype=torch.float64, device=DEVICE,
@@ -315,7 +321,7 @@ def test_modules_run_split_end_to_end_against_torch_lstm(concurrent, monkeypatch
         y, (h, c) = m(x)
         grads = torch.autograd.grad((y * y).sum() + h.sum() + 2 * c.sum(), list(m.parameters()))
         results.append([y, h, c, *grads])
-    assert sorted(calls) == ["split_backward"] * 2 + ["split_forward"] * 2
+    assert sorted(split_calls) == ["split_backward"] * 2 + ["split_forward"] * 2
     for k, (a, b) in enumerate(zip(*results)):
         assert_close(a, b, 1e-10, f"item {k}")
 
@@ -331,14 +337,10 @@ PROJ_CASES = [  # (T, B, H, P, reverse, with lengths): B = 1, two batch tiles (B
 @pytest.mark.parametrize("T,B,H,P,reverse,with_lengths", PROJ_CASES,
                          ids=[f"T{T}-B{B}-H{H}-P{P}-{'rev' if r else 'fwd'}-{'len' if w else 'full'}"
                               for T, B, H, P, r, w in PROJ_CASES])
-def test_split_with_projection_matches_reference(concurrent, monkeypatch, T, B, H, P, reverse, with_lengths, dtype):
+def test_split_with_projection_matches_reference(concurrent, split_calls, T, B, H, P, reverse, with_lengths, dtype):
     # proj_size through the functional op forced to split: two exchanges per step (m_t, then
     # h_t) forward, and (dh_t, then dpre_t) backward. Outputs and every gradient against the
     # reference, peepholes and both clips on.
-    calls = []
-    for name in ("split_forward", "split_backward"):
-        original = getattr(split, name)
-        monkeypatch.setattr(split, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     g = torch.Generator().manual_seed(seed)
     lengths = random_lengths(B, T, g) if with_lengths else None
@@ -371,7 +373,7 @@ def test_split_with_projection_matches_reference(concurrent, monkeypatch, T, B, 
         results.append({"y": y, "h_n": h_n, "c_n": c_n, **{f"d{k}": gr for k, gr in zip(leaves, grads)}})
     ours, ref = results
     assert ours["y"].shape == (T, B, P) and ours["h_n"].shape == (B, P)
-    assert sorted(calls) == ["split_backward", "split_forward"]
+    assert sorted(split_calls) == ["split_backward", "split_forward"]
     if with_lengths:
         past_end = torch.arange(T)[:, None] >= lengths[None, :]  # [T, B]
         assert (ours["y"].cpu()[past_end] == 0).all()
@@ -380,15 +382,11 @@ def test_split_with_projection_matches_reference(concurrent, monkeypatch, T, B, 
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-def test_split_module_with_projection_matches_torch_lstm(concurrent, monkeypatch, packed):
+def test_split_module_with_projection_matches_torch_lstm(concurrent, split_calls, packed):
     # Two bidirectional layers with proj_size, forced to split, against torch.nn.LSTM in
     # float64 after load_state_dict: outputs and every parameter gradient.
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-    calls = []
-    for name in ("split_forward", "split_backward"):
-        original = getattr(split, name)
-        monkeypatch.setattr(split, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     torch.manual_seed(seed)
     T, B, I, H, P = 4, 3, 5, 64, 24
@@ -405,7 +403,7 @@ def test_split_module_with_projection_matches_torch_lstm(concurrent, monkeypatch
         y = pad_packed_sequence(out, total_length=T)[0] if packed else out
         loss = (y * w_y).sum() + (h * w_h).sum() + (c * w_c).sum()
         results.append([y, h, c, *torch.autograd.grad(loss, list(m.parameters()))])
-    assert sorted(calls) == ["split_backward"] * 2 + ["split_forward"] * 2  # every layer, both ways
+    assert sorted(split_calls) == ["split_backward"] * 2 + ["split_forward"] * 2  # every layer, both ways
     names = ["y", "h_n", "c_n", *(n for n, _ in theirs.named_parameters())]
     for name, a, b in zip(names, *results):
         assert_close(a, b, TOLERANCE[torch.float64], f"{name} (seed {seed})")
@@ -527,15 +525,11 @@ MODULE_CASES = [(64, 1, torch.float64), (96, 5, torch.float64), (64, 5, torch.fl
 
 @pytest.mark.parametrize("H,B,dtype", MODULE_CASES,
                          ids=[f"H{H}-B{B}-{'fp64' if d == torch.float64 else 'fp32'}" for H, B, d in MODULE_CASES])
-def test_split_module_bidirectional_packed_matches_torch_lstm(concurrent, monkeypatch, H, B, dtype):
+def test_split_module_bidirectional_packed_matches_torch_lstm(concurrent, split_calls, H, B, dtype):
     # Two bidirectional layers on a PackedSequence (unsorted lengths): outputs and every
     # parameter gradient against torch.nn.LSTM in float64, and every layer ran split both ways.
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-    calls = []
-    for name in ("split_forward", "split_backward"):
-        original = getattr(split, name)
-        monkeypatch.setattr(split, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     torch.manual_seed(seed)
     T, I = 4, 5
@@ -554,7 +548,7 @@ def test_split_module_bidirectional_packed_matches_torch_lstm(concurrent, monkey
         assert torch.equal(out_lengths, lengths)
         loss = (y * w_y.to(dt)).sum() + (h * w_h.to(dt)).sum() + (c * w_c.to(dt)).sum()
         results.append([y, h, c, *torch.autograd.grad(loss, list(m.parameters()))])
-    assert sorted(calls) == ["split_backward"] * 2 + ["split_forward"] * 2
+    assert sorted(split_calls) == ["split_backward"] * 2 + ["split_forward"] * 2
     names = ["y", "h_n", "c_n", *(n for n, _ in theirs.named_parameters())]
     for name, a, b in zip(names, *results):
         assert_close(a, b, TOLERANCE[dtype], f"{name} (seed {seed})")
