@@ -83,9 +83,11 @@ def plan_matrix(limits: DeviceLimits, Bs=MATRIX_B, Hs=MATRIX_H, dtypes=MATRIX_DT
                         plans.append(plan_cell_backward(B, H, dtype, opt, limits))
                 # the split variant: one and two directions, with and without lengths (HAS_LENGTHS
                 # changes the code; a direction is only a grid axis), with and without a projection
-                # (two sizes: a split program's resident W_hr slice grows with P)
-                split_shapes = [(None, opt) for opt in options] + [
-                    (P, opt) for P in dict.fromkeys((proj_size_for(H), H - 1)) for opt in proj_options]
+                # (P = H - 1 too, with every gate option on: a split program's resident W_hr
+                # slice and its dots grow with P)
+                split_shapes = [(None, opt) for opt in options] + [(proj_size_for(H), opt) for opt in proj_options]
+                if H - 1 != proj_size_for(H):
+                    split_shapes.append((H - 1, proj_options[-1]))
                 for P, opt in split_shapes:
                     for lengths in (False, True):
                         for directions in (1, 2):
