@@ -112,6 +112,11 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def dot_block(n: int) -> int:
+    """The tile that covers n in one dot operand: a power of two, at least MIN_DOT."""
+    return max(MIN_DOT, _next_pow2(n))
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     try:
         return _DTYPE_NAMES[dtype]
@@ -124,7 +129,7 @@ def _tiles(H: int, P: int, dtype: str, options: Options):
     if options.kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {options.kernel!r}")
     block_b = MIN_DOT  # the smallest dot M: most programs for a given B, fewest registers
-    block_h = max(MIN_DOT, _next_pow2(H))
+    block_h = dot_block(H)
     w_bytes = 4 * block_h * block_h * _ELEMENT_BYTES[dtype]
     # A projection is always streamed: in one resident program the dot projecting m_t would
     # consume the gate dots' results, Triton then lays every warp along the 16 batch rows of
@@ -231,7 +236,7 @@ CELL_BLOCK_K = 32
 
 
 def _cell_block_n(H: int) -> int:
-    return min(CELL_BLOCK_N, max(MIN_DOT, _next_pow2(H)))
+    return min(CELL_BLOCK_N, dot_block(H))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -68,8 +68,8 @@ from typing import Callable
 
 import torch
 
-from .planning import (MIN_DOT, RESIDENT_W_MAX_BYTES, DeviceLimits, Options, Plan, _common_constexprs, _next_pow2,
-                       dtype_name)
+from .planning import (_ELEMENT_BYTES, RESIDENT_W_MAX_BYTES, DeviceLimits, Options, Plan, _common_constexprs,
+                       dot_block, dtype_name)
 
 SPIN_LIMIT_GPU = 1 << 24
 SPIN_LIMIT_INTERPRETED = 10000
@@ -105,7 +105,6 @@ LENGTHS_SLICE_MAX_BYTES = 32 * 1024
 # spills there (32-312 bytes, bf16, sm_80 / sm_90); eight do not.
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 FOUR_WARPS_PROJ_MAX_UNITS = 16
-_ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
 
 
@@ -170,7 +169,7 @@ def _maxnreg(num_warps: int, limits: DeviceLimits) -> int:
 def proj_units(units: int, H: int, P: int) -> int:
     """Entries of h per program with a projection: the cdiv(H, units) programs cover P, and the
     dots over them (N = PROJ_UNITS) need N >= 16; so programs past cdiv(P, PROJ_UNITS) own none."""
-    return max(MIN_DOT, _next_pow2(-(-P // -(-H // units))))
+    return dot_block(-(-P // -(-H // units)))
 
 
 def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name: str, options: Options,
@@ -178,8 +177,8 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
     acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
     has_proj = P is not None and P != H
     P = H if P is None else P
-    block_b = min(MAX_BLOCK_B, max(MIN_DOT, _next_pow2(B)))
-    block_h, block_p = max(MIN_DOT, _next_pow2(H)), max(MIN_DOT, _next_pow2(P))
+    block_b = min(MAX_BLOCK_B, dot_block(B))
+    block_h, block_p = dot_block(H), dot_block(P)
     punits = proj_units(units, H, P) if has_proj else units
     grid = (-(-H // units), -(-B // block_b), directions)  # (unit slices, batch tiles, directions)
     p, a = f"*{name}", f"*{acc}"
@@ -231,7 +230,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
 
 def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, limits, occupancy) -> Plan | None:
     """The plan with the fewest units per program whose grid is co-resident and whose slice fits."""
-    block_h = max(MIN_DOT, _next_pow2(H))
+    block_h = dot_block(H)
     if direction == "forward":
         max_slice = LENGTHS_SLICE_MAX_BYTES if options.lengths else RESIDENT_SLICE_MAX_BYTES
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
@@ -330,7 +329,7 @@ def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: D
 
 def _projected_weight_bytes(H: int, P: int, dtype: torch.dtype) -> int:
     """W_hh and W_hr in the batch kernels' padded tiles, as planning measures a resident W_hh."""
-    block_h, block_p = max(MIN_DOT, _next_pow2(H)), max(MIN_DOT, _next_pow2(P))
+    block_h, block_p = dot_block(H), dot_block(P)
     return 5 * block_h * block_p * _ELEMENT_BYTES[dtype_name(dtype)]
 
 
@@ -404,9 +403,10 @@ def _plan_or_raise(direction, B, H, P, D, dtype, options, device) -> Plan:
 
 def _layer_dims(w_hh: torch.Tensor, w_hr: torch.Tensor | None) -> tuple[int, int, int]:
     """(D, H, P) of w_hh (D, 4H, P) and w_hr (D, P, H) or None, checked against each other."""
-    D, G, P = w_hh.shape
-    H = G // 4
-    if G != 4 * H or (w_hr is None and P != H) or (w_hr is not None and (tuple(w_hr.shape) != (D, P, H)
+    from .launcher import _layer_dims as dims
+
+    D, H, P = dims(w_hh)
+    if w_hh.shape[1] != 4 * H or (w_hr is None and P != H) or (w_hr is not None and (tuple(w_hr.shape) != (D, P, H)
                                                                          or not 0 < P < H)):
         raise ValueError(f"w_hh must be (D, 4H, P) with w_hr (D, P, H) and 0 < P < H, or (D, 4H, H) without "
                          f"w_hr; got w_hh {tuple(w_hh.shape)} and w_hr "
