@@ -29,6 +29,13 @@ Legend (the storage contract of the batch-tiled kernels, lstm_fwd.py / lstm_bwd.
   BLOCK_P, BLOCK_H  powers of two >= P and >= H (equal without a projection)
   K_CHUNKS, PROJ_CHUNKS  chunks along K of the backward's dh dot and of either projection dot
                 (see the backward below); 1 where K is small
+  ALIGNED       the plan's promise (triton_lstm.split.aligned, checked at launch): H and P are
+                multiples of 16 and the exchange buffers (y or exchange, m_exchange, dh_hist,
+                dpre) are 16-byte aligned. The kernel rebuilds H and P as 16 * (H // 16), a
+                value the compiler can see is a multiple of 16, and marks the pointers of every
+                exchanged row read with tl.multiple_of, so those reads compile to 16-byte vector
+                loads instead of one scalar load and one 64-bit address per element, whatever
+                Triton's JIT specialises (the compile matrix compiles without specialisation)
   b_*           register tiles, shapes in trailing comments
 Grid (cdiv(H, UNITS), cdiv(B, BLOCK_B), D). Program (p, q, d) owns hidden units
 [p * UNITS, (p + 1) * UNITS) and entries of h [p * PROJ_UNITS, (p + 1) * PROJ_UNITS)
@@ -114,9 +121,11 @@ def lstm_fwd_kernel_split(
     stride_hr_col, stride_h0_dir, stride_h0_b, stride_c0_dir, stride_c0_b, stride_y_t, stride_y_b,
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_H: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr, ALIGNED: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
 ):
+    if ALIGNED:
+        H, P = (H // 16) * 16, (P // 16) * 16  # the same values, now visibly multiples of 16
     if not HAS_PROJ:
         P = H  # the same value, so every offset computed from either is computed once
     pid_u = tl.program_id(0)
@@ -204,8 +213,10 @@ def lstm_fwd_kernel_split(
             # which every program reaches only after its read below.
             tl.store(m_exchange_ptr + state_offs, m_new.to(m_exchange_ptr.dtype.element_ty), mask=mask_bu)
             grid_barrier(sync_ptr, (2 * s + 1) * nprog, spin_limit)
-            h_part = dot_chunk(m_exchange_ptr + offs_b[None, :, None] * H + offs_mc[:, None, :],
-                               mask_b[None, :, None] & mask_mc[:, None, :], b_whr,
+            m_ptrs = m_exchange_ptr + offs_b[None, :, None] * H + offs_mc[:, None, :]
+            if ALIGNED:
+                m_ptrs = tl.multiple_of(m_ptrs, [1, 1, 16])
+            h_part = dot_chunk(m_ptrs, mask_b[None, :, None] & mask_mc[:, None, :], b_whr,
                                tl.zeros([PROJ_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE), INPUT_PRECISION, ACC_DTYPE)
             h_new = tl.sum(h_part, axis=0)  # [BLOCK_B, PROJ_UNITS]
         else:
@@ -236,7 +247,10 @@ def lstm_fwd_kernel_split(
                 barriers = s + 1
             grid_barrier(sync_ptr, barriers * nprog, spin_limit)
             # .cg: served by L2, where the other SMs' stores are; never a stale L1 line
-            b_h_all = tl.load(exchange_rows + offs_k[None, :], mask=mask_bk, other=0.0, cache_modifier=".cg")
+            h_ptrs = exchange_rows + offs_k[None, :]  # [BLOCK_B, BLOCK_P]
+            if ALIGNED:
+                h_ptrs = tl.multiple_of(h_ptrs, [1, 16])
+            b_h_all = tl.load(h_ptrs, mask=mask_bk, other=0.0, cache_modifier=".cg")
     tl.store(h_n_ptr + offs_b[:, None] * P + offs_q[None, :], b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bq)
     tl.store(c_n_ptr + state_offs, b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bu)
 
@@ -251,9 +265,11 @@ def lstm_bwd_kernel_split(
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_H: tl.constexpr, K_CHUNKS: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr,
     USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, ALIGNED: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
 ):
+    if ALIGNED:
+        H, P = (H // 16) * 16, (P // 16) * 16  # the same values, now visibly multiples of 16
     if not HAS_PROJ:
         P = H  # the same value, so every offset computed from either is computed once
     pid_u = tl.program_id(0)
@@ -339,9 +355,11 @@ def lstm_bwd_kernel_split(
             tl.store(dh_rows + offs_q[None, :], rows_or_zero(dh_total, active, HAS_LENGTHS).to(
                 dh_hist_ptr.dtype.element_ty), mask=mask_bq)
             grid_barrier(sync_ptr, (2 * tt + 1) * nprog, spin_limit)
-            dm_part = dot_chunk(dh_rows[None, :, :] + offs_pc[:, None, :], mask_b[None, :, None] & mask_pc[:, None, :],
-                                b_whr, tl.zeros([PROJ_CHUNKS, BLOCK_B, UNITS], ACC_DTYPE), INPUT_PRECISION,
-                                ACC_DTYPE)
+            dh_ptrs = dh_rows[None, :, :] + offs_pc[:, None, :]  # [PROJ_CHUNKS, BLOCK_B, BLOCK_P // PROJ_CHUNKS]
+            if ALIGNED:
+                dh_ptrs = tl.multiple_of(dh_ptrs, [1, 1, 16])
+            dm_part = dot_chunk(dh_ptrs, mask_b[None, :, None] & mask_pc[:, None, :], b_whr,
+                                tl.zeros([PROJ_CHUNKS, BLOCK_B, UNITS], ACC_DTYPE), INPUT_PRECISION, ACC_DTYPE)
             b_dm = tl.sum(dm_part, axis=0)  # [BLOCK_B, UNITS]
         else:
             b_dm = b_dh + tl.load(dy_rows + offs_u[None, :], mask=mask_act, other=0.0).to(ACC_DTYPE)
@@ -370,6 +388,8 @@ def lstm_bwd_kernel_split(
         # dpre_t is live, each dot batched over K chunks: with M = BLOCK_B = 16 a 2D dot gives
         # every warp the whole K (warps split only M and N); the batch lets them split K
         dpre_ptrs = dpre_rows[None, :, :] + offs_ck[:, None, :]  # [K_CHUNKS, BLOCK_B, BLOCK_H // K_CHUNKS]
+        if ALIGNED:
+            dpre_ptrs = tl.multiple_of(dpre_ptrs, [1, 1, 16])
         mask_dpre = mask_b[None, :, None] & mask_ck[:, None, :]
         dh_part = dot_chunk(dpre_ptrs, mask_dpre, b_w_i, tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE),
                             INPUT_PRECISION, ACC_DTYPE)

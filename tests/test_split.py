@@ -118,8 +118,9 @@ def split_outputs_and_grads(t, upstream, cell_clip, grad_clip):
     return out, dpre, c_hist
 
 
-CASES = [  # (T, B, H): at least 4 programs each way, batch 1 and odd batches (17: two batch tiles)
-    (3, 1, 64), (4, 3, 96), (3, 3, 256), (5, 17, 64),
+CASES = [  # (T, B, H): at least 4 programs each way, batch 1 and odd batches (17: two batch tiles);
+    # H = 72 is no multiple of 16, so its plans are not ALIGNED
+    (3, 1, 64), (4, 3, 96), (3, 3, 256), (5, 17, 64), (3, 2, 72),
 ]
 
 
@@ -205,16 +206,37 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     assert plans.forward.grid == (16, 3, 2) and plans.forward.constexpr("UNITS") == 16
     assert plans.forward.constexpr("HAS_LENGTHS") is True
     assert plans.backward.grid == (16, 3, 2) and plans.backward.constexpr("K_CHUNKS") == 4
-    # with lengths a forward slice over 32 KB spills: fp32 needs 64 KB for 16 units at H = 256
-    assert split.plan_split(40, 256, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2) is None
+    # with lengths a forward slice over 32 KB spills (64 KB when ALIGNED, H % 16 == 0): fp32 needs
+    # 64 KB for 16 units at H = 256 and at H = 250
+    assert split.plan_split(40, 250, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2) is None
+    plans = split.plan_split(40, 256, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2)
+    assert plans.forward.grid == (16, 3, 2) and split.resident_slice_bytes(plans.forward) == 64 * 1024
     assert split.plan_split(40, 64, torch.float32, Options(lengths=True), DeviceLimits.sm90(),
                             directions=2).backward.grid == (4, 3, 2)
     assert split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90(), directions=2) is None
-    # the backward's K-chunked dot is spill-free up to H = 512 (compile report); beyond, no plan
+    # the backward's K-chunked dot is spill-free up to H = 512 (compile report), to H = 1024 when
+    # ALIGNED and without lengths; beyond, no plan
     plans = split.plan_split(16, 512, torch.bfloat16, Options(lengths=True), DeviceLimits.sm90())
     assert plans.backward.constexpr("UNITS") == 16 and plans.backward.constexpr("K_CHUNKS") == 4
-    assert split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is None
+    wide = split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90()).backward
+    assert wide.grid == (64, 1, 1) and wide.constexpr("ALIGNED") and split.resident_slice_bytes(wide) == 128 * 1024
+    assert split.plan_split(16, 1024, torch.bfloat16, Options(lengths=True), DeviceLimits.sm90()).backward is None
+    assert split.plan_split(16, 1008, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is not None
+    assert split.plan_split(16, 1000, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is None
     assert split.plan_split(16, 512, torch.bfloat16, Options(store_state=False), DeviceLimits.sm90()).backward is None
+
+
+def test_aligned_follows_h_and_p_and_an_aligned_plan_refuses_other_shapes():
+    sm90 = DeviceLimits.sm90()
+    for H, P, expected in ((64, None, True), (96, None, True), (40, None, False), (256, 64, True), (256, 40, False)):
+        plans = split.plan_split(3, H, torch.float32, Options(), sm90, P=P)
+        assert plans.forward.constexpr("ALIGNED") is expected and plans.backward.constexpr("ALIGNED") is expected
+    # the kernel tells the compiler H % 16 == 0: a plan made for H = 64 must not run H = 40
+    t, _ = random_problem(3, 2, 40, 5, torch.float32, seed=11, peephole=False)
+    xw = t["x"] @ t["weight_ih"].T + t["bias"]
+    plan = split.plan_split(2, 64, torch.float32, Options(store_state=False), DeviceLimits.interpreter()).forward
+    with pytest.raises(RuntimeError, match="ALIGNED split plan needs H and P multiples of 16"):
+        split.split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, False, plan=plan)
 
 
 def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_streams():
@@ -264,8 +286,14 @@ def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
         assert row["spill_bytes"] == 0 and row["co_resident"], row
         assert row["w_slice"] in ("registers", "shared memory"), row
         assert row["release"] and row["acquire"] and row["cg_loads"] >= 1, row
+        if row["aligned"]:  # every exchanged row read is a vector load, none an element at a time
+            assert row["cg_vector_loads"] == row["cg_loads"], row
     big = [r for r in table if r["H"] == 1024 and r["kernel"] == "lstm_fwd_kernel_split"]
     assert big and big[0]["programs"] >= 64
+    # and the backward: 64 programs of 16 units, each with a 128 KB W_hh slice in shared memory
+    big = [r for r in table if r["H"] == 1024 and r["kernel"] == "lstm_bwd_kernel_split" and not r["projection"]]
+    assert big and big[0]["programs"] == 64 and big[0]["w_slice"] == "shared memory", big
+    assert big[0]["slice_bytes"] == 128 * 1024
 
 
 def test_auto_picks_split_for_a_projection_only_when_its_weights_would_leave_one_sm():

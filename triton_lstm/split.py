@@ -91,12 +91,18 @@ BACKWARD_UNITS = (16, 32, 64)  # the backward dot's N is UNITS itself: >= 16
 RESIDENT_SLICE_MAX_BYTES = 64 * 1024
 BACKWARD_SLICE_MAX_BYTES = 128 * 1024
 BACKWARD_MAX_BLOCK_H = {16: 512, 32: 256, 64: 128}  # by UNITS
+# With H and P multiples of 16 (ALIGNED, see `aligned`) the exchanged dpre rows load as 16-byte
+# vectors instead of one scalar load and one 64-bit address per element (256 of them per thread
+# and step at H = 1024): 16 units then reach H = 1024 (250-255 registers, 0 spills, sm_80 and
+# sm_90, a 128 KB slice in shared memory), except with lengths (32-40 bytes spill on sm_90).
+ALIGNED_BACKWARD_MAX_BLOCK_H = {16: 1024, 32: 256, 64: 128}
 BACKWARD_K_CHUNKS = 4
 # With lengths (HAS_LENGTHS) each step also carries the frozen state and per-row masks and
 # times in registers (compile matrix, sm_80 / sm_90): forwards of 32 or more units, or with a
 # slice over 32 KB, spill.
 LENGTHS_FORWARD_MAX_UNITS = 16
 LENGTHS_SLICE_MAX_BYTES = 32 * 1024
+ALIGNED_LENGTHS_SLICE_MAX_BYTES = 64 * 1024  # with ALIGNED's vector loads of h (245-255 registers)
 # - A projection adds a W_hr slice and a second dot per direction, chunked along K the same
 #   way (PROJ_CHUNKS): the limits above then hold with a projection too (compile matrix with
 #   P = H / 4 and P = H - 1). Unchunked, its forwards spilled from 32 units (16 with lengths)
@@ -172,6 +178,16 @@ def proj_units(units: int, H: int, P: int) -> int:
     return dot_block(-(-P // -(-H // units)))
 
 
+def aligned(H: int, P: int) -> bool:
+    """The kernels' ALIGNED flag: H and P are multiples of 16, so every row of the buffers the
+    launcher allocates for the exchange (y or `exchange`, m_exchange, dh_hist, dpre) starts
+    16-byte aligned, and the kernels tell the compiler so; the exchanged rows, all of h (or
+    m, dh, dpre) read by every program every step, then load as 16-byte vectors. Triton's JIT
+    would infer as much only from arguments it specialises, which the compile matrix does
+    not see; the flag makes the compiled plan and the launched one the same code."""
+    return H % 16 == 0 and P % 16 == 0
+
+
 def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name: str, options: Options,
               limits: DeviceLimits, P: int | None = None) -> Plan:
     acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
@@ -185,8 +201,8 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
     common = (("BLOCK_B", block_b), ("UNITS", units), ("PROJ_UNITS", punits), ("BLOCK_P", block_p),
               ("BLOCK_H", block_h))
     gate_flags = (("HAS_PEEPHOLE", options.peephole), ("USE_CELL_CLIP", options.cell_clip))
-    tail = (("HAS_PROJ", has_proj), ("DOT_IN_FP32", dot_in_fp32), ("INPUT_PRECISION", precision),
-            ("ACC_DTYPE", acc))
+    tail = (("HAS_PROJ", has_proj), ("ALIGNED", aligned(H, P)), ("DOT_IN_FP32", dot_in_fp32),
+            ("INPUT_PRECISION", precision), ("ACC_DTYPE", acc))
     # the m exchange holds the projection dot's operand: fp32 where the interpreter upcasts 16-bit
     m = a if dot_in_fp32 else p
     if direction == "forward":
@@ -231,13 +247,16 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
 def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, limits, occupancy) -> Plan | None:
     """The plan with the fewest units per program whose grid is co-resident and whose slice fits."""
     block_h = dot_block(H)
+    is_aligned = aligned(H, H if P is None else P)
     if direction == "forward":
-        max_slice = LENGTHS_SLICE_MAX_BYTES if options.lengths else RESIDENT_SLICE_MAX_BYTES
+        lengths_slice = ALIGNED_LENGTHS_SLICE_MAX_BYTES if is_aligned else LENGTHS_SLICE_MAX_BYTES
+        max_slice = lengths_slice if options.lengths else RESIDENT_SLICE_MAX_BYTES
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
         unit_choices = [u for u in unit_choices if u <= max_units]
     else:
         max_slice = BACKWARD_SLICE_MAX_BYTES
-        unit_choices = [u for u in unit_choices if block_h <= BACKWARD_MAX_BLOCK_H[u]]
+        max_block_h = ALIGNED_BACKWARD_MAX_BLOCK_H if is_aligned and not options.lengths else BACKWARD_MAX_BLOCK_H
+        unit_choices = [u for u in unit_choices if block_h <= max_block_h[u]]
     for units in unit_choices:
         plan = _plan_one(direction, units, B, H, directions, name, options, limits, P)
         if _budgeted_slice_bytes(plan) > max_slice:
@@ -378,9 +397,18 @@ def _check_counter_range(plan: Plan, barriers: int) -> None:
                          f"{barriers} barriers x {plan.grid[0]} programs >= {POISON}")
 
 
+_ALIGNED_BUFFERS = ("y_ptr", "exchange_ptr", "m_exchange_ptr", "dpre_ptr", "dh_hist_ptr")
+
+
 def _launch(plan: Plan, args: dict) -> None:
     from .kernels import launch
 
+    if dict(plan.constexprs).get("ALIGNED"):
+        # what the kernel tells the compiler about the exchange buffers (see `aligned`)
+        misaligned = [n for n in _ALIGNED_BUFFERS if n in args and args[n].data_ptr() % 16]
+        if args["H"] % 16 or args["P"] % 16 or misaligned:
+            raise RuntimeError(f"an ALIGNED split plan needs H and P multiples of 16 and 16-byte aligned "
+                               f"exchange buffers; got H={args['H']}, P={args['P']}, misaligned {misaligned}")
     launch.launch(plan, args)
 
 
@@ -595,6 +623,7 @@ class SplitCompileResult:
     release_atomic: bool  # atom/red ... .release.gpu ... add: the arrival publishes the step's stores
     acquire_atomic: bool  # the poll: triton turns atomic_add(p, 0, acquire) into ld.global.gpu.acquire
     cg_loads: int  # ld.global.cg: exchange reads that bypass L1
+    cg_vector_loads: int = 0  # of those, 16-byte (or 8-byte) vector loads (.v4 / .v2): ALIGNED's effect
     error: str | None = None
 
     @property
@@ -613,18 +642,20 @@ def ptx_facts(ptx: str) -> dict:
         or has(r"\b(atom|red)(\.\w+)*\.gpu(\.\w+)*\.release(\.\w+)*\.add\b"),
         acquire_atomic=has(r"\b(atom|ld)(\.\w+)*\.gpu\.acquire\b") or has(r"\b(atom|ld)(\.\w+)*\.acquire\.gpu\b"),
         cg_loads=len(re.findall(r"\bld\.global(\.\w+)*\.cg\b", ptx)),
+        cg_vector_loads=len(re.findall(r"\bld\.global(\.\w+)*\.cg(\.\w+)*\.v[248]\b", ptx)),
     )
 
 
 def _compile_split_one(item) -> SplitCompileResult:
     import hashlib
-    import pathlib
+    import inspect
 
     from . import compile_check
 
     plan, capability = item
-    # keyed also on this file, which decides what is read off the PTX
-    own = hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()[:12]
+    # keyed also on what is read off the PTX, so editing the rest of this file recompiles nothing
+    read = inspect.getsource(ptx_facts) + repr([f.name for f in dataclasses.fields(SplitCompileResult)])
+    own = hashlib.sha256(read.encode()).hexdigest()[:12]
     path = compile_check.cache_dir() / f"split-{own}-{compile_check.cache_key(plan, capability)}.json"
     if path.exists():
         return SplitCompileResult(**json.loads(path.read_text()))
@@ -721,7 +752,8 @@ def compile_report(rows=None, workers: int | None = None) -> list[dict]:
                 shared_bytes=r.shared_bytes, programs_per_sm=r.max_programs_per_sm,
                 co_resident=r.ok and programs(plan) <= TARGETS[cc].num_sms * r.max_programs_per_sm,
                 slice_bytes=slice_bytes, w_slice=where, release=r.release_atomic, acquire=r.acquire_atomic,
-                cg_loads=r.cg_loads, error=r.error))
+                aligned=plan.constexpr("ALIGNED"), cg_loads=r.cg_loads, cg_vector_loads=r.cg_vector_loads,
+                error=r.error))
     return table
 
 
