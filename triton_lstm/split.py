@@ -81,10 +81,10 @@ SPIN_LIMIT_INTERPRETED = 10000
 # - The backward reads dpre_t one gate at a time, in BACKWARD_K_CHUNKS chunks along K that
 #   its dot is batched over where BLOCK_H >= 8 N (N = the dot's width, PROJ_UNITS), so the
 #   warps split K (kernels/lstm_split.py). Spill-free, with or without lengths, up to
-#   H = 512 with 16 units, 256 with 32, 128 with 64, and slices up to 128 KB; H = 1024
-#   spills at any width. Past that the backward plan is None and the batch-tiled backward
-#   runs on the same saved state. (Holding all of dpre_t for one dot spilled from H = 512,
-#   with lengths from H = 128.)
+#   H = 512 with 16 units, 256 with 32, 128 with 64, and slices up to 128 KB; H = 1024 only
+#   when ALIGNED (below) and without lengths. Past that the backward plan is None and the
+#   batch-tiled backward runs on the same saved state. (Holding all of dpre_t for one dot
+#   spilled from H = 512, with lengths from H = 128.)
 MAX_BLOCK_B = 16
 FORWARD_UNITS = (8, 16, 32, 64)  # 4 * UNITS gate columns: 8 is DESIGN.md section 6's fastest
 BACKWARD_UNITS = (16, 32, 64)  # the backward dot's N is UNITS itself: >= 16
@@ -99,10 +99,10 @@ ALIGNED_BACKWARD_MAX_BLOCK_H = {16: 1024, 32: 256, 64: 128}
 BACKWARD_K_CHUNKS = 4
 # With lengths (HAS_LENGTHS) each step also carries the frozen state and per-row masks and
 # times in registers (compile matrix, sm_80 / sm_90): forwards of 32 or more units, or with a
-# slice over 32 KB, spill.
+# slice over 32 KB (64 KB when ALIGNED), spill.
 LENGTHS_FORWARD_MAX_UNITS = 16
 LENGTHS_SLICE_MAX_BYTES = 32 * 1024
-ALIGNED_LENGTHS_SLICE_MAX_BYTES = 64 * 1024  # with ALIGNED's vector loads of h (245-255 registers)
+ALIGNED_LENGTHS_SLICE_MAX_BYTES = 64 * 1024  # ALIGNED's vector loads of h: 245-255 registers at 64 KB
 # - A projection adds a W_hr slice and a second dot per direction, chunked along K the same
 #   way (PROJ_CHUNKS): the limits above then hold with a projection too (compile matrix with
 #   P = H / 4 and P = H - 1). Unchunked, its forwards spilled from 32 units (16 with lengths)
