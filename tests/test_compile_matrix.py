@@ -23,8 +23,13 @@ def test_matrix_covers_the_grid_and_every_specialisation(matrix):
     assert {p.kernel for p in plans} == {"lstm_fwd_kernel_batch", "lstm_bwd_kernel_batch", "lstm_fwd_kernel_split",
                                          "lstm_bwd_kernel_split", "lstm_cell_fwd_kernel", "lstm_cell_bwd_kernel"}
     assert {p.signature[0][1] for p in plans} == {"*fp32", "*bf16", "*fp16", "*fp64"}
-    for flag in ("HAS_PEEPHOLE", "USE_CELL_CLIP", "STORE_STATE", "USE_GRAD_CLIP", "HAS_LENGTHS", "HAS_PROJ", "HAS_BIAS"):
+    for flag in ("HAS_PEEPHOLE", "USE_CELL_CLIP", "STORE_STATE", "USE_GRAD_CLIP", "HAS_LENGTHS", "HAS_PROJ", "HAS_BIAS",
+                 "ALIGNED"):
         assert {p.constexpr(flag) for p in plans if flag in dict(p.constexprs)} == {True, False}, flag
+    # the widest split backward (BLOCK_H = 1024, ALIGNED) on both targets: H = 1024 on sm_90,
+    # H = 768 on sm_80 (whose 108 SMs cannot hold H = 1024's forward)
+    wide = {cc for p, cc in items if p.kernel == "lstm_bwd_kernel_split" and p.constexpr("BLOCK_H") == 1024}
+    assert wide == {80, 90}
 
 
 def test_every_plan_compiles_without_spills_and_fits(matrix):

@@ -237,6 +237,11 @@ def test_aligned_follows_h_and_p_and_an_aligned_plan_refuses_other_shapes():
     plan = split.plan_split(2, 64, torch.float32, Options(store_state=False), DeviceLimits.interpreter()).forward
     with pytest.raises(RuntimeError, match="ALIGNED split plan needs H and P multiples of 16"):
         split.split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, False, plan=plan)
+    # nor H = 80, which its BLOCK_H = 64 does not cover
+    t, _ = random_problem(3, 2, 80, 5, torch.float32, seed=12, peephole=False)
+    xw = t["x"] @ t["weight_ih"].T + t["bias"]
+    with pytest.raises(RuntimeError, match="made for other sizes: BLOCK_H=64"):
+        split.split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, False, plan=plan)
 
 
 def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_streams():
@@ -358,6 +363,7 @@ PROJ_CASES = [  # (T, B, H, P, reverse, with lengths): B = 1, two batch tiles (B
     (4, 3, 64, 24, False, False), (3, 1, 96, 40, True, False), (3, 19, 64, 63, False, False),
     (5, 5, 64, 7, False, True), (4, 5, 96, 63, True, True),
     (3, 2, 144, 100, True, True),  # BLOCK_H = 256, BLOCK_P = 128: every dot chunked along K
+    (4, 3, 64, 32, True, True),  # ALIGNED (H and P multiples of 16) with a projection
 ]
 
 

@@ -40,6 +40,9 @@ MATRIX_OPTIONS = (
 )
 # An output projection (proj_size) changes the code too; P is runtime, only BLOCK_P varies.
 MATRIX_PROJ_OPTIONS = (MATRIX_OPTIONS[0], MATRIX_OPTIONS[2])
+# Split plans only: at H = 768 a forward fits sm_80's 108 SMs (96 programs) where H = 1024's
+# does not, so its BLOCK_H = 1024 backward is reachable there too.
+MATRIX_SPLIT_EXTRA_H = (768,)
 
 
 def proj_size_for(H: int) -> int:
@@ -61,7 +64,7 @@ class CompileResult:
 
 
 def plan_matrix(limits: DeviceLimits, Bs=MATRIX_B, Hs=MATRIX_H, dtypes=MATRIX_DTYPES,
-                options=MATRIX_OPTIONS, proj_options=MATRIX_PROJ_OPTIONS) -> list[Plan]:
+                options=MATRIX_OPTIONS, proj_options=MATRIX_PROJ_OPTIONS, split_Hs=MATRIX_SPLIT_EXTRA_H) -> list[Plan]:
     """Every distinct plan the dispatcher produces over the grid, forward and backward,
     one and two directions, with and without an output projection."""
     plans = []
@@ -81,22 +84,29 @@ def plan_matrix(limits: DeviceLimits, Bs=MATRIX_B, Hs=MATRIX_H, dtypes=MATRIX_DT
                     plans.append(plan_cell_forward(B, H, H, dtype, dataclasses.replace(opt, lengths=False), limits))
                     if opt.store_state:
                         plans.append(plan_cell_backward(B, H, dtype, opt, limits))
-                # the split variant: one and two directions, with and without lengths (HAS_LENGTHS
-                # changes the code; a direction is only a grid axis), with and without a projection
-                # (P = H - 1 too, with every gate option on: a split program's resident W_hr
-                # slice and its dots grow with P)
-                split_shapes = [(None, opt) for opt in options] + [(proj_size_for(H), opt) for opt in proj_options]
-                if H - 1 != proj_size_for(H):
-                    split_shapes.append((H - 1, proj_options[-1]))
-                for P, opt in split_shapes:
-                    for lengths in (False, True):
-                        for directions in (1, 2):
-                            split_plans = split.plan_split(
-                                B, H, dtype, dataclasses.replace(opt, lengths=lengths, kernel="split"), limits,
-                                directions=directions, P=P)
-                            if split_plans is not None:
-                                plans += [p for p in (split_plans.forward, split_plans.backward) if p is not None]
+                plans += _split_plans(B, H, dtype, options, proj_options, limits)
+        for H in split_Hs:
+            for dtype in dtypes:
+                plans += _split_plans(B, H, dtype, options, proj_options, limits)
     return list(dict.fromkeys(plans))
+
+
+def _split_plans(B, H, dtype, options, proj_options, limits) -> list[Plan]:
+    """The split variant's plans: one and two directions, with and without lengths (HAS_LENGTHS
+    changes the code; a direction is only a grid axis), with and without a projection (P = H - 1
+    too, with every gate option on: a split program's resident W_hr slice and its dots grow with P)."""
+    plans = []
+    split_shapes = [(None, opt) for opt in options] + [(proj_size_for(H), opt) for opt in proj_options]
+    if H - 1 != proj_size_for(H):
+        split_shapes.append((H - 1, proj_options[-1]))
+    for P, opt in split_shapes:
+        for lengths in (False, True):
+            for directions in (1, 2):
+                split_plans = split.plan_split(B, H, dtype, dataclasses.replace(opt, lengths=lengths, kernel="split"),
+                                               limits, directions=directions, P=P)
+                if split_plans is not None:
+                    plans += [p for p in (split_plans.forward, split_plans.backward) if p is not None]
+    return plans
 
 
 def _kernel_sources() -> list[pathlib.Path]:

@@ -184,7 +184,8 @@ def aligned(H: int, P: int) -> bool:
     16-byte aligned, and the kernels tell the compiler so; the exchanged rows, all of h (or
     m, dh, dpre) read by every program every step, then load as 16-byte vectors. Triton's JIT
     would infer as much only from arguments it specialises, which the compile matrix does
-    not see; the flag makes the compiled plan and the launched one the same code."""
+    not see; with the flag these loads are the same vector loads in the compiled plan and in
+    the launched one (the JIT may still specialise other arguments)."""
     return H % 16 == 0 and P % 16 == 0
 
 
@@ -397,18 +398,30 @@ def _check_counter_range(plan: Plan, barriers: int) -> None:
                          f"{barriers} barriers x {plan.grid[0]} programs >= {POISON}")
 
 
-_ALIGNED_BUFFERS = ("y_ptr", "exchange_ptr", "m_exchange_ptr", "dpre_ptr", "dh_hist_ptr")
+def _check_plan_fits(plan: Plan, args: dict) -> None:
+    """A plan passed in by hand must have been made for these sizes: its tiles cover H and P,
+    and what the ALIGNED kernel tells the compiler about the exchange buffers holds."""
+    c = dict(plan.constexprs)
+    H, P = args["H"], args["P"]
+    if H > c["BLOCK_H"] or P > c["BLOCK_P"] or c["HAS_PROJ"] != (P != H):
+        raise RuntimeError(f"the split plan was made for other sizes: BLOCK_H={c['BLOCK_H']}, "
+                           f"BLOCK_P={c['BLOCK_P']}, HAS_PROJ={c['HAS_PROJ']}; got H={H}, P={P}")
+    if c["ALIGNED"]:
+        hinted = ["dpre_ptr"] if plan.kernel == "lstm_bwd_kernel_split" else ["y_ptr"]  # the exchanged rows
+        if plan.kernel == "lstm_fwd_kernel_split" and c["HAS_LENGTHS"]:
+            hinted.append("exchange_ptr")
+        if c["HAS_PROJ"]:
+            hinted.append("m_exchange_ptr" if plan.kernel == "lstm_fwd_kernel_split" else "dh_hist_ptr")
+        misaligned = [n for n in hinted if args[n].data_ptr() % 16]
+        if H % 16 or P % 16 or misaligned:
+            raise RuntimeError(f"an ALIGNED split plan needs H and P multiples of 16 and 16-byte aligned "
+                               f"exchange buffers; got H={H}, P={P}, misaligned {misaligned}")
 
 
 def _launch(plan: Plan, args: dict) -> None:
     from .kernels import launch
 
-    if dict(plan.constexprs).get("ALIGNED"):
-        # what the kernel tells the compiler about the exchange buffers (see `aligned`)
-        misaligned = [n for n in _ALIGNED_BUFFERS if n in args and args[n].data_ptr() % 16]
-        if args["H"] % 16 or args["P"] % 16 or misaligned:
-            raise RuntimeError(f"an ALIGNED split plan needs H and P multiples of 16 and 16-byte aligned "
-                               f"exchange buffers; got H={args['H']}, P={args['P']}, misaligned {misaligned}")
+    _check_plan_fits(plan, args)
     launch.launch(plan, args)
 
 
@@ -623,7 +636,7 @@ class SplitCompileResult:
     release_atomic: bool  # atom/red ... .release.gpu ... add: the arrival publishes the step's stores
     acquire_atomic: bool  # the poll: triton turns atomic_add(p, 0, acquire) into ld.global.gpu.acquire
     cg_loads: int  # ld.global.cg: exchange reads that bypass L1
-    cg_vector_loads: int = 0  # of those, 16-byte (or 8-byte) vector loads (.v4 / .v2): ALIGNED's effect
+    cg_vector_loads: int = 0  # of those, vector loads (.v2 / .v4 / .v8): ALIGNED's effect
     error: str | None = None
 
     @property
