@@ -220,6 +220,7 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     assert plans.backward.constexpr("UNITS") == 16 and plans.backward.constexpr("K_CHUNKS") == 4
     wide = split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90()).backward
     assert wide.grid == (64, 1, 1) and wide.constexpr("ALIGNED") and split.resident_slice_bytes(wide) == 128 * 1024
+    assert wide.constexpr("K_CHUNKS") == 8  # one 128-wide chunk of K per warp
     assert split.plan_split(16, 1024, torch.bfloat16, Options(lengths=True), DeviceLimits.sm90()).backward is None
     assert split.plan_split(16, 1008, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is not None
     assert split.plan_split(16, 1000, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is None

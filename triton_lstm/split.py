@@ -97,6 +97,9 @@ BACKWARD_MAX_BLOCK_H = {16: 512, 32: 256, 64: 128}  # by UNITS
 # sm_90, a 128 KB slice in shared memory), except with lengths (32-40 bytes spill on sm_90).
 ALIGNED_BACKWARD_MAX_BLOCK_H = {16: 1024, 32: 256, 64: 128}
 BACKWARD_K_CHUNKS = 4
+# At BLOCK_H = 1024 eight chunks, one 128-wide chunk per warp: four spilled 64 bytes on sm_90
+# without the gate options (bf16, fp16), eight spill nothing with or without them (255 registers).
+WIDE_BACKWARD_K_CHUNKS = 8
 # With lengths (HAS_LENGTHS) each step also carries the frozen state and per-row masks and
 # times in registers (compile matrix, sm_80 / sm_90): forwards of 32 or more units, or with a
 # slice over 32 KB (64 KB when ALIGNED), spill.
@@ -235,7 +238,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
             ("stride_c0_dir", "i32"), ("stride_c0_b", "i32"),
         )
         # the dh dot batched over K chunks where K = BLOCK_H is at least 8 N (see the limits above)
-        k_chunks = BACKWARD_K_CHUNKS if block_h >= 8 * punits else 1
+        k_chunks = (WIDE_BACKWARD_K_CHUNKS if block_h >= 1024 else BACKWARD_K_CHUNKS) if block_h >= 8 * punits else 1
         proj_chunks = BACKWARD_K_CHUNKS if has_proj and block_p >= 8 * units else 1  # dm dot: K = BLOCK_P, N = UNITS
         constexprs = common + (("K_CHUNKS", k_chunks), ("PROJ_CHUNKS", proj_chunks)) + gate_flags + (
             ("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
