@@ -120,7 +120,7 @@ def split_outputs_and_grads(t, upstream, cell_clip, grad_clip):
 
 CASES = [  # (T, B, H): at least 4 programs each way, batch 1 and odd batches (17: two batch tiles);
     # H = 72 is no multiple of 16, so its plans are not ALIGNED
-    (3, 1, 64), (4, 3, 96), (3, 3, 256), (5, 17, 64), (3, 2, 72),
+    (3, 1, 64), (4, 3, 96), (3, 3, 256), (5, 17, 72),
 ]
 
 
