@@ -1,18 +1,24 @@
 """Compile plans for real GPUs without one: triton.compile(ASTSource, GPUTarget) for sm_80
-and sm_90, then registers and spills from `ptxas -v` and shared memory from the metadata.
+and sm_90, then registers and spills from `ptxas -v`, shared memory from the metadata, and
+what the PTX shows (release/acquire atomics and .cg loads, which the split barrier needs).
 
 The interpreter accepts code the compiler rejects (tiny dots, some layouts); this catches it.
 Compiling needs the real JIT kernels, so it runs in a child process without
 TRITON_INTERPRET (the test suite interprets). Results are cached on disk, keyed by the
-kernels' source, the plan, the target and the triton version.
+plan, the target, triton's version and the source of the plan's kernel function and of
+every @triton.jit function it calls (`kernel_digest`): editing one kernel file recompiles
+only the plans whose kernels read it.
 
     python -m triton_lstm.compile_check      # compile the whole matrix, print a table
 """
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 import os
 import pathlib
@@ -23,39 +29,34 @@ import tempfile
 
 import torch
 
-from . import split
-from .planning import (DeviceLimits, Options, Plan, plan_backward, plan_cell_backward, plan_cell_forward,
-                       plan_forward)
+from . import variants
+from .planning import DeviceLimits, GateOptions, MatrixGrid, Plan
 
 TARGETS = {80: DeviceLimits.sm80(), 90: DeviceLimits.sm90()}
-MATRIX_B = (1, 3, 64, 256)
-MATRIX_H = (24, 64, 128, 256, 512, 1024)
-MATRIX_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 # Options that change the code: the default training forward, inference (nothing stored),
-# and every gate-mechanics branch at once with variable lengths.
-MATRIX_OPTIONS = (
-    Options(),
-    Options(store_state=False),
-    Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True),
-)
-# An output projection (proj_size) changes the code too; P is runtime, only BLOCK_P varies.
-MATRIX_PROJ_OPTIONS = (MATRIX_OPTIONS[0], MATRIX_OPTIONS[2])
-# Split plans only: at H = 768 a forward fits sm_80's 108 SMs (96 programs) where H = 1024's
-# does not, so its BLOCK_H = 1024 backward is reachable there too.
-MATRIX_SPLIT_EXTRA_H = (768,)
-
-
-def proj_size_for(H: int) -> int:
-    return max(7, H // 4)
+# and every gate-mechanics branch at once with variable lengths; a projection changes the
+# code too (P is runtime, only BLOCK_P varies). At H = 768 a split forward fits sm_80's 108
+# SMs (96 programs) where H = 1024's does not, so its BLOCK_H = 1024 backward is reachable.
+_OPTIONS = (GateOptions(), GateOptions(store_state=False),
+            GateOptions(peephole=True, cell_clip=True, grad_clip=True, lengths=True))
+FULL_GRID = MatrixGrid(Bs=(1, 3, 64, 256), Hs=(24, 64, 128, 256, 512, 1024),
+                       dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64),
+                       options=_OPTIONS, proj_options=(_OPTIONS[0], _OPTIONS[2]), split_Hs=(768,))
 
 
 @dataclasses.dataclass(frozen=True)
 class CompileResult:
+    """One compiled plan."""
+
     capability: int
     registers: int
     spill_bytes: int  # spill stores + spill loads reported by ptxas
     shared_bytes: int
     max_programs_per_sm: int  # occupancy from registers, shared memory and threads
+    release_atomic: bool = False  # atom/red ... .release.gpu ... add: a barrier arrival publishes the step
+    acquire_atomic: bool = False  # the poll: atomic_add(p, 0, acquire) becomes ld.global.gpu.acquire
+    cg_loads: int = 0  # ld.global.cg: exchange reads that bypass L1
+    cg_vector_loads: int = 0  # of those, vector loads (.v2 / .v4 / .v8): ALIGNED's effect
     error: str | None = None
 
     @property
@@ -63,81 +64,132 @@ class CompileResult:
         return self.error is None
 
 
-def plan_matrix(limits: DeviceLimits, Bs=MATRIX_B, Hs=MATRIX_H, dtypes=MATRIX_DTYPES,
-                options=MATRIX_OPTIONS, proj_options=MATRIX_PROJ_OPTIONS, split_Hs=MATRIX_SPLIT_EXTRA_H) -> list[Plan]:
-    """Every distinct plan the dispatcher produces over the grid, forward and backward,
-    one and two directions, with and without an output projection."""
-    plans = []
-    for B in Bs:
-        for H in Hs:
-            for dtype in dtypes:
-                shapes = [(H, opt) for opt in options] + [(proj_size_for(H), opt) for opt in proj_options]
-                for P, opt in shapes:
-                    for kernel in ("auto", "batch_streamed"):
-                        for directions in (1, 2):
-                            o = dataclasses.replace(opt, kernel=kernel)
-                            plans.append(plan_forward(B, H, P, directions, dtype, o, limits))
-                            if o.store_state:
-                                plans.append(plan_backward(B, H, P, directions, dtype, o, limits))
-                # one fused LSTMCell step (lstm_cell.py): I only changes runtime loop bounds
-                for opt in options + (Options(bias=False),):
-                    plans.append(plan_cell_forward(B, H, H, dtype, dataclasses.replace(opt, lengths=False), limits))
-                    if opt.store_state:
-                        plans.append(plan_cell_backward(B, H, dtype, opt, limits))
-                plans += _split_plans(B, H, dtype, options, proj_options, limits)
-        for H in split_Hs:
-            for dtype in dtypes:
-                plans += _split_plans(B, H, dtype, options, proj_options, limits)
-    return list(dict.fromkeys(plans))
+def plan_matrix(limits: DeviceLimits, grid: MatrixGrid = FULL_GRID) -> list[Plan]:
+    """Every distinct plan the dispatcher produces over the grid, for every registered variant."""
+    return list(dict.fromkeys(plan for variant in variants.VARIANTS for plan in variant.matrix(limits, grid)))
 
 
-def _split_plans(B, H, dtype, options, proj_options, limits) -> list[Plan]:
-    """The split variant's plans: one and two directions, with and without lengths (HAS_LENGTHS
-    changes the code; a direction is only a grid axis), with and without a projection (P = H - 1
-    too, with every gate option on: a split program's resident W_hr slice and its dots grow with P)."""
-    plans = []
-    split_shapes = [(None, opt) for opt in options] + [(proj_size_for(H), opt) for opt in proj_options]
-    if H - 1 != proj_size_for(H):
-        split_shapes.append((H - 1, proj_options[-1]))
-    for P, opt in split_shapes:
-        for lengths in (False, True):
-            for directions in (1, 2):
-                split_plans = split.plan_split(B, H, dtype, dataclasses.replace(opt, lengths=lengths, kernel="split"),
-                                               limits, directions=directions, P=P)
-                if split_plans is not None:
-                    plans += [p for p in (split_plans.forward, split_plans.backward) if p is not None]
-    return plans
+def matrix_items(grid: MatrixGrid = FULL_GRID) -> list[tuple[Plan, int]]:
+    """(plan, capability) for every plan the dispatcher produces for sm_80 and sm_90."""
+    return [(plan, cc) for cc, limits in TARGETS.items() for plan in plan_matrix(limits, grid)]
 
 
-def _kernel_sources() -> list[pathlib.Path]:
-    # Where triton_lstm.kernels really lives: kernels/ at the repo root in an editable install.
-    from . import kernels
+# ---- tiers: the default tier compiles the corners and a sample that rotates ----------------
 
-    sources = sorted(pathlib.Path(kernels.__file__).resolve().parent.glob("*.py"))
-    if not any(p.name == "lstm_fwd.py" for p in sources):
-        raise RuntimeError(f"kernel sources not found next to {kernels.__file__}")
-    return sources
+_TILE_NAMES = ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS", "PROJ_UNITS")
 
 
-def _source_digest() -> str:
+def _tile_size(plan: Plan) -> int:
+    size = plan.num_warps
+    for name, value in plan.constexprs:
+        if name in _TILE_NAMES:
+            size *= value
+    return size
+
+
+def _flags(plan: Plan) -> set[tuple[str, bool]]:
+    return {(name, value) for name, value in plan.constexprs if isinstance(value, bool)}
+
+
+def corner_items(items: list[tuple[Plan, int]]) -> list[tuple[Plan, int]]:
+    """For each kernel, target and dtype: the plan with the largest tiles, then the fewest
+    largest plans that between them have every flag on and off; and on each target the
+    widest split backward. Where spills and shared-memory overflows appear first."""
+    groups: dict[tuple, list[tuple[Plan, int]]] = {}
+    for plan, cc in dict.fromkeys((compiled_part(p), cc) for p, cc in items):
+        groups.setdefault((plan.kernel, cc, plan.signature[0][1]), []).append((plan, cc))
+    chosen = []
+    for group in groups.values():
+        group = sorted(dict.fromkeys(group), key=lambda item: -_tile_size(item[0]))
+        picked = [group[0]]
+        missing = set().union(*(_flags(p) for p, _ in group)) - _flags(group[0][0])
+        while missing:
+            best = max(group, key=lambda item: len(_flags(item[0]) & missing))
+            picked.append(best)
+            missing -= _flags(best[0])
+        chosen += picked
+    for cc in {cc for _, cc in items}:
+        split_backwards = [(compiled_part(p), c) for p, c in items if c == cc and p.kernel == "lstm_bwd_kernel_split"]
+        if split_backwards:
+            chosen.append(max(split_backwards, key=lambda item: item[0].constexpr("BLOCK_H")))
+    return list(dict.fromkeys(chosen))
+
+
+def sample_items(items: list[tuple[Plan, int]], n: int, salt: str) -> list[tuple[Plan, int]]:
+    """A deterministic sample of n items, a different one for each salt (the kernels' source
+    digest: every kernel edit checks other plans)."""
+    def rank(item):
+        plan, cc = item
+        return hashlib.sha256(f"{salt}|{cc}|{dataclasses.asdict(compiled_part(plan))}".encode()).hexdigest()
+    return sorted(dict.fromkeys(items), key=rank)[:n]
+
+
+def kernels_digest() -> str:
+    """One digest over every registered kernel (kernel_digest of each)."""
+    return hashlib.sha256("".join(kernel_digest(variants.kernel_function(name))
+                                  for name in variants.kernel_names()).encode()).hexdigest()[:16]
+
+
+def default_tier_items(items: list[tuple[Plan, int]], sample: int = 24) -> list[tuple[Plan, int]]:
+    """The corners and a rotating sample of the rest: what `make test` compiles."""
+    corners = corner_items(items)
+    chosen = set(corners)
+    rest = [item for item in dict.fromkeys((compiled_part(p), cc) for p, cc in items) if item not in chosen]
+    return corners + sample_items(rest, sample, kernels_digest())
+
+
+# ---- the cache key: a kernel function's own source and the sources it calls ----------------
+
+def _called_jit_functions(fn) -> list:
+    """The @triton.jit functions `fn`'s body names (its helpers), found in its globals."""
+    tree = ast.parse(inspect.getsource(fn.fn).lstrip())
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    return [fn.fn.__globals__[n] for n in sorted(names)
+            if hasattr(fn.fn.__globals__.get(n), "fn") and callable(getattr(fn.fn.__globals__.get(n), "fn"))]
+
+
+def _constant_globals(fn) -> list[tuple[str, str]]:
+    """Module-level constants the body reads (a constexpr global changes the code too)."""
+    tree = ast.parse(inspect.getsource(fn.fn).lstrip())
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    g = fn.fn.__globals__
+    return [(n, repr(getattr(g[n], "value", g[n]))) for n in sorted(names)
+            if n in g and isinstance(getattr(g[n], "value", g[n]), (int, float, bool, str))]
+
+
+def kernel_digest(fn) -> str:
+    """Hash of `fn`'s source, the constants it reads and, recursively, of every @triton.jit
+    function it calls: what the compiled binary depends on, and nothing else."""
     h = hashlib.sha256()
-    for path in _kernel_sources():
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    seen = set()
+
+    def visit(f):
+        key = (f.fn.__module__, f.fn.__qualname__)
+        if key in seen:
+            return
+        seen.add(key)
+        h.update(repr(key).encode())
+        h.update(inspect.getsource(f.fn).encode())
+        h.update(repr(_constant_globals(f)).encode())
+        for callee in _called_jit_functions(f):
+            visit(callee)
+
+    visit(fn)
     return h.hexdigest()[:16]
-
-
-def compiled_part(plan: Plan) -> Plan:
-    """The plan without its grid: plans that differ only in grid compile to the same binary."""
-    return dataclasses.replace(plan, grid=())
 
 
 def cache_key(plan: Plan, capability: int) -> str:
     import triton
 
-    text = json.dumps([_source_digest(), triton.__version__, capability, dataclasses.asdict(compiled_part(plan))],
+    text = json.dumps([kernel_digest(variants.kernel_function(plan.kernel)), triton.__version__, capability,
+                       dataclasses.asdict(compiled_part(plan)), [f.name for f in dataclasses.fields(CompileResult)]],
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def compiled_part(plan: Plan) -> Plan:
+    """The plan without its grid: plans that differ only in grid compile to the same binary."""
+    return dataclasses.replace(plan, grid=())
 
 
 def cache_dir() -> pathlib.Path:
@@ -148,6 +200,8 @@ def cache_dir() -> pathlib.Path:
     return path
 
 
+# ---- compiling ------------------------------------------------------------------------------
+
 def occupancy(limits: DeviceLimits, registers: int, shared: int, num_warps: int) -> int:
     threads = 32 * num_warps
     by_regs = limits.registers_per_sm // max(1, registers * threads)
@@ -156,9 +210,20 @@ def occupancy(limits: DeviceLimits, registers: int, shared: int, num_warps: int)
     return max(0, min(by_regs, by_shared, by_threads, 32))
 
 
-def _ptxas_path(capability: int) -> str:
-    import inspect
+def ptx_facts(ptx: str) -> dict:
+    def has(pattern):
+        return re.search(pattern, ptx) is not None
 
+    return dict(
+        release_atomic=has(r"\b(atom|red)(\.\w+)*\.release(\.\w+)*\.gpu(\.\w+)*\.add\b")
+        or has(r"\b(atom|red)(\.\w+)*\.gpu(\.\w+)*\.release(\.\w+)*\.add\b"),
+        acquire_atomic=has(r"\b(atom|ld)(\.\w+)*\.gpu\.acquire\b") or has(r"\b(atom|ld)(\.\w+)*\.acquire\.gpu\b"),
+        cg_loads=len(re.findall(r"\bld\.global(\.\w+)*\.cg\b", ptx)),
+        cg_vector_loads=len(re.findall(r"\bld\.global(\.\w+)*\.cg(\.\w+)*\.v[248]\b", ptx)),
+    )
+
+
+def _ptxas_path(capability: int) -> str:
     from triton.backends.nvidia import compiler as nv
 
     # The ptxas that triton itself uses for this target (its signature changed across versions).
@@ -191,18 +256,18 @@ def compile_ptx(plan: Plan, capability: int):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from .kernels import launch
+    from .launcher import triton_constexprs
 
-    constexprs = launch.triton_constexprs(plan)
+    constexprs = triton_constexprs(plan)
     signature = dict(plan.signature)
     signature.update({k: "constexpr" for k in constexprs})
-    src = ASTSource(fn=launch.kernel_of(plan), signature=signature, constexprs=constexprs)
+    src = ASTSource(fn=variants.kernel_function(plan.kernel), signature=signature, constexprs=constexprs)
     return triton.compile(src, target=GPUTarget("cuda", capability, 32),
                           options={"num_warps": plan.num_warps, "num_stages": plan.num_stages,
                                    "maxnreg": plan.maxnreg})
 
 
-def _compile_uncached(plan: Plan, capability: int) -> CompileResult:
+def compile_uncached(plan: Plan, capability: int) -> CompileResult:
     import contextlib
     import io
 
@@ -224,10 +289,11 @@ def _compile_uncached(plan: Plan, capability: int) -> CompileResult:
         else:
             registers, spills = _ptxas_usage(kernel.asm["ptx"], capability)
     except Exception as e:  # reported per plan, asserted by the tests
-        return CompileResult(capability, -1, -1, -1, 0, f"{type(e).__name__}: {str(e)[:2000]}")
+        return CompileResult(capability, -1, -1, -1, 0, error=f"{type(e).__name__}: {str(e)[:2000]}")
     shared = kernel.metadata.shared
     return CompileResult(capability, registers, spills, shared,
-                         occupancy(TARGETS[capability], registers, shared, plan.num_warps))
+                         occupancy(TARGETS[capability], registers, shared, plan.num_warps),
+                         **ptx_facts(kernel.asm["ptx"]))
 
 
 def _compile_one(item) -> CompileResult:
@@ -235,13 +301,13 @@ def _compile_one(item) -> CompileResult:
     path = cache_dir() / f"{cache_key(plan, capability)}.json"
     if path.exists():
         return CompileResult(**json.loads(path.read_text()))
-    result = _compile_uncached(plan, capability)
+    result = compile_uncached(plan, capability)
     if result.ok:
         path.write_text(json.dumps(dataclasses.asdict(result)))
     return result
 
 
-def _plan_from_json(d: dict) -> Plan:
+def plan_from_json(d: dict) -> Plan:
     return Plan(d["kernel"], d["variant"], tuple(d["grid"]), d["num_warps"], d["num_stages"], d["maxnreg"],
                 tuple(tuple(x) for x in d["signature"]), tuple(tuple(x) for x in d["constexprs"]))
 
@@ -249,7 +315,7 @@ def _plan_from_json(d: dict) -> Plan:
 def _serve() -> None:
     """Child process: plans as JSON on stdin, results as JSON on stdout."""
     request = json.loads(sys.stdin.read())
-    items = [(_plan_from_json(p), cc) for p, cc in request["items"]]
+    items = [(plan_from_json(p), cc) for p, cc in request["items"]]
     workers = request["workers"]
     if workers > 1 and len(items) > 1:
         with concurrent.futures.ProcessPoolExecutor(workers) as pool:
@@ -259,29 +325,33 @@ def _serve() -> None:
     sys.stdout.write(json.dumps([dataclasses.asdict(r) for r in results]))
 
 
-def matrix_items(**grid) -> list[tuple[Plan, int]]:
-    """(plan, capability) for every plan the dispatcher produces for sm_80 and sm_90."""
-    return [(plan, cc) for cc, limits in TARGETS.items() for plan in plan_matrix(limits, **grid)]
+def compile_plans(items: list[tuple[Plan, int]], workers: int | None = None) -> dict:
+    """Compile each (plan, capability); returns {(plan, capability): CompileResult}.
 
-
-def compile_plans(items: list[tuple[Plan, int]], workers: int | None = None,
-                  server: str = "triton_lstm.compile_check", result_type=CompileResult) -> dict:
-    """Compile each (plan, capability); returns {(plan, capability): result_type}.
-
-    Runs in a child process (`python -m <server> --serve`) without TRITON_INTERPRET, so it
-    works from the interpreted suite; triton_lstm.split serves its PTX-reading variant.
+    Runs in a child process (`python -m triton_lstm.compile_check --serve`) without
+    TRITON_INTERPRET, so it works from the interpreted suite.
     """
     unique = list(dict.fromkeys((compiled_part(p), cc) for p, cc in items))
     workers = workers or max(1, min(len(os.sched_getaffinity(0)), 8))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     request = json.dumps({"items": [(dataclasses.asdict(p), cc) for p, cc in unique], "workers": workers})
-    out = subprocess.run([sys.executable, "-m", server, "--serve"], input=request,
+    out = subprocess.run([sys.executable, "-m", "triton_lstm.compile_check", "--serve"], input=request,
                          capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"compile child ({server}) failed:\n{out.stderr[-4000:]}")
-    results = dict(zip(unique, (result_type(**r) for r in json.loads(out.stdout))))
+        raise RuntimeError(f"compile child failed:\n{out.stderr[-4000:]}")
+    results = dict(zip(unique, (CompileResult(**r) for r in json.loads(out.stdout))))
     return {(p, cc): results[(compiled_part(p), cc)] for p, cc in items}
+
+
+@functools.lru_cache(maxsize=None)
+def occupancy_from_compile(capability: int):
+    """plan -> programs per SM of its kernel compiled for sm_<capability> (0 when it spills or
+    fails), for split.plan_split's `occupancy`."""
+    def programs_per_sm(plan: Plan) -> int:
+        result = compile_plans([(plan, capability)])[(plan, capability)]
+        return result.max_programs_per_sm if result.ok and not result.spill_bytes else 0
+    return programs_per_sm
 
 
 def _main() -> None:

@@ -7,7 +7,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from . import launcher, reference
+from . import reference
+from .device import triton_unavailable_reason
 from .ops import lstm_recurrence
 from .planning import KERNEL_CHOICES
 from .records import GateRecord
@@ -20,7 +21,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference":
         return backend
-    reason = launcher.triton_unavailable_reason(device)
+    reason = triton_unavailable_reason(device)
     if reason is None:
         return "triton"
     if backend == "triton":

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from . import launcher
+from .device import compute_dtype
 
 
 @torch.library.custom_op("triton_lstm::lstm_recurrence", mutates_args=())
@@ -32,7 +33,7 @@ def _(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_fir
       kernel):
     T, B = (xw.shape[1], xw.shape[0]) if batch_first else (xw.shape[0], xw.shape[1])
     D, H, P = w_hh.shape[0], w_hh.shape[1] // 4, w_hh.shape[2]
-    acc = launcher.compute_dtype(xw.dtype)
+    acc = compute_dtype(xw.dtype)
     y = xw.new_empty((B, T, D * P) if batch_first else (T, B, D * P))
     if store_state:
         gates, c_hist = xw.new_empty(D, T, B, 4 * H, dtype=acc), xw.new_empty(D, T, B, H, dtype=acc)
@@ -136,7 +137,7 @@ def lstm_cell_step(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b
 @lstm_cell_step.register_fake
 def _(x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, cell_clip, grad_clip, store_state):
     B, H = c.shape
-    acc = launcher.compute_dtype(x.dtype)
+    acc = compute_dtype(x.dtype)
     saved = (x.new_empty(B, 4 * H, dtype=acc), x.new_empty(B, H, dtype=acc)) if store_state else \
         (x.new_empty(0, dtype=acc), x.new_empty(0, dtype=acc))
     return x.new_empty(B, H), x.new_empty(B, H), *saved

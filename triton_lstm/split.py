@@ -2,8 +2,8 @@
 
 The split kernels (kernels/lstm_split.py) split the hidden units across programs that all
 run at once and meet at a grid barrier every step (kernels/grid_barrier.py). This module
-plans them (pure), launches them (checks, allocation, the barrier's error flag), and
-compiles their plans for sm_80 / sm_90 without a GPU (reusing triton_lstm.compile_check).
+is the variant's host side: planning (pure), the buffers a launch needs (exchange, sync),
+the barrier's error flag after it, and the plans of the compile matrix.
 
 When split beats batch-tiled (the rule `prefer_split` implements)
 ------------------------------------------------------------------
@@ -53,27 +53,27 @@ it (triton_lstm/interpreter_threads.py): a 10x margin.
 
 Checking the flag (the one host sync)
 -------------------------------------
-The launch zeroes its (batch tiles, 2) int32 sync buffer with torch on the launch's stream
-(no host sync, CUDA-graph friendly). After the launch `split_forward` / `split_backward`
-read the error flag, which synchronises with the device: that read is the only sync and
-happens only here, in the launcher. Pass `check=False` (and your own `sync` buffer) to skip
-it, e.g. under CUDA-graph capture, and call `raise_if_barrier_failed(sync)` later.
+The launch zeroes its (directions, batch tiles, 2) int32 sync buffer with torch on the
+launch's stream (no host sync, CUDA-graph friendly). After the launch the variant's
+after_launch reads the error flag, which synchronises with the device: that read is the
+only sync. Pass `check=False` (and your own `sync` buffer) through the launcher to skip it,
+e.g. under CUDA-graph capture, and call `raise_if_barrier_failed(sync)` later.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 from typing import Callable
 
 import torch
 
-from .planning import (_ELEMENT_BYTES, RESIDENT_W_MAX_BYTES, DeviceLimits, Options, Plan, _common_constexprs,
-                       dot_block, dtype_name)
+from . import device
+from .batch import RESIDENT_W_MAX_BYTES, plan_layer
+from .planning import (ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant, dot_block,
+                       dtype_name, maxnreg, numerics)
 
 SPIN_LIMIT_GPU = 1 << 24
 SPIN_LIMIT_INTERPRETED = 10000
-# From the split compile report (sm_80 and sm_90, `python -m triton_lstm.split`):
+# From the split compile report (sm_80 and sm_90, `python -m triton_lstm.split_report`):
 # - BLOCK_B = 64 spills in almost every plan; 16 never does, so a larger batch gets more
 #   batch tiles (grid axis 1, each tile with its own barrier) instead of taller tiles.
 # - A forward slice of up to 64 KB is spill-free (bf16 H = 1024, UNITS = 8, 8 warps: 240
@@ -138,19 +138,12 @@ def describe(plan: Plan) -> str:
             f"BLOCK_B={c['BLOCK_B']} BLOCK_H={c['BLOCK_H']} dot={c['INPUT_PRECISION']}")
 
 
-def programs(plan: Plan) -> int:
-    n = 1
-    for g in plan.grid:
-        n *= g
-    return n
-
-
 def resident_slice_bytes(plan: Plan) -> int:
     """Bytes of weights a program keeps on chip. Forward: W_hh [BLOCK_P, 4 UNITS], and with a
     projection W_hr [BLOCK_H, PROJ_UNITS]; backward: W_hh [4 BLOCK_H, PROJ_UNITS], and with a
     projection W_hr [BLOCK_P, UNITS] (without one BLOCK_P = BLOCK_H and PROJ_UNITS = UNITS)."""
     c = dict(plan.constexprs)
-    element = 4 if c["DOT_IN_FP32"] else _ELEMENT_BYTES[dict(plan.signature)["w_hh_ptr"].lstrip("*")]
+    element = 4 if c["DOT_IN_FP32"] else ELEMENT_BYTES[dict(plan.signature)["w_hh_ptr"].lstrip("*")]
     if plan.kernel == "lstm_fwd_kernel_split":
         elements = 4 * c["BLOCK_P"] * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
     else:
@@ -171,10 +164,6 @@ def _num_warps(plan: Plan) -> int:
     return 4 if resident_slice_bytes(plan) <= FOUR_WARPS_SLICE_BYTES else 8
 
 
-def _maxnreg(num_warps: int, limits: DeviceLimits) -> int:
-    return min(limits.max_registers_per_thread, limits.registers_per_sm // (32 * num_warps))
-
-
 def proj_units(units: int, H: int, P: int) -> int:
     """Entries of h per program with a projection: the cdiv(H, units) programs cover P, and the
     dots over them (N = PROJ_UNITS) need N >= 16; so programs past cdiv(P, PROJ_UNITS) own none."""
@@ -192,9 +181,9 @@ def aligned(H: int, P: int) -> bool:
     return H % 16 == 0 and P % 16 == 0
 
 
-def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name: str, options: Options,
-              limits: DeviceLimits, P: int | None = None) -> Plan:
-    acc, dot_in_fp32, precision = _common_constexprs(name, options, limits)
+def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name: str, options: GateOptions,
+              limits: DeviceLimits, P: int | None, allow_tf32: bool) -> Plan:
+    acc, dot_in_fp32, precision = numerics(name, allow_tf32, limits)
     has_proj = P is not None and P != H
     P = H if P is None else P
     block_b = min(MAX_BLOCK_B, dot_block(B))
@@ -243,12 +232,13 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         constexprs = common + (("K_CHUNKS", k_chunks), ("PROJ_CHUNKS", proj_chunks)) + gate_flags + (
             ("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
         kernel = "lstm_bwd_kernel_split"
-    plan = Plan(kernel, "split", grid, 4, 1, _maxnreg(4, limits), signature, constexprs)
+    plan = Plan(kernel, "split", grid, 4, 1, maxnreg(4, limits), signature, constexprs)
     num_warps = _num_warps(plan)
-    return dataclasses.replace(plan, num_warps=num_warps, maxnreg=_maxnreg(num_warps, limits))
+    return dataclasses.replace(plan, num_warps=num_warps, maxnreg=maxnreg(num_warps, limits))
 
 
-def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, limits, occupancy) -> Plan | None:
+def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, limits, occupancy,
+                  allow_tf32) -> Plan | None:
     """The plan with the fewest units per program whose grid is co-resident and whose slice fits."""
     block_h = dot_block(H)
     is_aligned = aligned(H, H if P is None else P)
@@ -262,52 +252,53 @@ def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, l
         max_block_h = ALIGNED_BACKWARD_MAX_BLOCK_H if is_aligned and not options.lengths else BACKWARD_MAX_BLOCK_H
         unit_choices = [u for u in unit_choices if block_h <= max_block_h[u]]
     for units in unit_choices:
-        plan = _plan_one(direction, units, B, H, directions, name, options, limits, P)
+        plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32)
         if _budgeted_slice_bytes(plan) > max_slice:
             continue
         per_sm = occupancy(plan) if occupancy is not None else 1
-        if programs(plan) <= limits.num_sms * per_sm:
+        if plan.programs <= limits.num_sms * per_sm:
             return plan
     return None
 
 
-def plan_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits,
+def plan_split(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits: DeviceLimits,
                occupancy: Callable[[Plan], int] | None = None, directions: int = 1,
-               P: int | None = None) -> SplitPlans | None:
+               P: int | None = None, allow_tf32: bool = True) -> SplitPlans | None:
     """Plan the split forward (and backward when options.store_state) of one layer, all its
     directions in one launch.
 
     Args:
-        B, H: batch and hidden size. dtype: input dtype. options: planning.Options (the
-            kernel choice in it is ignored here; options.lengths sets HAS_LENGTHS).
+        B, H: batch and hidden size. dtype: input dtype. options: planning.GateOptions
+            (options.lengths sets HAS_LENGTHS).
             limits: planning.DeviceLimits.
         occupancy: plan -> programs per SM of its compiled kernel (`occupancy_from_compile`
             gives it without a GPU); None assumes one per SM.
         directions: 1, or 2 (bidirectional): grid axis 2, every direction's programs
             co-resident at once.
-        P: proj_size, or None (or H) without a projection.
+        P: proj_size, or None (or H) without a projection. allow_tf32: fp32 dots in TF32.
     Returns:
         SplitPlans, or None when no UNITS gives the forward a co-resident grid with a
         resident W_hh slice (the caller falls back to batch-tiled). Its backward is None
         when store_state is off or no backward plan fits (batch-tiled backward then).
 
     Example:
-        >>> plans = plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90())
+        >>> plans = plan_split(16, 1024, torch.bfloat16, GateOptions(), DeviceLimits.sm90())
         >>> plans.forward.grid, plans.backward
         ((128, 1, 1), None)
-        >>> plan_split(3, 256, torch.float32, Options(), DeviceLimits.sm80(), directions=2).backward.grid
+        >>> plan_split(3, 256, torch.float32, GateOptions(), DeviceLimits.sm80(), directions=2).backward.grid
         (16, 1, 2)
     """
     name = dtype_name(dtype)
     if name == "fp64" and not limits.interpreted:
         return None  # fp64 is for verification in the interpreter; its slices overflow a GPU's shared memory
-    forward = _fitting_plan("forward", FORWARD_UNITS, B, H, P, directions, name, options, limits, occupancy)
+    forward = _fitting_plan("forward", FORWARD_UNITS, B, H, P, directions, name, options, limits, occupancy,
+                            allow_tf32)
     if forward is None:
         return None
     backward = None
     if options.store_state:
         backward = _fitting_plan("backward", BACKWARD_UNITS, B, H, P, directions, name, options, limits,
-                                 occupancy)
+                                 occupancy, allow_tf32)
     return SplitPlans(forward, backward)
 
 
@@ -318,64 +309,42 @@ def forward_traffic_per_step(B: int, H: int, dtype: torch.dtype, batch_plan: Pla
     step's time since a program reads through one SM. xw and y move in both; batch-tiled
     streamed re-reads all of W_hh^T per program, split reads its batch tile's whole h per
     program (and pays one barrier)."""
-    e = _ELEMENT_BYTES[dtype_name(dtype)]
+    e = ELEMENT_BYTES[dtype_name(dtype)]
     directions = batch_plan.grid[1]
     io = directions * (B * 4 * H * e + B * H * e)  # xw_t in, y_t out, each direction
-    n_batch = programs(batch_plan)
+    n_batch = batch_plan.programs
     w_streamed = 4 * H * H * e if batch_plan.variant == "batch_streamed" else 0
     row = {"batch_programs": n_batch, "batch_bytes": io + n_batch * w_streamed,
            "batch_bytes_per_program": -(-io // n_batch) + w_streamed}
     if split_plan is not None:
         unit_programs, batch_tiles, _ = split_plan.grid
         tile_rows = -(-B // batch_tiles)
-        row.update(split_programs=programs(split_plan), split_bytes=io + directions * unit_programs * B * H * e,
-                   split_bytes_per_program=-(-io // programs(split_plan)) + tile_rows * H * e)
+        row.update(split_programs=split_plan.programs, split_bytes=io + directions * unit_programs * B * H * e,
+                   split_bytes_per_program=-(-io // split_plan.programs) + tile_rows * H * e)
     return row
 
 
-def prefer_split(B: int, H: int, dtype: torch.dtype, options: Options, limits: DeviceLimits,
+def prefer_split(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits: DeviceLimits,
                  batch_plan: Plan, occupancy: Callable[[Plan], int] | None = None,
-                 directions: int = 1, P: int | None = None) -> SplitPlans | None:
+                 directions: int = 1, P: int | None = None, allow_tf32: bool = True) -> SplitPlans | None:
     """The split plans when the rule in this module's docstring picks split over `batch_plan`, else None."""
     if limits.interpreted:
         return None  # a launch's programs run one after another there: the barrier cannot complete
     if batch_plan.variant != "batch_streamed":
         return None  # W_hh resident in one program, no barrier: batch-tiled is faster
     if P is not None and P != H and _projected_weight_bytes(H, P, dtype) <= RESIDENT_W_MAX_BYTES:
-        # the batch plan streams every projection (planning._tiles), also when W_hh and W_hr
+        # the batch plan streams every projection (batch.tiles), also when W_hh and W_hr
         # are small enough to stay in one SM's L1: no reason for two barriers per step then
         return None
-    if 4 * programs(batch_plan) > limits.num_sms:
+    if 4 * batch_plan.programs > limits.num_sms:
         return None  # enough batch tiles to spread the streamed W_hh over most SMs
-    return plan_split(B, H, dtype, options, limits, occupancy, directions, P)
+    return plan_split(B, H, dtype, options, limits, occupancy, directions, P, allow_tf32)
 
 
 def _projected_weight_bytes(H: int, P: int, dtype: torch.dtype) -> int:
     """W_hh and W_hr in the batch kernels' padded tiles, as planning measures a resident W_hh."""
     block_h, block_p = dot_block(H), dot_block(P)
-    return 5 * block_h * block_p * _ELEMENT_BYTES[dtype_name(dtype)]
-
-
-def interpreted() -> bool:
-    from . import launcher
-
-    return launcher.kernels_interpreted()
-
-
-def device_limits(device: torch.device) -> DeviceLimits:
-    from . import launcher
-
-    return launcher.device_limits(device)
-
-
-def default_spin_limit() -> int:
-    return SPIN_LIMIT_INTERPRETED if interpreted() else SPIN_LIMIT_GPU
-
-
-def _output(like: torch.Tensor, *shape: int, dtype: torch.dtype | None = None) -> torch.Tensor:
-    from . import launcher
-
-    return launcher._output(like, *shape, dtype=dtype)  # NaN-poisoned under the tests
+    return 5 * block_h * block_p * ELEMENT_BYTES[dtype_name(dtype)]
 
 
 def new_sync(plan: Plan, device) -> torch.Tensor:
@@ -421,369 +390,94 @@ def _check_plan_fits(plan: Plan, args: dict) -> None:
                                f"exchange buffers; got H={H}, P={P}, misaligned {misaligned}")
 
 
-def _launch(plan: Plan, args: dict) -> None:
-    from .kernels import launch
-
-    _check_plan_fits(plan, args)
-    launch.launch(plan, args)
-
-
-def _options(peephole, cell_clip, grad_clip=None, store_state=True, lengths=False) -> Options:
-    return Options(peephole=peephole is not None, cell_clip=cell_clip is not None,
-                   grad_clip=grad_clip is not None, store_state=store_state, lengths=lengths, kernel="split",
-                   allow_tf32=torch.backends.cudnn.allow_tf32)
-
-
-def _plan_or_raise(direction, B, H, P, D, dtype, options, device) -> Plan:
-    limits = device_limits(device)
-    plans = plan_split(B, H, dtype, options, limits, directions=D, P=P)
-    plan = None if plans is None else getattr(plans, direction)
-    if plan is None:
-        raise RuntimeError(f"no split {direction} plan for B={B}, H={H}, proj_size={P if P != H else 0}, {dtype} "
-                           f"on {limits.name}: its programs cannot all be resident with their weight slices; "
-                           "use kernel='batch'")
-    return plan
-
-
-def _layer_dims(w_hh: torch.Tensor, w_hr: torch.Tensor | None) -> tuple[int, int, int]:
-    """(D, H, P) of w_hh (D, 4H, P) and w_hr (D, P, H) or None, checked against each other."""
-    from .launcher import _layer_dims as dims
-
-    D, H, P = dims(w_hh)
-    if w_hh.shape[1] != 4 * H or (w_hr is None and P != H) or (w_hr is not None and (tuple(w_hr.shape) != (D, P, H)
-                                                                         or not 0 < P < H)):
-        raise ValueError(f"w_hh must be (D, 4H, P) with w_hr (D, P, H) and 0 < P < H, or (D, 4H, H) without "
-                         f"w_hr; got w_hh {tuple(w_hh.shape)} and w_hr "
-                         f"{None if w_hr is None else tuple(w_hr.shape)}")
-    return D, H, P
-
-
 def _barriers_per_step(plan: Plan) -> int:
     return 2 if plan.constexpr("HAS_PROJ") else 1  # the m_t (dh_t) exchange, then h_t (dpre_t)
 
 
-def _time_major_strides(t: torch.Tensor, batch_first: bool) -> tuple[int, int]:
-    return (t.stride(1), t.stride(0)) if batch_first else (t.stride(0), t.stride(1))
-
-
-def _check_last_dim_contiguous(**tensors) -> None:
-    for name, t in tensors.items():
-        if t.stride(-1) != 1:
-            raise ValueError(f"{name} must have a contiguous last dimension, got strides {tuple(t.stride())}")
-
-
-def _lengths_arg(lengths: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    # the kernel reads lengths only with HAS_LENGTHS; otherwise any int64 pointer will do
-    return lengths if lengths is not None else torch.empty(1, dtype=torch.int64, device=like.device)
-
-
-def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, w_hr=None, lengths=None,
-                  reverse=False, batch_first=False, plan: Plan | None = None, spin_limit: int | None = None,
-                  sync: torch.Tensor | None = None, check: bool = True):
-    """Forward recurrence of one layer, all its directions in one launch, with the split kernel.
-
-    The same tensors as the batch-tiled kernel (triton_lstm/launcher.py), so either runs a layer.
-
-    Args:
-        xw: (T, B, D*4H) (or (B, T, D*4H) with batch_first) = x W_ih^T + b_ih + b_hh, last dim
-            contiguous (any T, B strides).
-        w_hh: (D, 4H, P). h0 (D, B, P), c0 (D, B, H), last dim contiguous. peephole: (D, 3, H)
-            contiguous or None. cell_clip: float or None. store_state: save gates and c_hist.
-        w_hr: (D, P, H) output projection (proj_size P < H), or None (then P = H).
-        lengths: (B,) int64 on xw's device, each in [1, T], or None: row b runs its first
-            lengths[b] steps (y is zero after them; h_n, c_n are the state at its last step).
-        reverse: with D = 1, run the direction in reverse (from each row's last step).
-        plan: a forward plan from plan_split (default: planned here). spin_limit: polls
-            before a barrier gives up (default: SPIN_LIMIT_GPU, or _INTERPRETED).
-        sync: (D, batch tiles, 2) int32 buffer to use (zeroed here). check: read the error
-            flag after the launch (a host sync) and raise RuntimeError if a barrier timed out.
-    Returns:
-        y (T, B, D*P) (or (B, T, D*P)), h_n (D, B, P), c_n (D, B, H), gates (D, T, B, 4H) and c_hist
-        (D, T, B, H) in the compute dtype, by time, zero past each row's end (both empty
-        unless store_state).
-
-    Example (TRITON_INTERPRET=1 needs a concurrent executor, triton_lstm.interpreter_threads):
-        >>> with concurrent_programs():
-        ...     y, h_n, c_n, gates, c_hist = split_forward(xw, w_hh, h0, c0, None, None, True)
-    """
-    T, B, G = (xw.shape[1], xw.shape[0], xw.shape[2]) if batch_first else xw.shape
-    D, H, P = _layer_dims(w_hh, w_hr)
-    if G != D * 4 * H:
-        raise ValueError(f"xw must be (T, B, D*4H) for w_hh (D, 4H, P); got {tuple(xw.shape)} and "
-                         f"{tuple(w_hh.shape)}")
-    if reverse and D != 1:
-        raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, P)")
-    _check_last_dim_contiguous(xw=xw, h0=h0, c0=c0)
-    if peephole is not None and not peephole.is_contiguous():
-        raise ValueError("peephole must be contiguous")
-    if plan is None:
-        options = _options(peephole, cell_clip, store_state=store_state, lengths=lengths is not None)
-        plan = _plan_or_raise("forward", B, H, P, D, xw.dtype, options, xw.device)
-    _check_counter_range(plan, T * _barriers_per_step(plan))
-    acc = torch.float64 if xw.dtype == torch.float64 else torch.float32
-    y = _output(xw, *((B, T, D * P) if batch_first else (T, B, D * P)))
-    h_n, c_n = _output(xw, D, B, P), _output(xw, D, B, H)
-    unused = xw.new_empty(1, dtype=acc)
-    gates = _output(xw, D, T, B, 4 * H, dtype=acc) if store_state else unused
-    c_hist = _output(xw, D, T, B, H, dtype=acc) if store_state else unused
-    # with lengths, h goes through a double-buffered exchange (y is zero past a row's end)
-    exchange = _output(xw, D, 2, B, P) if lengths is not None else xw.new_empty(1)
-    m_dtype = acc if plan.constexpr("DOT_IN_FP32") else xw.dtype
-    m_exchange = _output(xw, D, B, H, dtype=m_dtype) if w_hr is not None else xw.new_empty(1, dtype=m_dtype)
-    sync = new_sync(plan, xw.device) if sync is None else sync.zero_()
-    stride_xw_t, stride_xw_b = _time_major_strides(xw, batch_first)
-    stride_y_t, stride_y_b = _time_major_strides(y, batch_first)
-    w_hr_arg = w_hr if w_hr is not None else w_hh
-    _launch(plan, dict(
-        xw_ptr=xw, w_hh_ptr=w_hh, w_hr_ptr=w_hr_arg, h0_ptr=h0, c0_ptr=c0,
-        peephole_ptr=peephole if peephole is not None else w_hh,
-        lengths_ptr=_lengths_arg(lengths, xw), y_ptr=y, h_n_ptr=h_n, c_n_ptr=c_n, gates_ptr=gates,
-        c_hist_ptr=c_hist, exchange_ptr=exchange, m_exchange_ptr=m_exchange, sync_ptr=sync,
-        T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
-        spin_limit=spin_limit if spin_limit is not None else default_spin_limit(),
-        stride_xw_t=stride_xw_t, stride_xw_b=stride_xw_b,
-        stride_w_dir=w_hh.stride(0), stride_w_row=w_hh.stride(1), stride_w_col=w_hh.stride(2),
-        stride_hr_dir=w_hr_arg.stride(0), stride_hr_row=w_hr_arg.stride(1), stride_hr_col=w_hr_arg.stride(2),
-        stride_h0_dir=h0.stride(0), stride_h0_b=h0.stride(1), stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
-        stride_y_t=stride_y_t, stride_y_b=stride_y_b,
-    ))
-    if check:
-        raise_if_barrier_failed(sync, "split forward")
-    if not store_state:
-        gates, c_hist = xw.new_empty(0, dtype=acc), xw.new_empty(0, dtype=acc)
-    return y, h_n, c_n, gates, c_hist
-
-
-def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip, *, w_hr=None,
-                   lengths=None, reverse=False, batch_first=False, plan: Plan | None = None,
-                   spin_limit: int | None = None, sync: torch.Tensor | None = None, check: bool = True):
-    """Backward recurrence of one layer, all its directions in one launch, with the split kernel.
-
-    Args:
-        dy: (T, B, D*P) (or (B, T, D*P)) grad of y, last dim contiguous.
-        dh_n (D, B, P), dc_n (D, B, H), contiguous. w_hh: (D, 4H, P). w_hr: (D, P, H) or None
-            (then P = H). gates (D, T, B, 4H), c_hist (D, T, B, H): the forward's saved state
-            (either variant's), contiguous. c0: (D, B, H) the forward's initial cell state.
-            peephole, cell_clip, lengths, reverse as in the forward; grad_clip: float or None.
-            plan, spin_limit, sync, check: as in split_forward.
-    Returns:
-        dpre (T, B, D*4H) time-major (after grad_clip; dL/dxw; zero past each row's end),
-        dh0 (D, B, P), dc0 (D, B, H), all in dy's dtype, and with a projection dh_hist
-        (D, T, B, P), the grad of every h_t in the compute dtype (else empty). Weight grads
-        are torch GEMMs on the host: dW_hh = sum_t dpre_t^T h_{prev(t)}, dW_hr = sum_t dh_t^T m_t.
-
-    Example:
-        >>> dpre, dh0, dc0, _ = split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, None, None, None)
-    """
-    D, T, B, H = c_hist.shape
-    _, _, P = _layer_dims(w_hh, w_hr)
-    dy_rows = dy.shape[1] if batch_first else dy.shape[0]
-    if gates.shape != (D, T, B, 4 * H) or w_hh.shape != (D, 4 * H, P) or dy_rows != T or dy.shape[-1] != D * P:
-        raise ValueError(f"expected gates (D, T, B, 4H), c_hist (D, T, B, H), w_hh (D, 4H, P), dy with T rows "
-                         f"and D*P columns; got {tuple(gates.shape)}, {tuple(c_hist.shape)}, {tuple(w_hh.shape)}, "
-                         f"{tuple(dy.shape)}")
-    if reverse and D != 1:
-        raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, P)")
-    for name, t in (("gates", gates), ("c_hist", c_hist), ("dh_n", dh_n), ("dc_n", dc_n)):
-        if not t.is_contiguous():
-            raise ValueError(f"{name} must be contiguous")
-    _check_last_dim_contiguous(dy=dy, c0=c0)
-    if plan is None:
-        options = _options(peephole, cell_clip, grad_clip, lengths=lengths is not None)
-        plan = _plan_or_raise("backward", B, H, P, D, dy.dtype, options, dy.device)
-    _check_counter_range(plan, T * _barriers_per_step(plan))
-    dpre = _output(dy, T, B, D * 4 * H)
-    dh0, dc0 = _output(dy, D, B, P), _output(dy, D, B, H)
-    dh_hist = _output(gates, D, T, B, P) if w_hr is not None else gates.new_empty(0)
-    sync = new_sync(plan, dy.device) if sync is None else sync.zero_()
-    stride_dy_t, stride_dy_b = _time_major_strides(dy, batch_first)
-    w_hr_arg = w_hr if w_hr is not None else w_hh
-    _launch(plan, dict(
-        dy_ptr=dy, dh_n_ptr=dh_n, dc_n_ptr=dc_n, w_hh_ptr=w_hh, w_hr_ptr=w_hr_arg, gates_ptr=gates,
-        c_hist_ptr=c_hist, c0_ptr=c0, peephole_ptr=peephole if peephole is not None else w_hh,
-        lengths_ptr=_lengths_arg(lengths, dy), dpre_ptr=dpre, dh_hist_ptr=dh_hist if w_hr is not None else gates,
-        dh0_ptr=dh0, dc0_ptr=dc0, sync_ptr=sync,
-        T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
-        grad_clip=grad_clip if grad_clip is not None else 0.0,
-        spin_limit=spin_limit if spin_limit is not None else default_spin_limit(),
-        stride_dy_t=stride_dy_t, stride_dy_b=stride_dy_b,
-        stride_w_dir=w_hh.stride(0), stride_w_row=w_hh.stride(1), stride_w_col=w_hh.stride(2),
-        stride_hr_dir=w_hr_arg.stride(0), stride_hr_row=w_hr_arg.stride(1), stride_hr_col=w_hr_arg.stride(2),
-        stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
-    ))
-    if check:
-        raise_if_barrier_failed(sync, "split backward")
-    return dpre, dh0, dc0, dh_hist
-
-
-# ---- compile report: the split plans for sm_80 / sm_90 without a GPU ------------------------
-
-REPORT_B = (1, 64)  # one batch tile and four
-REPORT_H = (64, 256, 512, 1024)
-REPORT_DTYPES = (torch.bfloat16, torch.float32)  # fp16 compiles as bf16 does
 BARRIER_SELFTEST_PLAN = Plan(
     "grid_barrier_selftest_kernel", "split", (8,), 4, 1, 128,
     (("exchange_ptr", "*i32"), ("out_ptr", "*i32"), ("sync_ptr", "*i32"), ("T", "i32"), ("spin_limit", "i32")),
     (("BLOCK_P", 16),))
 
-
-@dataclasses.dataclass(frozen=True)
-class SplitCompileResult:
-    """One compiled split plan: compile_check's numbers plus what the PTX shows."""
-
-    capability: int
-    registers: int
-    spill_bytes: int
-    shared_bytes: int
-    max_programs_per_sm: int
-    release_atomic: bool  # atom/red ... .release.gpu ... add: the arrival publishes the step's stores
-    acquire_atomic: bool  # the poll: triton turns atomic_add(p, 0, acquire) into ld.global.gpu.acquire
-    cg_loads: int  # ld.global.cg: exchange reads that bypass L1
-    cg_vector_loads: int = 0  # of those, vector loads (.v2 / .v4 / .v8): ALIGNED's effect
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+def default_spin_limit() -> int:
+    return SPIN_LIMIT_INTERPRETED if device.kernels_interpreted() else SPIN_LIMIT_GPU
 
 
-def ptx_facts(ptx: str) -> dict:
-    import re
-
-    def has(pattern):
-        return re.search(pattern, ptx) is not None
-
-    return dict(
-        release_atomic=has(r"\b(atom|red)(\.\w+)*\.release(\.\w+)*\.gpu(\.\w+)*\.add\b")
-        or has(r"\b(atom|red)(\.\w+)*\.gpu(\.\w+)*\.release(\.\w+)*\.add\b"),
-        acquire_atomic=has(r"\b(atom|ld)(\.\w+)*\.gpu\.acquire\b") or has(r"\b(atom|ld)(\.\w+)*\.acquire\.gpu\b"),
-        cg_loads=len(re.findall(r"\bld\.global(\.\w+)*\.cg\b", ptx)),
-        cg_vector_loads=len(re.findall(r"\bld\.global(\.\w+)*\.cg(\.\w+)*\.v[248]\b", ptx)),
-    )
+def no_plan_message(shape: LayerShape, limits: DeviceLimits) -> str:
+    B, H, P, _, dtype = shape
+    return (f"B={B}, H={H}, proj_size={P if P != H else 0}, {dtype} on {limits.name}: its programs cannot all be "
+            "resident with their weight slices; use kernel='batch'")
 
 
-def _compile_split_one(item) -> SplitCompileResult:
-    import hashlib
-    import inspect
-
-    from . import compile_check
-
-    plan, capability = item
-    # keyed also on what is read off the PTX, so editing the rest of this file recompiles nothing
-    read = inspect.getsource(ptx_facts) + repr([f.name for f in dataclasses.fields(SplitCompileResult)])
-    own = hashlib.sha256(read.encode()).hexdigest()[:12]
-    path = compile_check.cache_dir() / f"split-{own}-{compile_check.cache_key(plan, capability)}.json"
-    if path.exists():
-        return SplitCompileResult(**json.loads(path.read_text()))
-    base = compile_check._compile_uncached(plan, capability)
-    if not base.ok:
-        return SplitCompileResult(capability, -1, -1, -1, 0, False, False, 0, base.error)
-    ptx = compile_check.compile_ptx(plan, capability).asm["ptx"]  # triton's own cache: no second compile
-    result = SplitCompileResult(capability, base.registers, base.spill_bytes, base.shared_bytes,
-                                base.max_programs_per_sm, **ptx_facts(ptx))
-    path.write_text(json.dumps(dataclasses.asdict(result)))
-    return result
+def plan_pass(pass_: str, plans: SplitPlans | None, shape: LayerShape, gates: GateOptions, limits: DeviceLimits,
+              allow_tf32: bool) -> Plan | None:
+    """The plan of one pass from a layer's split plans: None without them; a split forward
+    without a split backward runs the batch-tiled backward on the same saved state."""
+    if plans is None:
+        return None
+    if pass_ == "forward":
+        return plans.forward
+    return plans.backward or plan_layer("backward", shape, gates, limits, False, allow_tf32)
 
 
-def _serve() -> None:
-    import concurrent.futures
-
-    from . import compile_check
-
-    request = json.loads(sys.stdin.read())
-    items = [(compile_check._plan_from_json(p), cc) for p, cc in request["items"]]
-    if request["workers"] > 1 and len(items) > 1:
-        with concurrent.futures.ProcessPoolExecutor(request["workers"]) as pool:
-            results = list(pool.map(_compile_split_one, items))
-    else:
-        results = [_compile_split_one(item) for item in items]
-    sys.stdout.write(json.dumps([dataclasses.asdict(r) for r in results]))
+def _plan(pass_, shape, gates, limits, choice, allow_tf32):
+    B, H, P, D, dtype = shape
+    plans = plan_split(B, H, dtype, gates, limits, directions=D, P=P, allow_tf32=allow_tf32)
+    return plan_pass(pass_, plans, shape, gates, limits, allow_tf32)
 
 
-def compile_split_plans(items: list[tuple[Plan, int]], workers: int | None = None) -> dict:
-    """Compile each (plan, capability) for real (sm_80 / sm_90) in a child process without
-    TRITON_INTERPRET, like compile_check.compile_plans; returns {(plan, cc): SplitCompileResult}."""
-    from . import compile_check
-
-    return compile_check.compile_plans(items, workers, server="triton_lstm.split",
-                                       result_type=SplitCompileResult)
-
-
-def occupancy_from_compile(capability: int, workers: int | None = None) -> Callable[[Plan], int]:
-    """plan -> programs per SM of its kernel compiled for sm_<capability> (for plan_split)."""
-    def occupancy(plan: Plan) -> int:
-        result = compile_split_plans([(plan, capability)], workers)[(plan, capability)]
-        if not result.ok or result.spill_bytes:
-            return 0  # a plan that does not compile cleanly is never co-resident
-        return result.max_programs_per_sm
-    return occupancy
-
-
-def report_plans(Bs=REPORT_B, Hs=REPORT_H, dtypes=REPORT_DTYPES, options=Options(peephole=True, cell_clip=True,
-                                                                                  grad_clip=True),
-                 projections=(False, True)) -> list:
-    """(B, H, dtype, plans, capability) for each shape of the report that has split plans (1
-    program per SM assumed); with a projection P = H // 4."""
-    from .compile_check import TARGETS
-
-    rows = []
-    for cc, limits in TARGETS.items():
-        for dtype in dtypes:
-            for H in Hs:
-                for proj in projections:
-                    for B in Bs:
-                        plans = plan_split(B, H, dtype, options, limits, P=H // 4 if proj else None)
-                        if plans is not None:
-                            rows.append((B, H, dtype, plans, cc))
-    return rows
+def _buffers(plan: Plan, args: dict, *, spin_limit: int | None = None, sync: torch.Tensor | None = None,
+             check: bool = True) -> dict:
+    """The exchange buffers (h with lengths, m with a projection), the barrier's sync buffer
+    and spin limit. `sync` (zeroed here) and `spin_limit` override the defaults."""
+    forward = plan.kernel == "lstm_fwd_kernel_split"
+    like = args["xw_ptr" if forward else "dy_ptr"]
+    D, B, H, P = plan.grid[2], args["B"], args["H"], args["P"]
+    _check_counter_range(plan, args["T"] * _barriers_per_step(plan))
+    extras = {}
+    if forward:
+        # with lengths, h goes through a double-buffered exchange (y is zero past a row's end)
+        extras["exchange_ptr"] = device.output(like, D, 2, B, P) if plan.constexpr("HAS_LENGTHS") else like.new_empty(1)
+        # the m exchange holds the projection dot's operand: fp32 where the interpreter upcasts 16-bit
+        m_dtype = args["gates_ptr"].dtype if plan.constexpr("DOT_IN_FP32") else like.dtype
+        extras["m_exchange_ptr"] = (device.output(like, D, B, H, dtype=m_dtype) if plan.constexpr("HAS_PROJ")
+                                    else like.new_empty(1, dtype=m_dtype))
+    extras["sync_ptr"] = new_sync(plan, like.device) if sync is None else sync.zero_()
+    extras["spin_limit"] = spin_limit if spin_limit is not None else default_spin_limit()
+    _check_plan_fits(plan, {**args, **extras})
+    return extras
 
 
-def compile_report(rows=None, workers: int | None = None) -> list[dict]:
-    """One dict per compiled split plan: shape, plan, registers, spills, shared memory, programs,
-    co-residency and where the W_hh slice lives; printed by `python -m triton_lstm.split`."""
-    from .compile_check import TARGETS
-
-    rows = report_plans() if rows is None else rows
-    items = [(plan, cc) for *_, plans, cc in rows for plan in (plans.forward, plans.backward) if plan is not None]
-    results = compile_split_plans(items, workers)
-    table = []
-    for B, H, dtype, plans, cc in rows:
-        for plan in (plans.forward, plans.backward):
-            if plan is None:
-                continue
-            r = results[(plan, cc)]
-            slice_bytes = resident_slice_bytes(plan)
-            if not r.ok or r.spill_bytes:
-                where = "NOT resident (spills)" if r.ok else "compile error"
-            elif r.shared_bytes >= slice_bytes:
-                where = "shared memory"
-            else:
-                where = "registers"
-            table.append(dict(
-                target=f"sm_{cc}", kernel=plan.kernel, B=B, H=H,
-                projection=plan.constexpr("HAS_PROJ"), dtype=dtype_name(dtype),
-                UNITS=plan.constexpr("UNITS"), PROJ_UNITS=plan.constexpr("PROJ_UNITS"),
-                BLOCK_B=plan.constexpr("BLOCK_B"), warps=plan.num_warps,
-                programs=programs(plan), registers=r.registers, spill_bytes=r.spill_bytes,
-                shared_bytes=r.shared_bytes, programs_per_sm=r.max_programs_per_sm,
-                co_resident=r.ok and programs(plan) <= TARGETS[cc].num_sms * r.max_programs_per_sm,
-                slice_bytes=slice_bytes, w_slice=where, release=r.release_atomic, acquire=r.acquire_atomic,
-                aligned=plan.constexpr("ALIGNED"), cg_loads=r.cg_loads, cg_vector_loads=r.cg_vector_loads,
-                error=r.error))
-    return table
+def _after_launch(plan: Plan, args: dict, *, check: bool = True, **_) -> None:
+    if check:
+        raise_if_barrier_failed(args["sync_ptr"], "split forward" if plan.kernel == "lstm_fwd_kernel_split"
+                                else "split backward")
 
 
-def _main() -> None:
-    if "--serve" in sys.argv:
-        _serve()
-        return
-    table = compile_report()
-    columns = list(table[0])
-    print(" | ".join(c for c in columns if c != "error"))
-    for row in table:
-        print(" | ".join(str(row[c]) for c in columns if c != "error") + (f"  <-- {row['error'][:200]}"
-                                                                              if row["error"] else ""))
+def _matrix(limits: DeviceLimits, grid: MatrixGrid) -> list[Plan]:
+    """One and two directions, with and without lengths (HAS_LENGTHS changes the code; a
+    direction is only a grid axis), with and without a projection (P = H - 1 too, with every
+    gate option on: a split program's resident W_hr slice and its dots grow with P), and the
+    barrier's self-test."""
+    plans = [BARRIER_SELFTEST_PLAN]
+    for B in grid.Bs:
+        for H in grid.Hs + grid.split_Hs:
+            for dtype in grid.dtypes:
+                shapes = [(None, o) for o in grid.options] + [(grid.proj_size_for(H), o) for o in grid.proj_options]
+                if H - 1 != grid.proj_size_for(H):
+                    shapes.append((H - 1, grid.proj_options[-1]))
+                for P, gates in shapes:
+                    for lengths in (False, True):
+                        for directions in (1, 2):
+                            plans_ = plan_split(B, H, dtype, dataclasses.replace(gates, lengths=lengths), limits,
+                                                directions=directions, P=P)
+                            if plans_ is not None:
+                                plans += [p for p in (plans_.forward, plans_.backward) if p is not None]
+    return plans
 
 
-if __name__ == "__main__":
-    _main()
+VARIANT = Variant(
+    name="split", plan_variants=("split",),
+    kernels=(("lstm_fwd_kernel_split", "lstm_split"), ("lstm_bwd_kernel_split", "lstm_split"),
+             ("grid_barrier_selftest_kernel", "grid_barrier")),
+    choices=("split",), plan=_plan, buffers=_buffers, after_launch=_after_launch, matrix=_matrix)
