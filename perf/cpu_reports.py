@@ -10,7 +10,7 @@ import math
 import torch
 
 import triton_lstm
-from triton_lstm import compile_check, planning, split
+from triton_lstm import compile_check, planning, variants
 from triton_lstm.interpreter_threads import concurrent_programs
 
 from . import formulas, models
@@ -160,9 +160,10 @@ def traffic_rows(shapes, env, T_pair=(2, 4), progress=iter) -> list[dict]:
     T1, T2 = T_pair
     rows = []
     for B, I, H, dtype, mode, kernel in progress(shapes):
-        plan_of = planning.plan_backward if mode == "backward" else planning.plan_forward
-        options = planning.Options(store_state=mode != "forward_inference", kernel=kernel)
-        plan = plan_of(B, H, H, 1, DTYPES[dtype], options, planning.DeviceLimits.interpreter())
+        gates = planning.GateOptions(store_state=mode != "forward_inference")
+        plan = variants.choose("backward" if mode == "backward" else "forward",
+                               planning.LayerShape(B, H, H, 1, DTYPES[dtype]), gates,
+                               planning.DeviceLimits.interpreter(), kernel)
         common = dict(B=B, I=I, H=H, layers=1, directions=1, dtype=dtype, mode=mode)
         runs = {T: _count_sequence(T, B, I, H, dtype, mode, kernel, T) for T in (T1, T2)}
         which = 1 if mode == "backward" else 0  # the backward counter or the forward counter
@@ -217,7 +218,7 @@ def counted_per_step(T_pair, B, I, H, dtype, kernel):
     run under concurrent_programs() (a thread per program), as they must."""
     runs = {}
     for T in T_pair:
-        with concurrent_programs() if kernel == "split" else contextlib.nullcontext():
+        with concurrent_programs() if kernel in variants.BARRIER_CHOICES else contextlib.nullcontext():
             runs[T] = _count_sequence(T, B, I, H, dtype, "backward", kernel, T)
     steps = T_pair[1] - T_pair[0]
     out = {}
@@ -230,58 +231,54 @@ def counted_per_step(T_pair, B, I, H, dtype, kernel):
 
 
 def variant_rows(env, shapes=VARIANT_SHAPES, dtype="fp32", T_pair=(2, 4), I=8, progress=iter) -> list[dict]:
-    """Both variants per (H, B): programs busy and global bytes per step, counted in the
+    """Every layer variant per (H, B): programs busy and global bytes per step, counted in the
     interpreter (training forward and backward), and which variant the planner picks on sm_90
-    (split.prefer_split, the pure rule kernel="auto" follows on an H100; under the interpreter
+    (variants.choose, the pure decision kernel="auto" makes on an H100; under the interpreter
     auto never picks split)."""
     rows = []
     sm90 = planning.DeviceLimits.sm90()
     for H, B in progress(shapes):
         columns = dict(T=None, B=B, I=I, H=H, layers=1, directions=1, dtype=dtype)
-        for kernel in ("batch", "split"):
+        for kernel in (v.choices[0] for v in variants.LAYER_VARIANTS):
             for mode, (busy, loaded, stored, name) in counted_per_step(T_pair, B, I, H, dtype, kernel).items():
                 common = dict(kernel=name, provider="triton_lstm", mode=mode, config=f"kernel={kernel}", **columns)
                 interp = dict(env, device=INTERPRETER)
                 rows += [row(interp, metric="programs_busy", unit="count", p50=busy, **common),
                          row(interp, metric="bytes_loaded_per_step", unit="bytes", p50=loaded, **common),
                          row(interp, metric="bytes_stored_per_step", unit="bytes", p50=stored, **common)]
-        options = planning.Options()
-        batch_plan = planning.plan_forward(B, H, H, 1, DTYPES[dtype], options, sm90)
-        chosen = split.prefer_split(B, H, DTYPES[dtype], options, sm90, batch_plan)
-        config = (f"sm_90 picks split: {chosen.describe()}" if chosen is not None
-                  else f"sm_90 picks {batch_plan.variant}: grid={batch_plan.grid}")
+        chosen = variants.choose("forward", planning.LayerShape(B, H, H, 1, DTYPES[dtype]), planning.GateOptions(),
+                                 sm90)
+        config = f"sm_90 picks {chosen.variant}: {chosen.describe()}"
         rows.append(row(dict(env, device="planned for sm_90, not run"), metric="planner_picks_split", unit="",
-                        p50=int(chosen is not None), kernel="lstm", provider="triton_lstm",
+                        p50=int(chosen.variant == "split"), kernel="lstm", provider="triton_lstm",
                         mode="forward_training", config=config, **columns))
     return rows
 
 
 # Compile report ----------------------------------------------------------------------------
 
-COMPILE_MODES = {
-    "forward_inference": (planning.plan_forward, planning.Options(store_state=False)),
-    "forward_training": (planning.plan_forward, planning.Options()),
-    "backward": (planning.plan_backward, planning.Options()),
+COMPILE_MODES = {  # mode: (pass, what the forward stores)
+    "forward_inference": ("forward", planning.GateOptions(store_state=False)),
+    "forward_training": ("forward", planning.GateOptions()),
+    "backward": ("backward", planning.GateOptions()),
 }
 
 
 def compile_cases(Bs, Hs, dtypes=tuple(DTYPES), modes=tuple(COMPILE_MODES)):
-    """(columns, plan, capability) for every plan of the grid on sm_80 and sm_90."""
+    """(columns, plan, capability) for every plan of the grid on sm_80 and sm_90: each layer
+    variant's own plan where it has one (split only where its grid is co-resident)."""
     cases = []
     for cc, limits in compile_check.TARGETS.items():
         for B in Bs:
             for H in Hs:
                 for dtype in dtypes:
                     for mode in modes:
-                        plan_of, options = COMPILE_MODES[mode]
-                        plan = plan_of(B, H, H, 1, DTYPES[dtype], options, limits)
-                        cases.append((dict(B=B, H=H, dtype=dtype, mode=mode), plan, cc))
-                        # the grid-synchronised variant, where it has a co-resident plan
-                        split_plans = split.plan_split(B, H, DTYPES[dtype], options, limits)
-                        split_plan = None if split_plans is None else \
-                            (split_plans.backward if mode == "backward" else split_plans.forward)
-                        if split_plan is not None:
-                            cases.append((dict(B=B, H=H, dtype=dtype, mode=mode), split_plan, cc))
+                        pass_, gates = COMPILE_MODES[mode]
+                        shape = planning.LayerShape(B, H, H, 1, DTYPES[dtype])
+                        for variant in variants.LAYER_VARIANTS:
+                            plan = variant.plan(pass_, shape, gates, limits, variant.choices[0], True)
+                            if plan is not None and variants.variant_of(plan) is variant:
+                                cases.append((dict(B=B, H=H, dtype=dtype, mode=mode), plan, cc))
     return cases
 
 

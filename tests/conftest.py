@@ -14,7 +14,7 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 import pytest  # noqa: E402
 
-from triton_lstm import launcher  # noqa: E402
+from triton_lstm import device, variants  # noqa: E402
 
 DEVICE = "cuda" if ON_GPU else "cpu"
 # rel = ||out - ref|| / ||ref|| against the float64 reference (DESIGN.md section 4)
@@ -37,7 +37,7 @@ def assert_close(out, ref, tol, what=""):
 
 @pytest.fixture(autouse=True)
 def poison_outputs(monkeypatch):
-    monkeypatch.setattr(launcher, "poison_outputs", True)
+    monkeypatch.setattr(device, "poison_outputs", True)
 
 
 @pytest.fixture(autouse=True)
@@ -97,8 +97,7 @@ class LaunchCounter:
     def __init__(self, monkeypatch):
         self.count = 0
         if ON_GPU:
-            from triton_lstm.kernels import launch
-            for kernel in launch.KERNELS.values():
+            for kernel in map(variants.kernel_function, variants.kernel_names()):
                 original = kernel.run
                 monkeypatch.setattr(kernel, "run", self._wrap(original))
         else:

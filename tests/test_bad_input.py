@@ -59,8 +59,8 @@ def test_device_mismatch_is_named():
 
 def test_forced_triton_backend_says_why_it_cannot_run(monkeypatch):
     # Pretend the kernels were compiled for a GPU: CPU tensors can then not run them.
-    from triton_lstm import launcher
-    monkeypatch.setattr(launcher, "kernels_interpreted", lambda: False)
+    from triton_lstm import device
+    monkeypatch.setattr(device, "kernels_interpreted", lambda: False)
     t = good()
     with pytest.raises(RuntimeError, match="backend='triton' cannot run here: .*TRITON_INTERPRET=1"):
         run(t, backend="triton")

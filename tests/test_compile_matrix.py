@@ -1,39 +1,27 @@
 """Every plan the dispatcher can produce compiles for sm_80 and sm_90 with the real compiler,
-spills nothing and fits the target's shared memory. Results are cached on disk."""
+spills nothing and fits the target's shared memory. Results are cached on disk.
+
+The default tier compiles the matrix's corners (for each kernel, target and dtype the
+largest tiles and every flag on and off; the widest split backward) and a sample of the
+rest that changes with the kernels' source; `make test-all` (-m slow) compiles all of it.
+"""
 import dataclasses
+import linecache
 
 import pytest
 import torch
 
-from triton_lstm import compile_check, planning
+from triton_lstm import batch, cell, compile_check, variants
 from triton_lstm.compile_check import TARGETS, compile_plans, matrix_items
+from triton_lstm.planning import DeviceLimits, GateOptions
 
 
 @pytest.fixture(scope="module")
-def matrix():
-    items = matrix_items()
-    return items, compile_plans(items)
+def items():
+    return matrix_items()
 
 
-def test_matrix_covers_the_grid_and_every_specialisation(matrix):
-    items, _ = matrix
-    plans = [p for p, _ in items]
-    assert {cc for _, cc in items} == {80, 90}
-    assert {p.variant for p in plans} == {"batch_resident", "batch_streamed", "split", "cell"}
-    assert {p.kernel for p in plans} == {"lstm_fwd_kernel_batch", "lstm_bwd_kernel_batch", "lstm_fwd_kernel_split",
-                                         "lstm_bwd_kernel_split", "lstm_cell_fwd_kernel", "lstm_cell_bwd_kernel"}
-    assert {p.signature[0][1] for p in plans} == {"*fp32", "*bf16", "*fp16", "*fp64"}
-    for flag in ("HAS_PEEPHOLE", "USE_CELL_CLIP", "STORE_STATE", "USE_GRAD_CLIP", "HAS_LENGTHS", "HAS_PROJ", "HAS_BIAS",
-                 "ALIGNED"):
-        assert {p.constexpr(flag) for p in plans if flag in dict(p.constexprs)} == {True, False}, flag
-    # the widest split backward (BLOCK_H = 1024, ALIGNED) on both targets: H = 1024 on sm_90,
-    # H = 768 on sm_80 (whose 108 SMs cannot hold H = 1024's forward)
-    wide = {cc for p, cc in items if p.kernel == "lstm_bwd_kernel_split" and p.constexpr("BLOCK_H") == 1024}
-    assert wide == {80, 90}
-
-
-def test_every_plan_compiles_without_spills_and_fits(matrix):
-    items, results = matrix
+def assert_compiles_clean(results):
     failures = []
     for (plan, cc), r in results.items():
         if not r.ok:
@@ -44,14 +32,62 @@ def test_every_plan_compiles_without_spills_and_fits(matrix):
     assert not failures, "\n".join(failures[:20])
 
 
+def test_matrix_covers_every_registered_variant_and_specialisation(items):
+    plans = [p for p, _ in items]
+    assert {cc for _, cc in items} == {80, 90}
+    assert {p.variant for p in plans} == {name for v in variants.VARIANTS for name in v.plan_variants}
+    assert {p.kernel for p in plans} == set(variants.kernel_names())
+    assert {p.signature[0][1] for p in plans} >= {"*fp32", "*bf16", "*fp16", "*fp64"}
+    for flag in ("HAS_PEEPHOLE", "USE_CELL_CLIP", "STORE_STATE", "USE_GRAD_CLIP", "HAS_LENGTHS", "HAS_PROJ", "HAS_BIAS",
+                 "ALIGNED", "W_RESIDENT"):
+        assert {p.constexpr(flag) for p in plans if flag in dict(p.constexprs)} == {True, False}, flag
+    # the widest split backward (BLOCK_H = 1024, ALIGNED) on both targets: H = 1024 on sm_90,
+    # H = 768 on sm_80 (whose 108 SMs cannot hold H = 1024's forward)
+    wide = {cc for p, cc in items if p.kernel == "lstm_bwd_kernel_split" and p.constexpr("BLOCK_H") == 1024}
+    assert wide == {80, 90}
+
+
+def test_default_tier_holds_the_corners_of_every_kernel_target_and_dtype(items):
+    tier = compile_check.default_tier_items(items)
+    compiled = {(compile_check.compiled_part(p), cc) for p, cc in items}
+    assert set(tier) <= compiled and len(tier) < len(compiled) // 5
+    groups = {}
+    for plan, cc in compiled:
+        groups.setdefault((plan.kernel, cc, plan.signature[0][1]), []).append(plan)
+    chosen = {}
+    for plan, cc in tier:
+        chosen.setdefault((plan.kernel, cc, plan.signature[0][1]), []).append(plan)
+    assert set(chosen) == set(groups)
+    for key, plans in groups.items():
+        flags = {(n, v) for p in plans for n, v in p.constexprs if isinstance(v, bool)}
+        assert flags == {(n, v) for p in chosen[key] for n, v in p.constexprs if isinstance(v, bool)}, key
+        largest = max(compile_check.tile_size(p) for p in plans)
+        assert max(compile_check.tile_size(p) for p in chosen[key]) == largest, key
+    for cc in TARGETS:
+        widest = max(p.constexpr("BLOCK_H") for p, c in compiled if c == cc and p.kernel == "lstm_bwd_kernel_split")
+        assert any(p.kernel == "lstm_bwd_kernel_split" and p.constexpr("BLOCK_H") == widest for p, c in tier if c == cc)
+    # the sample rotates with the kernels' source
+    corners = set(compile_check.corner_items(items))
+    rest = [item for item in compiled if item not in corners]
+    assert compile_check.sample_items(rest, 24, "a") != compile_check.sample_items(rest, 24, "b")
+
+
+def test_default_tier_compiles_without_spills_and_fits(items):
+    assert_compiles_clean(compile_plans(compile_check.default_tier_items(items)))
+
+
+@pytest.mark.slow
+def test_every_plan_compiles_without_spills_and_fits(items):
+    assert_compiles_clean(compile_plans(items))
+
+
 def test_interpreter_plans_are_the_gpu_plans():
     # What the interpreted suite runs is what a GPU runs, but for the bf16/fp16 upcast flag.
-    for dtype in compile_check.MATRIX_DTYPES:
+    for dtype in compile_check.FULL_GRID.dtypes:
         for H in (24, 64, 256):
-            for make in (planning.plan_forward, planning.plan_backward):
-                gpu = make(3, H, H, 2, dtype, planning.Options(allow_tf32=False), TARGETS[80])
-                cpu = make(3, H, H, 2, dtype, planning.Options(allow_tf32=False),
-                           planning.DeviceLimits.interpreter())
+            for make in (batch.plan_forward, batch.plan_backward):
+                gpu = make(3, H, H, 2, dtype, GateOptions(), TARGETS[80], allow_tf32=False)
+                cpu = make(3, H, H, 2, dtype, GateOptions(), DeviceLimits.interpreter(), allow_tf32=False)
                 strip = {"DOT_IN_FP32"}
                 assert dataclasses.replace(gpu, constexprs=tuple(c for c in gpu.constexprs if c[0] not in strip)) == \
                     dataclasses.replace(cpu, constexprs=tuple(c for c in cpu.constexprs if c[0] not in strip))
@@ -60,19 +96,53 @@ def test_interpreter_plans_are_the_gpu_plans():
 
 def test_planner_rule_resident_until_64kb():
     lim = TARGETS[90]
-    plan = planning.plan_forward
-    assert plan(8, 64, 64, 1, torch.float32, planning.Options(), lim).variant == "batch_resident"
-    assert plan(8, 128, 128, 1, torch.bfloat16, planning.Options(), lim).variant == "batch_streamed"
-    assert plan(8, 24, 24, 1, torch.float32, planning.Options(kernel="batch_streamed"), lim).variant \
-        == "batch_streamed"
-    # a projection is streamed (a resident one spills: see planning._tiles)
-    assert plan(8, 24, 7, 1, torch.float32, planning.Options(), lim).variant == "batch_streamed"
-    fp32_tf32 = plan(8, 64, 64, 1, torch.float32, planning.Options(allow_tf32=True), lim)
-    assert fp32_tf32.constexpr("INPUT_PRECISION") == "tf32"
+    plan = batch.plan_forward
+    assert plan(8, 64, 64, 1, torch.float32, GateOptions(), lim).variant == "batch_resident"
+    assert plan(8, 128, 128, 1, torch.bfloat16, GateOptions(), lim).variant == "batch_streamed"
+    assert plan(8, 24, 24, 1, torch.float32, GateOptions(), lim, streamed=True).variant == "batch_streamed"
+    # a projection is streamed (a resident one spills: see batch.tiles)
+    assert plan(8, 24, 7, 1, torch.float32, GateOptions(), lim).variant == "batch_streamed"
+    assert plan(8, 64, 64, 1, torch.float32, GateOptions(), lim, allow_tf32=True).constexpr("INPUT_PRECISION") == "tf32"
+    assert plan(8, 64, 64, 1, torch.float32, GateOptions(), lim, allow_tf32=False).constexpr("INPUT_PRECISION") == "ieee"
     # one program per 16 rows and per direction
-    assert plan(100, 64, 64, 2, torch.float32, planning.Options(), lim).grid == (7, 2)
+    assert plan(100, 64, 64, 2, torch.float32, GateOptions(), lim).grid == (7, 2)
 
 
-def test_cache_key_follows_the_kernel_sources():
-    names = {p.name for p in compile_check._kernel_sources()}
-    assert {"gates.py", "lstm_fwd.py", "lstm_bwd.py", "launch.py"} <= names
+def _read_as(monkeypatch, path, lines):
+    """Make inspect.getsource read `path` as `lines`, as if the file had been edited."""
+    monkeypatch.setitem(linecache.cache, path, (sum(map(len, lines)), None, lines, path))
+    compile_check.kernel_digest.cache_clear()
+
+
+def test_editing_the_cell_kernel_recompiles_only_cell_plans(monkeypatch):
+    from triton_lstm.kernels import lstm_cell
+
+    limits = TARGETS[90]
+    batch_plan = batch.plan_forward(3, 64, 64, 1, torch.bfloat16, GateOptions(), limits)
+    cell_plan = cell.plan_cell_forward(3, 64, torch.bfloat16, GateOptions(), limits)
+    keys = lambda: (compile_check.cache_key(batch_plan, 90), compile_check.cache_key(cell_plan, 90))  # noqa: E731
+    before = keys()
+    path = lstm_cell.__file__
+    original = list(linecache.getlines(path))
+    # a comment after the last function of lstm_cell.py: the source of nothing the kernels run
+    _read_as(monkeypatch, path, original + ["# an edit\n"])
+    assert keys() == before
+    # a comment inside the cell kernel's body changes the cell plan's key, and only that one
+    at = next(i for i, line in enumerate(original) if line.startswith("def lstm_cell_fwd_kernel"))
+    body = next(i for i in range(at, len(original)) if original[i].rstrip().endswith("):"))
+    _read_as(monkeypatch, path, original[:body + 1] + ["    # an edit\n"] + original[body + 1:])
+    after = keys()
+    assert after[0] == before[0] and after[1] != before[1]
+    monkeypatch.undo()
+    compile_check.kernel_digest.cache_clear()
+
+
+def test_a_kernels_digest_covers_the_helpers_it_calls():
+    from triton_lstm.kernels import lstm_fwd
+
+    fwd = variants.kernel_function("lstm_fwd_kernel_batch")
+    called = {f.fn.__name__ for f in compile_check.called_jit_functions(fwd)}
+    assert "lstm_cell_forward" in called  # the gate maths, from the shared helper module
+    assert compile_check.kernel_digest(fwd) != compile_check.kernel_digest(variants.kernel_function(
+        "lstm_bwd_kernel_batch"))
+    assert lstm_fwd.lstm_fwd_kernel_batch is fwd

@@ -56,18 +56,18 @@ def _share_clipped(base, clip, seed):
     """Fraction of |d loss / d pre| > clip over all steps, measured with the reference's hooks."""
     t = leaves(base, torch.float64, "cpu")
     seen = []
-    original = reference._gate_input
+    original = reference.gate_input
 
     def record(pre, grad_clip):
         if pre.requires_grad:
             pre.register_hook(lambda g: seen.append((g.abs() > clip).double().mean().item()))
         return original(pre, grad_clip)
 
-    reference._gate_input = record
+    reference.gate_input = record
     try:
         outputs_and_grads(reference.lstm, t, seed, grad_clip=clip)
     finally:
-        reference._gate_input = original
+        reference.gate_input = original
     return sum(seen) / len(seen)
 
 

@@ -228,3 +228,39 @@ def test_torch_compile_fullgraph_matches_eager():
     assert_close(compiled_loss, eager_loss, 1e-6, "loss")
     for k in eager_t:
         assert_close(compiled_t[k].grad, eager_t[k].grad, 1e-6, f"d{k}")
+
+
+class RecordingContext:
+    """What a registered op's setup_context sees of autograd's ctx."""
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+    def mark_non_differentiable(self, *tensors):
+        pass
+
+
+def test_registered_backwards_return_one_gradient_per_op_input():
+    # Autograd needs exactly one entry per input of the op's schema (torch's own record of
+    # the registered op), None for the non-differentiable ones.
+    T, B, I, H = 3, 2, 5, 16
+    g = torch.Generator().manual_seed(3)
+
+    def rand(*shape):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * 0.3).to(DEVICE)
+
+    xw, w_hh, h0, c0 = rand(T, B, 4 * H), rand(1, 4 * H, H), rand(1, B, H), rand(1, B, H)
+    inputs = (xw, w_hh, None, h0, c0, rand(1, 3, H), None, None, None, False, False, True, "auto")
+    cell_inputs = (rand(B, I), rand(4 * H, I), rand(4 * H, H), rand(4 * H), None, rand(B, H), rand(B, H), None,
+                   None, None, True)
+    cases = ((ops.lstm_recurrence, "lstm_recurrence", inputs, ops.recurrence_setup_context, ops.recurrence_backward),
+             (ops.lstm_cell_step, "lstm_cell_step", cell_inputs, ops.cell_setup_context, ops.cell_step_backward))
+    for op, name, args, setup, backward in cases:
+        outputs = op(*args)
+        ctx = RecordingContext()
+        setup(ctx, args, outputs)
+        grads = backward(ctx, *(torch.randn_like(o) if o.numel() else None for o in outputs))
+        schema = getattr(torch.ops.triton_lstm, name).default._schema
+        assert len(grads) == len(schema.arguments) == len(args), name
+        differentiable = [a is not None and isinstance(a, torch.Tensor) for a in args]
+        assert [gr is not None for gr in grads] == differentiable, name

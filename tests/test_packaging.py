@@ -10,8 +10,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_installed_package_imports_kernels_and_no_top_level_kernels(tmp_path):
-    code = ("import importlib.util, triton_lstm.kernels.launch as l; "
-            "print(importlib.util.find_spec('kernels') is None, sorted(l.KERNELS))")
+    code = ("import importlib.util; from triton_lstm import variants as v; "
+            "print(importlib.util.find_spec('kernels') is None, sorted(v.kernel_function(n).fn.__name__ "
+            "for n in v.kernel_names()))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          env={"TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
@@ -33,8 +34,9 @@ def test_wheel_maps_kernels_under_triton_lstm(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, capture_output=True)
-    code = ("import importlib.util, triton_lstm, triton_lstm.kernels.launch as l; "
-            "print(triton_lstm.__file__, importlib.util.find_spec('kernels') is None, sorted(l.KERNELS))")
+    code = ("import importlib.util, triton_lstm; from triton_lstm import variants as v; "
+            "print(triton_lstm.__file__, importlib.util.find_spec('kernels') is None, "
+            "sorted(v.kernel_function(n).fn.__name__ for n in v.kernel_names()))")
     path = os.pathsep.join([str(target)] + site.getsitepackages())
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          env={"PYTHONPATH": path, "TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"})

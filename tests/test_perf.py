@@ -1,6 +1,7 @@
 """perf/ reports: each number checked against a hand count, a formula worked by hand, or the
 compile matrix. Kernels run in the interpreter (conftest.py sets TRITON_INTERPRET first)."""
 import copy
+import dataclasses
 import math
 import pathlib
 import re
@@ -127,12 +128,13 @@ def test_interpreter_rows_report_small_errors_and_one_launch():
 def test_compile_report_rows_agree_with_compile_matrix():
     Bs, Hs = (3,), (24, 64, 256)
     rows = cpu_reports.compile_rows(Bs, Hs, ENV, dtypes=("fp32",))
-    items = compile_check.matrix_items(Bs=Bs, Hs=Hs, dtypes=(torch.float32,))
-    matrix = compile_check.compile_plans(items)
+    grid = dataclasses.replace(compile_check.FULL_GRID, Bs=Bs, Hs=Hs, dtypes=(torch.float32,), split_Hs=())
+    in_matrix = set(compile_check.matrix_items(grid))
     cases = cpu_reports.compile_cases(Bs, Hs, dtypes=("fp32",))
+    matrix = compile_check.compile_plans([(plan, cc) for _, plan, cc in cases])  # cached by compile_rows
     assert len(rows) == 6 * len(cases)  # six metrics per plan, in case order
     for i, (columns, plan, cc) in enumerate(cases):
-        assert (plan, cc) in matrix, f"report plan not in the compile matrix: sm_{cc} {plan.describe()}"
+        assert (plan, cc) in in_matrix, f"report plan not in the compile matrix: sm_{cc} {plan.describe()}"
         r = matrix[(plan, cc)]
         got = {row["metric"]: row["p50"] for row in rows[6 * i:6 * i + 6]}
         assert {row["B"] for row in rows[6 * i:6 * i + 6]} == {columns["B"]}
@@ -320,10 +322,10 @@ def test_split_bytes_per_step_equal_a_hand_count():
     # once-per-launch traffic (W_hh slices, h0, c0, the final state) cancels; the barrier's
     # atomics are not loads or stores (counted apart) and their number depends on timing.
     from triton_lstm import split
-    from triton_lstm.planning import DeviceLimits, Options
+    from triton_lstm.planning import DeviceLimits, GateOptions
 
     B, I, H, E = 3, 5, 64, F32
-    plans = split.plan_split(B, H, torch.float32, Options(), DeviceLimits.interpreter())
+    plans = split.plan_split(B, H, torch.float32, GateOptions(), DeviceLimits.interpreter())
     fwd_programs, bwd_programs = math.prod(plans.forward.grid), math.prod(plans.backward.grid)
     assert (fwd_programs, bwd_programs) == (8, 4)
     counted = cpu_reports.counted_per_step((2, 4), B, I, H, "fp32", "split")

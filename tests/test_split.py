@@ -10,10 +10,12 @@ import pytest
 import torch
 from conftest import ON_GPU, TOLERANCE, assert_close
 
-from triton_lstm.interpreter_threads import concurrent_programs
 import triton_lstm
-from triton_lstm import reference, split
-from triton_lstm.planning import DeviceLimits, Options, plan_forward
+from triton_lstm import compile_check, device, launcher, reference, split, split_report
+from triton_lstm.batch import plan_forward
+from triton_lstm.interpreter_threads import concurrent_programs
+from triton_lstm.planning import DeviceLimits
+from triton_lstm.planning import GateOptions as Options
 
 needs_interpreter = pytest.mark.skipif(ON_GPU, reason="exercises Triton's CPU interpreter")
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -28,14 +30,33 @@ def concurrent():
             yield
 
 
+SPLIT_KERNELS = {"lstm_fwd_kernel_split": "split_forward", "lstm_bwd_kernel_split": "split_backward"}
+
+
 @pytest.fixture
 def split_calls(monkeypatch):
     """The names of the split launches made during a test, in order."""
     calls = []
-    for name in ("split_forward", "split_backward"):
-        original = getattr(split, name)
-        monkeypatch.setattr(split, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    original = launcher.launch
+
+    def recording(plan, *args, **kwargs):
+        if plan.kernel in SPLIT_KERNELS:
+            calls.append(SPLIT_KERNELS[plan.kernel])
+        return original(plan, *args, **kwargs)
+
+    monkeypatch.setattr(launcher, "launch", recording)
     return calls
+
+
+def split_forward(xw, w_hh, h0, c0, peephole, cell_clip, store_state, *, w_hr=None, plan=None, **controls):
+    """One layer's forward through the launcher, forced to split (time-major, no lengths)."""
+    return launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, None, cell_clip, False, False, store_state, "split",
+                            plan=plan, **controls)
+
+
+def split_backward(dy, dh_n, dc_n, w_hh, gates, c_hist, c0, peephole, cell_clip, grad_clip):
+    return launcher.backward(dy, dh_n, dc_n, w_hh, None, gates, c_hist, c0, peephole, None, cell_clip, grad_clip,
+                             False, False, "split")
 
 
 def run_selftest(P, T, spin_limit):
@@ -100,8 +121,8 @@ def split_outputs_and_grads(t, upstream, cell_clip, grad_clip):
     x, w_ih, w_hh, h0, c0, peephole = (t[k] for k in ("x", "weight_ih", "weight_hh", "h0", "c0", "peephole"))
     xw = x @ w_ih.T + t["bias"]
     stacked = [None if v is None else v[None] for v in (w_hh, h0, c0, peephole)]  # (D=1, ...)
-    y, h_n, c_n, gates, c_hist = split.split_forward(xw, *stacked, cell_clip, True)
-    dpre, dh0, dc0, _ = split.split_backward(upstream[0], upstream[1][None], upstream[2][None], stacked[0], gates,
+    y, h_n, c_n, gates, c_hist = split_forward(xw, *stacked, cell_clip, True)
+    dpre, dh0, dc0, _ = split_backward(upstream[0], upstream[1][None], upstream[2][None], stacked[0], gates,
                                           c_hist, stacked[2], stacked[3], cell_clip, grad_clip)
     h_n, c_n, dh0, dc0, c_hist = h_n[0], c_n[0], dh0[0], dc0[0], c_hist[0]
     H = w_hh.shape[1]
@@ -133,7 +154,7 @@ def test_split_forward_and_backward_match_reference(concurrent, T, B, H, dtype, 
     cell_clip, grad_clip = (0.25, 0.0625) if clipped else (None, None)
     t, upstream = random_problem(T, B, H, 7, dtype, seed=1000 * T + 10 * B + H, peephole=clipped)
     plans = split.plan_split(B, H, dtype, Options(peephole=clipped, cell_clip=clipped, grad_clip=clipped),
-                             split.device_limits(torch.device(DEVICE)))
+                             device.device_limits(torch.device(DEVICE)))
     assert plans.forward.grid[0] >= 4 and plans.backward.grid[0] >= 4
     got, dpre, c_hist = split_outputs_and_grads(t, upstream, cell_clip, grad_clip)
     ref = reference_outputs_and_grads(t, upstream, cell_clip, grad_clip)
@@ -176,13 +197,13 @@ def test_forced_split_under_sequential_interpreter_raises_within_seconds(directi
     args = (xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, True)
     if direction == "backward":
         with concurrent_programs():
-            _, _, _, gates, c_hist = split.split_forward(*args)
+            _, _, _, gates, c_hist = split_forward(*args)
     started = time.perf_counter()
     with pytest.raises(RuntimeError, match=f"split {direction}: a grid barrier timed out.*concurrently"):
         if direction == "forward":
-            split.split_forward(*args)
+            split_forward(*args)
         else:
-            split.split_backward(upstream[0], upstream[1][None], upstream[2][None], t["weight_hh"][None], gates,
+            split_backward(upstream[0], upstream[1][None], upstream[2][None], t["weight_hh"][None], gates,
                                  c_hist, t["c0"][None], None, None, None)
     assert time.perf_counter() - started < 10
 
@@ -237,12 +258,12 @@ def test_aligned_follows_h_and_p_and_an_aligned_plan_refuses_other_shapes():
     xw = t["x"] @ t["weight_ih"].T + t["bias"]
     plan = split.plan_split(2, 64, torch.float32, Options(store_state=False), DeviceLimits.interpreter()).forward
     with pytest.raises(RuntimeError, match="ALIGNED split plan needs H and P multiples of 16"):
-        split.split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, False, plan=plan)
+        split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, False, plan=plan)
     # nor H = 80, which its BLOCK_H = 64 does not cover
     t, _ = random_problem(3, 2, 80, 5, torch.float32, seed=12, peephole=False)
     xw = t["x"] @ t["weight_ih"].T + t["bias"]
     with pytest.raises(RuntimeError, match="made for other sizes: BLOCK_H=64"):
-        split.split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, False, plan=plan)
+        split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, False, plan=plan)
 
 
 def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_streams():
@@ -267,7 +288,7 @@ def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_s
 # ---- PTX and resources of the compiled kernels (sm_80, sm_90; no GPU needed) ---------------
 
 def test_barrier_ptx_has_release_arrival_acquire_poll_and_l1_bypassing_reads():
-    results = split.compile_split_plans([(split.BARRIER_SELFTEST_PLAN, cc) for cc in (80, 90)])
+    results = compile_check.compile_plans([(split.BARRIER_SELFTEST_PLAN, cc) for cc in (80, 90)])
     for (_, cc), r in results.items():
         assert r.ok, r.error
         assert r.release_atomic and r.acquire_atomic, f"sm_{cc}: barrier atomics missing from the PTX"
@@ -285,7 +306,7 @@ def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
     rows.append((16, 1024, torch.bfloat16,
                  split.plan_split(16, 1024, torch.bfloat16, opts, DeviceLimits.sm90(), P=256), 90))
     rows.append((16, 128, torch.bfloat16, split.plan_split(16, 128, torch.bfloat16, opts, DeviceLimits.sm80(), P=40), 80))
-    table = split.compile_report(rows)
+    table = split_report.compile_report(rows)
     assert len(table) >= 8 and sum(r["projection"] for r in table) == 3
     for row in table:
         assert row["error"] is None, row
@@ -381,13 +402,13 @@ def test_split_with_projection_matches_reference(concurrent, split_calls, T, B, 
     lengths = random_lengths(B, T, g) if with_lengths else None
     I = 7
     plans = split.plan_split(B, H, dtype, Options(peephole=True, cell_clip=True, grad_clip=True,
-                                                  lengths=with_lengths), split.device_limits(torch.device(DEVICE)), P=P)
+                                                  lengths=with_lengths), device.device_limits(torch.device(DEVICE)), P=P)
     for plan in (plans.forward, plans.backward):
         if plan is not None:
             owners = -(-P // plan.constexpr("PROJ_UNITS"))  # programs that own entries of h
-            assert owners <= plan.grid[0], split.describe(plan)
+            assert owners <= plan.grid[0], plan.describe()
             if 2 * P <= H:  # the others own hidden units but no entries of h
-                assert owners < plan.grid[0], split.describe(plan)
+                assert owners < plan.grid[0], plan.describe()
 
     def r(*shape, scale=1.0):
         return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
@@ -448,7 +469,7 @@ def test_split_refuses_a_w_hr_that_is_no_projection():
     H = 32
     xw, w_hh, h0, c0 = torch.zeros(2, 1, 4 * H), torch.zeros(1, 4 * H, H), torch.zeros(1, 1, H), torch.zeros(1, 1, H)
     with pytest.raises(ValueError, match="0 < P < H"):
-        split.split_forward(xw, w_hh, h0, c0, None, None, True, w_hr=torch.zeros(1, H, H))
+        split_forward(xw, w_hh, h0, c0, None, None, True, w_hr=torch.zeros(1, H, H))
 
 
 @needs_interpreter
@@ -534,7 +555,7 @@ def test_split_keeps_the_batch_kernels_storage_contract_both_directions(concurre
     dy, dh_n, dc_n = r(T, B, D * P), r(D, B, P), r(D, B, H)
     assert split.plan_split(B, H, dtype, Options(peephole=True, cell_clip=True, grad_clip=True,
                                                  lengths=lengths is not None),
-                            split.device_limits(torch.device(DEVICE)), directions=D, P=P).backward is not None
+                            device.device_limits(torch.device(DEVICE)), directions=D, P=P).backward is not None
     outputs = {}
     for kernel in ("split", "batch"):
         fwd = launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, 0.5, False, False, True, kernel)

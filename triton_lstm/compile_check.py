@@ -79,7 +79,7 @@ def matrix_items(grid: MatrixGrid = FULL_GRID) -> list[tuple[Plan, int]]:
 _TILE_NAMES = ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS", "PROJ_UNITS")
 
 
-def _tile_size(plan: Plan) -> int:
+def tile_size(plan: Plan) -> int:
     size = plan.num_warps
     for name, value in plan.constexprs:
         if name in _TILE_NAMES:
@@ -100,7 +100,7 @@ def corner_items(items: list[tuple[Plan, int]]) -> list[tuple[Plan, int]]:
         groups.setdefault((plan.kernel, cc, plan.signature[0][1]), []).append((plan, cc))
     chosen = []
     for group in groups.values():
-        group = sorted(dict.fromkeys(group), key=lambda item: -_tile_size(item[0]))
+        group = sorted(dict.fromkeys(group), key=lambda item: -tile_size(item[0]))
         picked = [group[0]]
         missing = set().union(*(_flags(p) for p, _ in group)) - _flags(group[0][0])
         while missing:
@@ -140,7 +140,7 @@ def default_tier_items(items: list[tuple[Plan, int]], sample: int = 24) -> list[
 
 # ---- the cache key: a kernel function's own source and the sources it calls ----------------
 
-def _called_jit_functions(fn) -> list:
+def called_jit_functions(fn) -> list:
     """The @triton.jit functions `fn`'s body names (its helpers), found in its globals."""
     tree = ast.parse(inspect.getsource(fn.fn).lstrip())
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
@@ -157,9 +157,11 @@ def _constant_globals(fn) -> list[tuple[str, str]]:
             if n in g and isinstance(getattr(g[n], "value", g[n]), (int, float, bool, str))]
 
 
+@functools.lru_cache(maxsize=None)
 def kernel_digest(fn) -> str:
     """Hash of `fn`'s source, the constants it reads and, recursively, of every @triton.jit
-    function it calls: what the compiled binary depends on, and nothing else."""
+    function it calls: what the compiled binary depends on, and nothing else. Cached per
+    process (kernel_digest.cache_clear() after editing a source in place)."""
     h = hashlib.sha256()
     seen = set()
 
@@ -171,7 +173,7 @@ def kernel_digest(fn) -> str:
         h.update(repr(key).encode())
         h.update(inspect.getsource(f.fn).encode())
         h.update(repr(_constant_globals(f)).encode())
-        for callee in _called_jit_functions(f):
+        for callee in called_jit_functions(f):
             visit(callee)
 
     visit(fn)

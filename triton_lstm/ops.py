@@ -11,6 +11,8 @@ torch op outside: its gradients (dx, dW_ih, db) come from autograd, fed by dpre.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 
@@ -18,14 +20,26 @@ from . import launcher
 from .device import compute_dtype
 
 
-@torch.library.custom_op("triton_lstm::lstm_recurrence", mutates_args=())
-def lstm_recurrence(xw: Tensor, w_hh: Tensor, w_hr: Tensor | None, h0: Tensor, c0: Tensor,
+def gradients(op_fn, **grads) -> tuple:
+    """The tuple a registered op's backward returns: one entry per input of `op_fn`, in its
+    order, the named gradients and None for every other input."""
+    names = tuple(inspect.signature(op_fn).parameters)
+    unknown = set(grads) - set(names)
+    if unknown:
+        raise TypeError(f"{op_fn.__name__} has no inputs {sorted(unknown)}")
+    return tuple(grads.get(name) for name in names)
+
+
+def _recurrence(xw: Tensor, w_hh: Tensor, w_hr: Tensor | None, h0: Tensor, c0: Tensor,
                     peephole: Tensor | None, lengths: Tensor | None, cell_clip: float | None,
                     grad_clip: float | None, batch_first: bool, reverse: bool, store_state: bool,
                     kernel: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Forward recurrence of one layer in one kernel launch. grad_clip is only carried to the backward."""
     return launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, reverse,
                             store_state, kernel)
+
+
+lstm_recurrence = torch.library.custom_op("triton_lstm::lstm_recurrence", _recurrence, mutates_args=())
 
 
 @lstm_recurrence.register_fake
@@ -74,7 +88,7 @@ def previous_by_time(hist: Tensor, init: Tensor, lengths: Tensor | None, reverse
     return torch.where((t + 1 < lengths[None, :])[:, :, None], shifted, init.unsqueeze(0))
 
 
-def _setup_context(ctx, inputs, output):
+def recurrence_setup_context(ctx, inputs, output):
     (xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first, reverse, store_state,
      kernel) = inputs
     y, _, _, gates, c_hist = output
@@ -83,7 +97,7 @@ def _setup_context(ctx, inputs, output):
     ctx.options = (cell_clip, grad_clip, batch_first, reverse, store_state, kernel)
 
 
-def _backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
+def recurrence_backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
     w_hh, w_hr, h0, c0, peephole, lengths, y, gates, c_hist = ctx.saved_tensors
     cell_clip, grad_clip, batch_first, reverse, store_state, kernel = ctx.options
     if not store_state:
@@ -117,21 +131,22 @@ def _backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
                 (acc[:, :, 1] * c_prev).sum((0, 1)),
                 (acc[:, :, 3] * c_hist[d]).sum((0, 1)),
             ]).to(peephole.dtype))
-    dxw = dpre.transpose(0, 1) if batch_first else dpre
-    return (dxw, torch.stack(dw_hh), torch.stack(dw_hr) if w_hr is not None else None, dh0, dc0,
-            torch.stack(dpeephole) if peephole is not None else None,
-            None, None, None, None, None, None, None)
+    return gradients(_recurrence, xw=dpre.transpose(0, 1) if batch_first else dpre, w_hh=torch.stack(dw_hh),
+                     w_hr=torch.stack(dw_hr) if w_hr is not None else None, h0=dh0, c0=dc0,
+                     peephole=torch.stack(dpeephole) if peephole is not None else None)
 
 
-lstm_recurrence.register_autograd(_backward, setup_context=_setup_context)
+lstm_recurrence.register_autograd(recurrence_backward, setup_context=recurrence_setup_context)
 
 
-@torch.library.custom_op("triton_lstm::lstm_cell_step", mutates_args=())
-def lstm_cell_step(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, h: Tensor,
+def _cell_step(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, h: Tensor,
                    c: Tensor, peephole: Tensor | None, cell_clip: float | None, grad_clip: float | None,
                    store_state: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One LSTMCell step in one fused launch: h1, c1 (+ saved gates and c1 in the compute dtype)."""
     return launcher.cell_forward(x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, cell_clip, store_state)
+
+
+lstm_cell_step = torch.library.custom_op("triton_lstm::lstm_cell_step", _cell_step, mutates_args=())
 
 
 @lstm_cell_step.register_fake
@@ -157,7 +172,7 @@ def _(dh1, dc1, gates, c, c1_acc, peephole, cell_clip, grad_clip):
     return dh1.new_empty(B, 4 * H), dh1.new_empty(B, H)
 
 
-def _cell_setup_context(ctx, inputs, output):
+def cell_setup_context(ctx, inputs, output):
     x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, cell_clip, grad_clip, store_state = inputs
     _, _, gates, c1_acc = output
     ctx.mark_non_differentiable(gates, c1_acc)
@@ -165,7 +180,7 @@ def _cell_setup_context(ctx, inputs, output):
     ctx.options = (cell_clip, grad_clip, store_state, b_ih is not None, b_hh is not None)
 
 
-def _cell_backward(ctx, dh1, dc1, _dgates, _dc1_acc):
+def cell_step_backward(ctx, dh1, dc1, _dgates, _dc1_acc):
     x, w_ih, w_hh, h, c, peephole, gates, c1_acc = ctx.saved_tensors
     cell_clip, grad_clip, store_state, has_b_ih, has_b_hh = ctx.options
     if not store_state:
@@ -182,8 +197,8 @@ def _cell_backward(ctx, dh1, dc1, _dgates, _dc1_acc):
         c_acc = c.to(gates.dtype)
         dpeephole = torch.stack([(acc[:, 0] * c_acc).sum(0), (acc[:, 1] * c_acc).sum(0),
                                  (acc[:, 3] * c1_acc).sum(0)]).to(peephole.dtype)
-    return (dpre @ w_ih, dpre.T @ x, dpre.T @ h, db if has_b_ih else None, db if has_b_hh else None,
-            dpre @ w_hh, dc, dpeephole, None, None, None)
+    return gradients(_cell_step, x=dpre @ w_ih, w_ih=dpre.T @ x, w_hh=dpre.T @ h, b_ih=db if has_b_ih else None,
+                     b_hh=db if has_b_hh else None, h=dpre @ w_hh, c=dc, peephole=dpeephole)
 
 
-lstm_cell_step.register_autograd(_cell_backward, setup_context=_cell_setup_context)
+lstm_cell_step.register_autograd(cell_step_backward, setup_context=cell_setup_context)

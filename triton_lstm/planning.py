@@ -146,6 +146,7 @@ class Variant:
         outputs the launcher allocated (`call`); it also checks a hand-made plan fits.
     after_launch(plan, args, **controls): what to do once the kernel is queued.
     matrix(limits, grid) -> list[Plan]: every plan of this variant the dispatcher can make.
+    grid_synchronised: the interpreter can run it only under a concurrent executor.
     """
 
     name: str
@@ -156,6 +157,7 @@ class Variant:
     buffers: Callable
     after_launch: Callable
     matrix: Callable
+    grid_synchronised: bool = False  # its programs wait for each other: all must run at once
 
 
 def _next_pow2(n: int) -> int:

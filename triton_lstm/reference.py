@@ -18,7 +18,7 @@ def _clip_grad_hook(bound: float):
     return lambda grad: grad.clamp(-bound, bound)
 
 
-def _gate_input(pre: torch.Tensor, grad_clip: float | None) -> torch.Tensor:
+def gate_input(pre: torch.Tensor, grad_clip: float | None) -> torch.Tensor:
     if grad_clip is not None and pre.requires_grad:
         pre.register_hook(_clip_grad_hook(grad_clip))
     return pre
@@ -41,15 +41,15 @@ def lstm_cell(xw_t, h, c, weight_hh, peephole=None, grad_clip=None, cell_clip=No
     if peephole is not None:
         pre_i = pre_i + peephole[0] * c
         pre_f = pre_f + peephole[1] * c
-    i = torch.sigmoid(_gate_input(pre_i, grad_clip))
-    f = torch.sigmoid(_gate_input(pre_f, grad_clip))
-    g = torch.tanh(_gate_input(pre_g, grad_clip))
+    i = torch.sigmoid(gate_input(pre_i, grad_clip))
+    f = torch.sigmoid(gate_input(pre_f, grad_clip))
+    g = torch.tanh(gate_input(pre_g, grad_clip))
     c = f * c + i * g
     if cell_clip is not None:
         c = c.clamp(-cell_clip, cell_clip)
     if peephole is not None:
         pre_o = pre_o + peephole[2] * c
-    o = torch.sigmoid(_gate_input(pre_o, grad_clip))
+    o = torch.sigmoid(gate_input(pre_o, grad_clip))
     h = o * torch.tanh(c)
     if weight_hr is not None:
         h = h @ weight_hr.T

@@ -27,37 +27,13 @@ one's L2 traffic is what limits both variants). With a projection the same rule 
 interpreter the programs of a launch run one after another, so `kernel="auto"` never picks
 split there (a forced split fails fast, see below).
 
-Co-residency
-------------
-A program that waits at the barrier holds its SM slot; a program that has not started
-cannot start until one ends. So every program of a launch must be resident at once:
-grid <= num_sms * programs_per_sm, where programs_per_sm comes from the compiled kernel's
-registers, shared memory and threads (compile_check.occupancy). `plan_split` takes that
-number as `occupancy(plan) -> programs per SM`; without it, it assumes one program per SM,
-which any kernel that compiles achieves on an otherwise idle GPU. Kernels running on other
-streams at the same time can hold SMs for their own duration; the bounded spin turns a wait
-that never ends into an error, and a long one into a delay.
-
-The barrier's bound
--------------------
-The spin limit is a runtime argument, chosen here, so the kernel never knows what runs it.
-It bounds polls in a row that see no new arrival (a stall), not the whole wait, so slow
-but progressing programs never trip it. On a GPU one poll is an L2 round trip (>= 0.5 us):
-SPIN_LIMIT_GPU polls are 8+ seconds without any program arriving, against microseconds for
-a healthy barrier. In the interpreter one poll costs about 0.2-0.3 ms of Python, so
-SPIN_LIMIT_INTERPRETED fails a sequential launch in 2-3 seconds (program 0 times out once,
-poisons the counter, and every later barrier passes at once). Under a thread-per-program
-executor the longest run of polls without an arrival measured about 1000 when threads
-only hand over the GIL every 5 ms (48 programs, H = 256), and under 100 when atomics yield
-it (triton_lstm/interpreter_threads.py): a 10x margin.
-
-Checking the flag (the one host sync)
--------------------------------------
-The launch zeroes its (directions, batch tiles, 2) int32 sync buffer with torch on the
-launch's stream (no host sync, CUDA-graph friendly). After the launch the variant's
-after_launch reads the error flag, which synchronises with the device: that read is the
-only sync. Pass `check=False` (and your own `sync` buffer) through the launcher to skip it,
-e.g. under CUDA-graph capture, and call `raise_if_barrier_failed(sync)` later.
+Co-residency and the barrier's bound (kernels/README.md, "Split variant: host side")
+------------------------------------------------------------------------------------
+Every program of a launch must be resident at once: grid <= num_sms * programs per SM of
+the compiled kernel (`plan_split`'s `occupancy`; one per SM when not given). The barrier
+gives up after `spin_limit` polls in a row without a new arrival and flags the sync
+buffer, which `after_launch` reads (a host sync; `check=False` and your own `sync` defer
+it, e.g. under CUDA-graph capture: then call `raise_if_barrier_failed(sync)`).
 """
 from __future__ import annotations
 
@@ -126,16 +102,6 @@ class SplitPlans:
 
     forward: Plan
     backward: Plan | None
-
-    def describe(self) -> str:
-        return "; ".join(describe(p) for p in (self.forward, self.backward) if p is not None)
-
-
-def describe(plan: Plan) -> str:
-    c = dict(plan.constexprs)
-    proj = f" PROJ_UNITS={c['PROJ_UNITS']} BLOCK_P={c['BLOCK_P']}" if c["HAS_PROJ"] else ""
-    return (f"{plan.kernel} grid={plan.grid} warps={plan.num_warps} UNITS={c['UNITS']}{proj} "
-            f"BLOCK_B={c['BLOCK_B']} BLOCK_H={c['BLOCK_H']} dot={c['INPUT_PRECISION']}")
 
 
 def resident_slice_bytes(plan: Plan) -> int:
@@ -480,4 +446,5 @@ VARIANT = Variant(
     name="split", plan_variants=("split",),
     kernels=(("lstm_fwd_kernel_split", "lstm_split"), ("lstm_bwd_kernel_split", "lstm_split"),
              ("grid_barrier_selftest_kernel", "grid_barrier")),
-    choices=("split",), plan=_plan, buffers=_buffers, after_launch=_after_launch, matrix=_matrix)
+    choices=("split",), plan=_plan, buffers=_buffers, after_launch=_after_launch, matrix=_matrix,
+    grid_synchronised=True)

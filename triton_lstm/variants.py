@@ -12,6 +12,7 @@ from .planning import KERNEL_CHOICES, DeviceLimits, GateOptions, LayerShape, Pla
 
 VARIANTS: tuple[Variant, ...] = (batch.VARIANT, split.VARIANT, cell.VARIANT)
 LAYER_VARIANTS = tuple(v for v in VARIANTS if v.choices)  # the ones `kernel=` can force
+BARRIER_CHOICES = tuple(c for v in LAYER_VARIANTS if v.grid_synchronised for c in v.choices)
 _BY_PLAN = {name: v for v in VARIANTS for name in v.plan_variants}
 _BY_CHOICE = {choice: v for v in LAYER_VARIANTS for choice in v.choices}
 _KERNEL_MODULES = {kernel: module for v in VARIANTS for kernel, module in v.kernels}
