@@ -12,25 +12,15 @@ Legend (see lstm_fwd.py for the forward's and for steps versus time)
   dh0, dc0      (D, B, P), (D, B, H) grads of the initial state
   *_scratch     per direction, double-buffered dh (2, B, P) and dc (2, B, H); streamed path
 Per step s = T-1 .. 0, for the rows that ran at s: dh = dy_t + dpre_{next} W_hh; with a
-projection dm = dh W_hr; fused gate derivatives (kernels/gates.py), optional clipping of
+projection dm = dh W_hr; fused gate derivatives (kernels/helpers.py), optional clipping of
 dpre, then the recurrent dot. Rows past their end carry dh and dc unchanged.
 Same grid and W_RESIDENT split as the forward (a projection is always streamed).
 """
 import triton
 import triton.language as tl
 
-from .gates import lstm_cell_backward
-from .lstm_fwd import (dot_acc, dot_operand, load_gate_tiles, load_lengths, load_peephole, load_w_tiles,
-                       rows_at_step, rows_or_carry, store_step_tiles)
-
-
-@triton.jit
-def load_c_prev(c_hist_ptr, c0_tile, s64, t_row, is_reverse, offs, stride_c_t, mask):
-    """c before the step: c at the row's previous time, or c0 at its first step (s = 0)."""
-    t_prev = tl.where(is_reverse, t_row + 1, t_row - 1)  # [BLOCK_B]
-    has_prev = (tl.zeros_like(t_row) + s64) > 0  # [BLOCK_B]; a block mask, not a scalar one
-    b_c_prev = tl.load(c_hist_ptr + t_prev[:, None] * stride_c_t + offs, mask=mask & has_prev[:, None], other=0.0)
-    return tl.where(has_prev[:, None], b_c_prev, c0_tile)
+from .helpers import (dot_acc, dot_operand, load_c_prev, load_gate_tiles, load_lengths, load_peephole, load_w_tiles,
+                      lstm_cell_backward, rows_at_step, rows_or_carry, store_step_tiles)
 
 
 @triton.jit(do_not_specialize=["T", "direction0"])

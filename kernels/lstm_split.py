@@ -70,7 +70,7 @@ h_t is exchanged as below. The exchange of h:
   s % 2 (done after barrier s, consumed by its step s + 1 dot, ordered before its release
   arrival). So no read of a slot overlaps the next write to it. (With a projection the
   h barriers are the step's second ones, with an m barrier between: the argument holds.)
-Backward: each step a program forms dpre_t for its units (kernels/gates.py), publishes it
+Backward: each step a program forms dpre_t for its units (kernels/helpers.py), publishes it
 to dpre, meets the others, reads dpre_t (.cg) and forms its entries of
 dh_{t-1} = dpre_t W_hh[:, entries] against its resident columns of W_hh, kept as one tile
 per gate: per gate it reads only that gate's [BLOCK_B, BLOCK_H] block of dpre_t, cut into
@@ -88,11 +88,9 @@ dy; c_{t-1} at a row's first step is c0 (load_c_prev).
 import triton
 import triton.language as tl
 
-from .gates import lstm_cell_backward, lstm_cell_forward
-from .grid_barrier import grid_barrier
-from .lstm_bwd import load_c_prev
-from .lstm_fwd import (dot_operand, load_gate_tiles, load_lengths, load_peephole, rows_at_step, rows_or_carry,
-                       rows_or_zero, store_step_tiles)
+from .helpers import (dot_operand, grid_barrier, load_c_prev, load_gate_tiles, load_lengths, load_peephole,
+                      lstm_cell_backward, lstm_cell_forward, rows_at_step, rows_or_carry, rows_or_zero,
+                      store_step_tiles)
 
 
 @triton.jit
