@@ -2,8 +2,8 @@
 
 Here lives everything more than one kernel family uses: the gate maths (so forward and
 backward agree by construction), the tile loads and stores of the storage contract, the
-per-row lengths and time of a step, and the grid barrier. A helper that one file alone
-uses stays in that file.
+per-row lengths and time of a step, where each direction starts in the shared tensors,
+and the grid barrier. A helper that one file alone uses stays in that file.
 
 Legend: tiles are [BLOCK_B, BLOCK_N] register tensors in the compute dtype ACC_DTYPE
 (fp32, or fp64 for fp64 inputs); gate order i, f, g, o as in torch.nn.LSTM; a gate
@@ -208,6 +208,65 @@ def load_c_prev(c_hist_ptr, c0_tile, s64, t_row, is_reverse, offs, stride_c_t, m
     has_prev = (tl.zeros_like(t_row) + s64) > 0  # [BLOCK_B]; a block mask, not a scalar one
     b_c_prev = tl.load(c_hist_ptr + t_prev[:, None] * stride_c_t + offs, mask=mask & has_prev[:, None], other=0.0)
     return tl.where(has_prev[:, None], b_c_prev, c0_tile)
+
+
+# ---- Where direction pid_d starts in every tensor the recurrent kernels share (layouts:
+# lstm_fwd.py's and lstm_bwd.py's legends). The batch and split kernels of one pass index
+# the same storage, so each pass's offsets are defined once, here; pointers a variant
+# alone has (scratch, exchange) are offset where that variant is.
+
+
+@triton.jit
+def fwd_inputs_of_direction(xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, pid_d, H,
+                            stride_w_dir, stride_hr_dir, stride_h0_dir, stride_c0_dir):
+    xw_ptr += pid_d * 4 * H  # (T, B, D * 4H): direction d's 4H columns
+    w_hh_ptr += pid_d * stride_w_dir
+    w_hr_ptr += pid_d * stride_hr_dir
+    h0_ptr += pid_d * stride_h0_dir
+    c0_ptr += pid_d * stride_c0_dir
+    peephole_ptr += pid_d * 3 * H
+    return xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr
+
+
+@triton.jit
+def fwd_outputs_of_direction(y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, pid_d, T, B64, H, P,
+                             stride_g_t, stride_c_t):
+    y_ptr += pid_d * P  # (T, B, D * P): direction d's P columns
+    h_n_ptr += pid_d * B64 * P
+    c_n_ptr += pid_d * B64 * H
+    gates_ptr += pid_d * T * stride_g_t
+    c_hist_ptr += pid_d * T * stride_c_t
+    return y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr
+
+
+@triton.jit
+def bwd_inputs_of_direction(dy_ptr, dh_n_ptr, dc_n_ptr, pid_d, B64, H, P):
+    dy_ptr += pid_d * P  # (T, B, D * P), as y
+    dh_n_ptr += pid_d * B64 * P
+    dc_n_ptr += pid_d * B64 * H
+    return dy_ptr, dh_n_ptr, dc_n_ptr
+
+
+@triton.jit
+def fwd_saved_of_direction(w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, pid_d, T, H,
+                           stride_w_dir, stride_hr_dir, stride_c0_dir, stride_g_t, stride_c_t):
+    """What the backward reads of the forward's: the weights, the saved gates and c, and c0."""
+    w_hh_ptr += pid_d * stride_w_dir
+    w_hr_ptr += pid_d * stride_hr_dir
+    gates_ptr += pid_d * T * stride_g_t
+    c_hist_ptr += pid_d * T * stride_c_t
+    c0_ptr += pid_d * stride_c0_dir
+    peephole_ptr += pid_d * 3 * H
+    return w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr
+
+
+@triton.jit
+def bwd_outputs_of_direction(dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, pid_d, T, B64, H, P, stride_h_t):
+    dpre_ptr += pid_d * 4 * H  # (T, B, D * 4H), as xw
+    dh_hist_ptr += pid_d * T * stride_h_t
+    dh0_ptr += pid_d * B64 * P
+    dc0_ptr += pid_d * B64 * H
+    return dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr
 
 
 # ---- The grid barrier of the split kernels (protocol: kernels/grid_barrier.py).

@@ -19,8 +19,9 @@ Same grid and W_RESIDENT split as the forward (a projection is always streamed).
 import triton
 import triton.language as tl
 
-from .helpers import (dot_acc, dot_operand, load_c_prev, load_gate_tiles, load_lengths, load_peephole, load_w_tiles,
-                      lstm_cell_backward, rows_at_step, rows_or_carry, store_step_tiles)
+from .helpers import (bwd_inputs_of_direction, bwd_outputs_of_direction, dot_acc, dot_operand, fwd_saved_of_direction,
+                      load_c_prev, load_gate_tiles, load_lengths, load_peephole, load_w_tiles, lstm_cell_backward,
+                      rows_at_step, rows_or_carry, store_step_tiles)
 
 
 @triton.jit(do_not_specialize=["T", "direction0"])
@@ -49,19 +50,12 @@ def lstm_bwd_kernel_batch(
     stride_h_t = B64 * P  # dh_hist and dh scratch: (D, ., B, P)
     stride_dpre_b = num_d * 4 * H  # dpre: (T, B, D * 4H), contiguous
     stride_dpre_t = B64 * stride_dpre_b
-    dy_ptr += pid_d * P
-    dh_n_ptr += pid_d * B64 * P
-    dc_n_ptr += pid_d * B64 * H
-    w_hh_ptr += pid_d * stride_w_dir
-    w_hr_ptr += pid_d * stride_hr_dir
-    gates_ptr += pid_d * T * stride_g_t
-    c_hist_ptr += pid_d * T * stride_c_t
-    c0_ptr += pid_d * stride_c0_dir
-    peephole_ptr += pid_d * 3 * H
-    dpre_ptr += pid_d * 4 * H
-    dh_hist_ptr += pid_d * T * stride_h_t
-    dh0_ptr += pid_d * B64 * P
-    dc0_ptr += pid_d * B64 * H
+    dy_ptr, dh_n_ptr, dc_n_ptr = bwd_inputs_of_direction(dy_ptr, dh_n_ptr, dc_n_ptr, pid_d, B64, H, P)
+    w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr = fwd_saved_of_direction(
+        w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, pid_d, T, H,
+        stride_w_dir, stride_hr_dir, stride_c0_dir, stride_g_t, stride_c_t)
+    dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr = bwd_outputs_of_direction(
+        dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, pid_d, T, B64, H, P, stride_h_t)
     dh_scratch_ptr += pid_d * 2 * stride_h_t
     dc_scratch_ptr += pid_d * 2 * stride_c_t
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]

@@ -26,8 +26,9 @@ before the time loop and h, c live in registers; otherwise W_hh is streamed from
 import triton
 import triton.language as tl
 
-from .helpers import (dot_acc, dot_operand, load_gate_tiles, load_lengths, load_peephole, load_w_tiles,
-                      lstm_cell_forward, rows_at_step, rows_or_carry, rows_or_zero, store_step_tiles)
+from .helpers import (dot_acc, dot_operand, fwd_inputs_of_direction, fwd_outputs_of_direction, load_gate_tiles,
+                      load_lengths, load_peephole, load_w_tiles, lstm_cell_forward, rows_at_step, rows_or_carry,
+                      rows_or_zero, store_step_tiles)
 
 
 @triton.jit(do_not_specialize=["T", "direction0"])
@@ -55,17 +56,11 @@ def lstm_fwd_kernel_batch(
     stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H), contiguous
     stride_c_t = B64 * H  # c_hist and c scratch: (D, ., B, H), contiguous
     stride_h_t = B64 * P  # h scratch: (D, 2, B, P)
-    xw_ptr += pid_d * 4 * H
-    w_hh_ptr += pid_d * stride_w_dir
-    w_hr_ptr += pid_d * stride_hr_dir
-    h0_ptr += pid_d * stride_h0_dir
-    c0_ptr += pid_d * stride_c0_dir
-    peephole_ptr += pid_d * 3 * H
-    y_ptr += pid_d * P
-    h_n_ptr += pid_d * B64 * P
-    c_n_ptr += pid_d * B64 * H
-    gates_ptr += pid_d * T * stride_g_t
-    c_hist_ptr += pid_d * T * stride_c_t
+    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr = fwd_inputs_of_direction(
+        xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, pid_d, H,
+        stride_w_dir, stride_hr_dir, stride_h0_dir, stride_c0_dir)
+    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr = fwd_outputs_of_direction(
+        y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, pid_d, T, B64, H, P, stride_g_t, stride_c_t)
     h_scratch_ptr += pid_d * 2 * stride_h_t
     c_scratch_ptr += pid_d * 2 * stride_c_t
     m_scratch_ptr += pid_d * stride_c_t
