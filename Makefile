@@ -1,9 +1,11 @@
-# The README's two commands. Each sets up its own virtual environment on first use.
+# The README's two commands, and the whole suite. Each sets up its own virtual environment on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Test processes: the interpreter runs one program at a time, so tests spread over the cores.
+TEST_WORKERS ?= 2
 
-.PHONY: sweep test setup
+.PHONY: sweep test test-all setup
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,5 +20,10 @@ setup: $(VENV)/.installed
 sweep: $(VENV)/.installed
 	$(PY) perf/sweep.py --quick
 
+# The default tier: one case of every property, the compile matrix's corners and a sample.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
+
+# Everything: the whole compile matrix on sm_80 and sm_90, and all the breadth.
+test-all: $(VENV)/.installed
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests

@@ -1,5 +1,8 @@
 """A grid-wide barrier for kernels whose programs are all co-resident (the "split" variant).
 
+The barrier itself, `grid_barrier`, is a device function in kernels/helpers.py (kernel
+files import only that module); this file holds its protocol and a self-test kernel.
+
 Legend
   sync_ptr     (2,) int32, zeroed on the launch's stream before every launch:
                sync_ptr[0] arrival counter, sync_ptr[1] error flag (1 = a barrier timed out)
@@ -21,10 +24,10 @@ programs could still be invisible after it sees the counter.
 Bounded spin: the bound is on polls WITHOUT PROGRESS (the counter unchanged), so it detects
 a stall, not slowness: a wait for many slow programs that keep arriving never times out,
 while a wait for programs that cannot run (not co-resident; the sequential interpreter)
-ends after spin_limit polls. Then the program sets the error flag and adds POISON to the
-counter. Every later target is then already met, so all programs run to the end without
-waiting (their outputs are garbage) and the launch returns in time proportional to T, never
-hangs; the host reads the flag after the launch and raises. This is what makes a forced
+ends after spin_limit polls. Then the program sets the error flag and adds POISON (1 << 30,
+in helpers.py) to the counter. Every later target is then already met, so all programs run
+to the end without waiting (their outputs are garbage) and the launch returns in time
+proportional to T, never hangs; the host reads the flag after the launch and raises. This is what makes a forced
 split kernel fail fast under the sequential interpreter (program 0 waits for programs that
 only start after it ends) and finish under any executor that runs programs concurrently.
 The counter is int32: the launcher keeps barriers * num_programs < POISON.
@@ -32,26 +35,7 @@ The counter is int32: the launcher keeps barriers * num_programs < POISON.
 import triton
 import triton.language as tl
 
-POISON = tl.constexpr(1 << 30)  # constexpr: jit code may read only constexpr globals
-
-
-@triton.jit
-def grid_barrier(sync_ptr, target, spin_limit):
-    """Wait until `target` arrivals are counted at sync_ptr[0]; on timeout flag sync_ptr[1]."""
-    tl.debug_barrier()
-    tl.atomic_add(sync_ptr, 1, sem="release", scope="gpu")
-    arrived = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
-    seen = arrived
-    spins = 0  # polls since the counter last moved
-    while (arrived < target) & (spins < spin_limit):
-        arrived = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
-        spins = tl.where(arrived != seen, 0, spins + 1)
-        seen = arrived
-    if arrived < target:
-        tl.atomic_xchg(sync_ptr + 1, 1, sem="relaxed", scope="gpu")
-        # Release everyone waiting now and at every later barrier: a timeout must end the launch.
-        tl.atomic_add(sync_ptr, POISON, sem="release", scope="gpu")
-    tl.debug_barrier()
+from .helpers import grid_barrier
 
 
 @triton.jit(do_not_specialize=["T", "spin_limit"])

@@ -12,25 +12,16 @@ Legend (see lstm_fwd.py for the forward's and for steps versus time)
   dh0, dc0      (D, B, P), (D, B, H) grads of the initial state
   *_scratch     per direction, double-buffered dh (2, B, P) and dc (2, B, H); streamed path
 Per step s = T-1 .. 0, for the rows that ran at s: dh = dy_t + dpre_{next} W_hh; with a
-projection dm = dh W_hr; fused gate derivatives (kernels/gates.py), optional clipping of
+projection dm = dh W_hr; fused gate derivatives (kernels/helpers.py), optional clipping of
 dpre, then the recurrent dot. Rows past their end carry dh and dc unchanged.
 Same grid and W_RESIDENT split as the forward (a projection is always streamed).
 """
 import triton
 import triton.language as tl
 
-from .gates import lstm_cell_backward
-from .lstm_fwd import (dot_acc, dot_operand, load_gate_tiles, load_lengths, load_peephole, load_w_tiles,
-                       rows_at_step, rows_or_carry, store_step_tiles)
-
-
-@triton.jit
-def load_c_prev(c_hist_ptr, c0_tile, s64, t_row, is_reverse, offs, stride_c_t, mask):
-    """c before the step: c at the row's previous time, or c0 at its first step (s = 0)."""
-    t_prev = tl.where(is_reverse, t_row + 1, t_row - 1)  # [BLOCK_B]
-    has_prev = (tl.zeros_like(t_row) + s64) > 0  # [BLOCK_B]; a block mask, not a scalar one
-    b_c_prev = tl.load(c_hist_ptr + t_prev[:, None] * stride_c_t + offs, mask=mask & has_prev[:, None], other=0.0)
-    return tl.where(has_prev[:, None], b_c_prev, c0_tile)
+from .helpers import (bwd_inputs_of_direction, bwd_outputs_of_direction, dot_acc, dot_operand, fwd_saved_of_direction,
+                      load_c_prev, load_gate_tiles, load_lengths, load_peephole, load_w_tiles, lstm_cell_backward,
+                      rows_at_step, rows_or_carry, store_step_tiles)
 
 
 @triton.jit(do_not_specialize=["T", "direction0"])
@@ -59,19 +50,12 @@ def lstm_bwd_kernel_batch(
     stride_h_t = B64 * P  # dh_hist and dh scratch: (D, ., B, P)
     stride_dpre_b = num_d * 4 * H  # dpre: (T, B, D * 4H), contiguous
     stride_dpre_t = B64 * stride_dpre_b
-    dy_ptr += pid_d * P
-    dh_n_ptr += pid_d * B64 * P
-    dc_n_ptr += pid_d * B64 * H
-    w_hh_ptr += pid_d * stride_w_dir
-    w_hr_ptr += pid_d * stride_hr_dir
-    gates_ptr += pid_d * T * stride_g_t
-    c_hist_ptr += pid_d * T * stride_c_t
-    c0_ptr += pid_d * stride_c0_dir
-    peephole_ptr += pid_d * 3 * H
-    dpre_ptr += pid_d * 4 * H
-    dh_hist_ptr += pid_d * T * stride_h_t
-    dh0_ptr += pid_d * B64 * P
-    dc0_ptr += pid_d * B64 * H
+    dy_ptr, dh_n_ptr, dc_n_ptr = bwd_inputs_of_direction(dy_ptr, dh_n_ptr, dc_n_ptr, pid_d, B64, H, P)
+    w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr = fwd_saved_of_direction(
+        w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, pid_d, T, H,
+        stride_w_dir, stride_hr_dir, stride_c0_dir, stride_g_t, stride_c_t)
+    dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr = bwd_outputs_of_direction(
+        dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, pid_d, T, B64, H, P, stride_h_t)
     dh_scratch_ptr += pid_d * 2 * stride_h_t
     dc_scratch_ptr += pid_d * 2 * stride_c_t
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]

@@ -17,8 +17,8 @@ derivative; dx, dh, dW_ih, dW_hh and the biases' grads are GEMMs over dpre on th
 import triton
 import triton.language as tl
 
-from .gates import lstm_cell_backward, lstm_cell_forward
-from .lstm_fwd import dot_acc, load_gate_tiles, load_peephole, load_w_tiles, store_gate_tiles
+from .helpers import (dot_acc, load_gate_tiles, load_peephole, load_w_tiles, lstm_cell_backward, lstm_cell_forward,
+                      store_gate_tiles)
 
 
 @triton.jit

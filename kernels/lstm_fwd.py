@@ -26,101 +26,9 @@ before the time loop and h, c live in registers; otherwise W_hh is streamed from
 import triton
 import triton.language as tl
 
-from .gates import lstm_cell_forward
-
-
-@triton.jit
-def load_gate_tiles(ptrs, gate_stride, mask, ACC_DTYPE: tl.constexpr):
-    b_i = tl.load(ptrs, mask=mask, other=0.0).to(ACC_DTYPE)
-    b_f = tl.load(ptrs + gate_stride, mask=mask, other=0.0).to(ACC_DTYPE)
-    b_g = tl.load(ptrs + 2 * gate_stride, mask=mask, other=0.0).to(ACC_DTYPE)
-    b_o = tl.load(ptrs + 3 * gate_stride, mask=mask, other=0.0).to(ACC_DTYPE)
-    return b_i, b_f, b_g, b_o
-
-
-@triton.jit
-def store_gate_tiles(ptrs, gate_stride, b_i, b_f, b_g, b_o, mask):
-    tl.store(ptrs, b_i.to(ptrs.dtype.element_ty), mask=mask)
-    tl.store(ptrs + gate_stride, b_f.to(ptrs.dtype.element_ty), mask=mask)
-    tl.store(ptrs + 2 * gate_stride, b_g.to(ptrs.dtype.element_ty), mask=mask)
-    tl.store(ptrs + 3 * gate_stride, b_o.to(ptrs.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def rows_or_zero(b_x, active, HAS_LENGTHS: tl.constexpr):
-    """b_x with the rows past their end (not active) zeroed: what is stored at padded times."""
-    if HAS_LENGTHS:
-        b_x = tl.where(active[:, None], b_x, tl.zeros_like(b_x))
-    return b_x
-
-
-@triton.jit
-def rows_or_carry(b_new, b_old, active, HAS_LENGTHS: tl.constexpr):
-    """b_new for the rows that ran this step, b_old (the state they keep) for rows past their end."""
-    if HAS_LENGTHS:
-        b_new = tl.where(active[:, None], b_new, b_old)
-    return b_new
-
-
-@triton.jit
-def store_step_tiles(ptrs, gate_stride, b_i, b_f, b_g, b_o, active, mask, HAS_LENGTHS: tl.constexpr):
-    """Store one step's four gate tiles, zeros for rows past their end."""
-    store_gate_tiles(ptrs, gate_stride, rows_or_zero(b_i, active, HAS_LENGTHS), rows_or_zero(b_f, active, HAS_LENGTHS),
-                     rows_or_zero(b_g, active, HAS_LENGTHS), rows_or_zero(b_o, active, HAS_LENGTHS), mask)
-
-
-@triton.jit
-def dot_operand(ptrs, mask, DOT_IN_FP32: tl.constexpr):
-    # DOT_IN_FP32: the interpreter computes on raw bf16 bits, so 16-bit tiles are upcast
-    # there (exact: the GPU's 16-bit MMA accumulates in fp32 too).
-    b_w = tl.load(ptrs, mask=mask, other=0.0)
-    if DOT_IN_FP32:
-        b_w = b_w.to(tl.float32)
-    return b_w
-
-
-@triton.jit
-def load_w_tiles(w_ptrs, gate_stride, mask, DOT_IN_FP32: tl.constexpr):
-    b_wi = dot_operand(w_ptrs, mask, DOT_IN_FP32)
-    b_wf = dot_operand(w_ptrs + gate_stride, mask, DOT_IN_FP32)
-    b_wg = dot_operand(w_ptrs + 2 * gate_stride, mask, DOT_IN_FP32)
-    b_wo = dot_operand(w_ptrs + 3 * gate_stride, mask, DOT_IN_FP32)
-    return b_wi, b_wf, b_wg, b_wo
-
-
-@triton.jit
-def load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE: tl.constexpr, HAS_PEEPHOLE: tl.constexpr):
-    if HAS_PEEPHOLE:
-        p_i = tl.load(peephole_ptr + offs_n, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
-        p_f = tl.load(peephole_ptr + H + offs_n, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
-        p_o = tl.load(peephole_ptr + 2 * H + offs_n, mask=mask_n, other=0.0).to(ACC_DTYPE)[None, :]
-    else:
-        p_i = tl.zeros([1, offs_n.shape[0]], ACC_DTYPE)
-        p_f = p_i
-        p_o = p_i
-    return p_i, p_f, p_o
-
-
-@triton.jit
-def load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS: tl.constexpr):
-    if HAS_LENGTHS:
-        b_len = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
-    else:
-        b_len = tl.zeros_like(offs_b) + T
-    return b_len.to(tl.int64)  # [BLOCK_B]
-
-
-@triton.jit
-def rows_at_step(s64, b_len, is_reverse):
-    """Which rows run at step s, and the time index each row reads and writes."""
-    active = s64 < b_len  # [BLOCK_B]
-    t_row = tl.where(active & is_reverse, b_len - 1 - s64, s64)  # [BLOCK_B]
-    return active, t_row
-
-
-@triton.jit
-def dot_acc(a, b, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
-    return tl.dot(a.to(b.dtype), b, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+from .helpers import (dot_acc, dot_operand, fwd_inputs_of_direction, fwd_outputs_of_direction, load_gate_tiles,
+                      load_lengths, load_peephole, load_w_tiles, lstm_cell_forward, rows_at_step, rows_or_carry,
+                      rows_or_zero, store_step_tiles)
 
 
 @triton.jit(do_not_specialize=["T", "direction0"])
@@ -148,17 +56,11 @@ def lstm_fwd_kernel_batch(
     stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H), contiguous
     stride_c_t = B64 * H  # c_hist and c scratch: (D, ., B, H), contiguous
     stride_h_t = B64 * P  # h scratch: (D, 2, B, P)
-    xw_ptr += pid_d * 4 * H
-    w_hh_ptr += pid_d * stride_w_dir
-    w_hr_ptr += pid_d * stride_hr_dir
-    h0_ptr += pid_d * stride_h0_dir
-    c0_ptr += pid_d * stride_c0_dir
-    peephole_ptr += pid_d * 3 * H
-    y_ptr += pid_d * P
-    h_n_ptr += pid_d * B64 * P
-    c_n_ptr += pid_d * B64 * H
-    gates_ptr += pid_d * T * stride_g_t
-    c_hist_ptr += pid_d * T * stride_c_t
+    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr = fwd_inputs_of_direction(
+        xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, pid_d, H,
+        stride_w_dir, stride_hr_dir, stride_h0_dir, stride_c0_dir)
+    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr = fwd_outputs_of_direction(
+        y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, pid_d, T, B64, H, P, stride_g_t, stride_c_t)
     h_scratch_ptr += pid_d * 2 * stride_h_t
     c_scratch_ptr += pid_d * 2 * stride_c_t
     m_scratch_ptr += pid_d * stride_c_t

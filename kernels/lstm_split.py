@@ -70,7 +70,7 @@ h_t is exchanged as below. The exchange of h:
   s % 2 (done after barrier s, consumed by its step s + 1 dot, ordered before its release
   arrival). So no read of a slot overlaps the next write to it. (With a projection the
   h barriers are the step's second ones, with an m barrier between: the argument holds.)
-Backward: each step a program forms dpre_t for its units (kernels/gates.py), publishes it
+Backward: each step a program forms dpre_t for its units (kernels/helpers.py), publishes it
 to dpre, meets the others, reads dpre_t (.cg) and forms its entries of
 dh_{t-1} = dpre_t W_hh[:, entries] against its resident columns of W_hh, kept as one tile
 per gate: per gate it reads only that gate's [BLOCK_B, BLOCK_H] block of dpre_t, cut into
@@ -88,11 +88,10 @@ dy; c_{t-1} at a row's first step is c0 (load_c_prev).
 import triton
 import triton.language as tl
 
-from .gates import lstm_cell_backward, lstm_cell_forward
-from .grid_barrier import grid_barrier
-from .lstm_bwd import load_c_prev
-from .lstm_fwd import (dot_operand, load_gate_tiles, load_lengths, load_peephole, rows_at_step, rows_or_carry,
-                       rows_or_zero, store_step_tiles)
+from .helpers import (bwd_inputs_of_direction, bwd_outputs_of_direction, dot_operand, fwd_inputs_of_direction,
+                      fwd_outputs_of_direction, fwd_saved_of_direction, grid_barrier, load_c_prev, load_gate_tiles,
+                      load_lengths, load_peephole, lstm_cell_backward, lstm_cell_forward, rows_at_step,
+                      rows_or_carry, rows_or_zero, store_step_tiles)
 
 
 @triton.jit
@@ -156,17 +155,11 @@ def lstm_fwd_kernel_split(
     stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H), contiguous
     stride_c_t = B64 * H  # c_hist: (D, T, B, H), contiguous
     stride_x_slot = B64 * P  # exchange: (D, 2, B, P), contiguous
-    xw_ptr += pid_d * 4 * H
-    w_hh_ptr += pid_d * stride_w_dir
-    w_hr_ptr += pid_d * stride_hr_dir
-    h0_ptr += pid_d * stride_h0_dir
-    c0_ptr += pid_d * stride_c0_dir
-    peephole_ptr += pid_d * 3 * H
-    y_ptr += pid_d * P
-    h_n_ptr += pid_d * B64 * P
-    c_n_ptr += pid_d * B64 * H
-    gates_ptr += pid_d * T * stride_g_t
-    c_hist_ptr += pid_d * T * stride_c_t
+    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr = fwd_inputs_of_direction(
+        xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, pid_d, H,
+        stride_w_dir, stride_hr_dir, stride_h0_dir, stride_c0_dir)
+    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr = fwd_outputs_of_direction(
+        y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, pid_d, T, B64, H, P, stride_g_t, stride_c_t)
     exchange_ptr += pid_d * 2 * stride_x_slot
     m_exchange_ptr += pid_d * B64 * H
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
@@ -300,19 +293,12 @@ def lstm_bwd_kernel_split(
     stride_h_t = B64 * P  # dh_hist: (D, T, B, P)
     stride_dpre_b = num_d * 4 * H  # dpre: (T, B, D * 4H), contiguous
     stride_dpre_t = B64 * stride_dpre_b
-    dy_ptr += pid_d * P
-    dh_n_ptr += pid_d * B64 * P
-    dc_n_ptr += pid_d * B64 * H
-    w_hh_ptr += pid_d * stride_w_dir
-    w_hr_ptr += pid_d * stride_hr_dir
-    gates_ptr += pid_d * T * stride_g_t
-    c_hist_ptr += pid_d * T * stride_c_t
-    c0_ptr += pid_d * stride_c0_dir
-    peephole_ptr += pid_d * 3 * H
-    dpre_ptr += pid_d * 4 * H
-    dh_hist_ptr += pid_d * T * stride_h_t
-    dh0_ptr += pid_d * B64 * P
-    dc0_ptr += pid_d * B64 * H
+    dy_ptr, dh_n_ptr, dc_n_ptr = bwd_inputs_of_direction(dy_ptr, dh_n_ptr, dc_n_ptr, pid_d, B64, H, P)
+    w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr = fwd_saved_of_direction(
+        w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, pid_d, T, H,
+        stride_w_dir, stride_hr_dir, stride_c0_dir, stride_g_t, stride_c_t)
+    dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr = bwd_outputs_of_direction(
+        dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, pid_d, T, B64, H, P, stride_h_t)
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
     state_offs = offs_b[:, None] * H + offs_u[None, :]
     gate_offs = offs_b[:, None] * 4 * H + offs_u[None, :]

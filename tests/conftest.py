@@ -4,6 +4,7 @@ Without CUDA the kernels run on CPU in Triton's interpreter: TRITON_INTERPRET mu
 before triton is imported, hence at the top of this file.
 """
 import os
+import zlib
 
 import torch
 
@@ -33,6 +34,37 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def assert_close(out, ref, tol, what=""):
     err = rel_err(out, ref)
     assert err <= tol, f"{what}: rel err {err:.3e} > {tol:.1e}"
+
+
+# The default tier (`make test`) keeps one case of every property; the rest of the breadth
+# is marked slow and runs in `make test-all`.
+slow = pytest.mark.slow
+
+
+def fp32_once(cases, first=1):
+    """(case, dtype) params: every case in fp64, the first `first` also in fp32 (the fp32 copies
+    of the others re-prove the same path and are marked slow)."""
+    params = []
+    for i, case in enumerate(cases):
+        case = case if isinstance(case, tuple) else (case,)
+        params.append(pytest.param(*case, torch.float64, id=f"{_case_id(case)}-fp64"))
+        params.append(pytest.param(*case, torch.float32, id=f"{_case_id(case)}-fp32", marks=() if i < first else slow))
+    return params
+
+
+def _case_id(case):
+    return "-".join(str(c) for c in case)
+
+
+@pytest.fixture
+def seed(request) -> int:
+    """A seed derived from the test id: fresh inputs per test, the same on every run."""
+    return zlib.crc32(request.node.nodeid.encode()) % (2 ** 31)
+
+
+@pytest.fixture(autouse=True)
+def seeded_global_rng(seed):
+    torch.manual_seed(seed)
 
 
 @pytest.fixture(autouse=True)

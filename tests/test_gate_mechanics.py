@@ -4,7 +4,7 @@ import torch
 
 import triton_lstm
 from conftest import (DTYPE_IDS, TOLERANCE, assert_close, call, leaves, outputs_and_grads,
-                      random_lstm_tensors)
+                      random_lstm_tensors, slow)
 from triton_lstm import reference
 
 KERNELS = ["batch", "batch_streamed"]
@@ -34,8 +34,10 @@ def test_peephole_changes_the_result():
     assert (y_p - y_np).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_gradcheck_with_peephole_and_cell_clip(kernel):
+@pytest.mark.parametrize("kernel,fast_mode", [
+    pytest.param("batch", True, id="batch"), pytest.param("batch_streamed", True, id="batch_streamed"),
+    pytest.param("batch", False, id="batch-full-jacobian", marks=slow)])
+def test_gradcheck_with_peephole_and_cell_clip(kernel, fast_mode):
     # H = 4, I = 2: about 170 inputs, so the full Jacobian costs a third of H = 8, I = 3's
     base = random_lstm_tensors(4, 2, 2, 4, torch.float64, seed=13, peephole=True)
     t = leaves(base, torch.float64)
@@ -46,10 +48,9 @@ def test_gradcheck_with_peephole_and_cell_clip(kernel):
                          cell_clip=5.0)  # inactive here: the clamp's gradient is exact away from it
         return y, h, c
 
-    # the full Jacobian on the resident path; a random projection of it on the streamed path,
-    # which shares the gate maths (full there costs minutes in the interpreter)
-    assert torch.autograd.gradcheck(fn, tuple(t.values()), eps=1e-6, atol=1e-8, rtol=1e-6,
-                                    fast_mode=kernel == "batch_streamed")
+    # a random projection of the Jacobian on every path, the full one on the resident path in
+    # the slow tier (the full Jacobian on the streamed path costs minutes in the interpreter)
+    assert torch.autograd.gradcheck(fn, tuple(t.values()), eps=1e-6, atol=1e-8, rtol=1e-6, fast_mode=fast_mode)
 
 
 def _share_clipped(base, clip, seed):

@@ -6,7 +6,7 @@ import torch
 
 import triton_lstm
 from conftest import (DEVICE, DTYPE_IDS, TOLERANCE, ON_GPU, assert_close, call, leaves,
-                      outputs_and_grads, random_lstm_tensors, rel_err, torch_lstm)
+                      outputs_and_grads, random_lstm_tensors, rel_err, slow, torch_lstm)
 from triton_lstm import launcher, ops, reference
 
 SHAPES = [  # T, B, I, H: odd sizes, B=1 and T=1 included
@@ -20,9 +20,16 @@ def shape_id(s):
     return f"T{T}-B{B}-I{I}-H{H}"
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=DTYPE_IDS.get)
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+# every shape in fp64; fp32 (the same path) once per kernel, the rest in the slow tier
+MATCH_CASES = [pytest.param(shape, dtype, kernel, id=f"{shape_id(shape)}-{DTYPE_IDS[dtype]}-{kernel}",
+                            marks=slow if dtype == torch.float32 and shape != SHAPES[0] else ())
+               for shape in SHAPES for dtype in (torch.float64, torch.float32) for kernel in KERNELS]
+# a random projection of the Jacobian on every path; the full Jacobian of the resident path slow
+GRADCHECK_MODES = [pytest.param("batch", True, id="batch"), pytest.param("batch_streamed", True, id="batch_streamed"),
+                   pytest.param("batch", False, id="batch-full-jacobian", marks=slow)]
+
+
+@pytest.mark.parametrize("shape,dtype,kernel", MATCH_CASES)
 def test_kernels_match_torch_lstm(shape, dtype, kernel):
     T, B, I, H = shape
     seed = zlib.crc32(f"{shape}{dtype}{kernel}".encode()) % 10_000
@@ -65,8 +72,8 @@ def test_layouts_and_optional_arguments(batch_first, bias, hx):
         assert_close(got[k], want[k], 1e-10, k)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_gradcheck_through_kernels(kernel):
+@pytest.mark.parametrize("kernel,fast_mode", GRADCHECK_MODES)
+def test_gradcheck_through_kernels(kernel, fast_mode):
     # H = 4, I = 2: about 160 inputs, so the full Jacobian costs a third of H = 8, I = 3's
     base = random_lstm_tensors(4, 2, 2, 4, torch.float64, seed=11)
     t = leaves(base, torch.float64)
@@ -77,10 +84,9 @@ def test_gradcheck_through_kernels(kernel):
         y, (h, c) = call(triton_lstm.lstm, d, kernel=kernel, backend="triton")
         return y, h, c
 
-    # the full Jacobian on the resident path; a random projection of it on the streamed path,
-    # which shares the gate maths (full there costs minutes in the interpreter)
-    assert torch.autograd.gradcheck(fn, tuple(t.values()), eps=1e-6, atol=1e-8, rtol=1e-6,
-                                    fast_mode=kernel == "batch_streamed")
+    # a random projection of the Jacobian on every path, the full one on the resident path in
+    # the slow tier (the full Jacobian on the streamed path costs minutes in the interpreter)
+    assert torch.autograd.gradcheck(fn, tuple(t.values()), eps=1e-6, atol=1e-8, rtol=1e-6, fast_mode=fast_mode)
 
 
 @pytest.mark.parametrize("kernel,reverse", [("batch", True), ("batch_streamed", False)],

@@ -26,7 +26,7 @@ def test_wheel_maps_kernels_under_triton_lstm(tmp_path):
     wheel = next(tmp_path.glob("triton_lstm-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "triton_lstm/kernels/lstm_fwd.py" in names
-    assert "triton_lstm/kernels/gates.py" in names
+    assert "triton_lstm/kernels/helpers.py" in names
     assert not any(n.startswith("kernels/") for n in names)
     assert not any(n.startswith(("tests/", "perf/")) for n in names)
     # Install the wheel on its own and import from it, with no editable finder in the way

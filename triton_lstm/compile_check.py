@@ -305,7 +305,10 @@ def _compile_one(item) -> CompileResult:
         return CompileResult(**json.loads(path.read_text()))
     result = compile_uncached(plan, capability)
     if result.ok:
-        path.write_text(json.dumps(dataclasses.asdict(result)))
+        # several test workers may compile the same plan: publish the file whole or not at all
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(result)))
+        os.replace(tmp, path)
     return result
 
 

@@ -90,7 +90,7 @@ ALIGNED_LENGTHS_SLICE_MAX_BYTES = 64 * 1024  # ALIGNED's vector loads of h: 245-
 # spills there (32-312 bytes, bf16, sm_80 / sm_90); eight do not.
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 FOUR_WARPS_PROJ_MAX_UNITS = 16
-POISON = 1 << 30  # kernels/grid_barrier.py's; barriers * programs must stay below it
+POISON = 1 << 30  # kernels/helpers.py's; barriers * programs must stay below it
 
 
 
