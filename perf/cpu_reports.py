@@ -293,7 +293,8 @@ def compile_rows(Bs, Hs, env, dtypes=tuple(DTYPES), modes=tuple(COMPILE_MODES)) 
         r = results[(plan, cc)]
         c = dict(plan.constexprs)
         programs = math.prod(plan.grid)
-        tiles = " ".join(f"{k}={c[k]}" for k in ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS", "PROJ_UNITS") if k in c)
+        tiles = " ".join(f"{k}={c[k]}" for k in ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS",
+                                                 "PROJ_UNITS") if k in c)
         config = (f"sm_{cc} {plan.variant} {tiles} warps={plan.num_warps} stages={plan.num_stages} grid={programs}"
                   + ("" if r.ok else f" ERROR {r.error[:200]}"))
         common = dict(kernel=plan.kernel, provider="triton_lstm", layers=1, directions=1, config=config, **columns)

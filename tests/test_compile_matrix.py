@@ -102,8 +102,9 @@ def test_planner_rule_resident_until_64kb():
     assert plan(8, 24, 24, 1, torch.float32, GateOptions(), lim, streamed=True).variant == "batch_streamed"
     # a projection is streamed (a resident one spills: see batch.tiles)
     assert plan(8, 24, 7, 1, torch.float32, GateOptions(), lim).variant == "batch_streamed"
-    assert plan(8, 64, 64, 1, torch.float32, GateOptions(), lim, allow_tf32=True).constexpr("INPUT_PRECISION") == "tf32"
-    assert plan(8, 64, 64, 1, torch.float32, GateOptions(), lim, allow_tf32=False).constexpr("INPUT_PRECISION") == "ieee"
+    for allow_tf32, precision in ((True, "tf32"), (False, "ieee")):
+        fp32 = plan(8, 64, 64, 1, torch.float32, GateOptions(), lim, allow_tf32=allow_tf32)
+        assert fp32.constexpr("INPUT_PRECISION") == precision
     # one program per 16 rows and per direction
     assert plan(100, 64, 64, 2, torch.float32, GateOptions(), lim).grid == (7, 2)
 

@@ -5,9 +5,9 @@ import torch
 import triton_lstm
 from conftest import (DTYPE_IDS, TOLERANCE, assert_close, call, leaves, outputs_and_grads,
                       random_lstm_tensors, slow)
-from triton_lstm import reference
+from triton_lstm import batch, reference
 
-KERNELS = ["batch", "batch_streamed"]
+KERNELS = list(batch.VARIANT.choices)  # the batch-tiled variant's two modes: resident where it fits, streamed
 GRAD_KEYS = ("dx", "dweight_ih", "dweight_hh", "dbias_ih", "dbias_hh", "dh0", "dc0", "dpeephole")
 
 

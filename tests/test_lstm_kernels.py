@@ -7,12 +7,12 @@ import torch
 import triton_lstm
 from conftest import (DEVICE, DTYPE_IDS, TOLERANCE, ON_GPU, assert_close, call, leaves,
                       outputs_and_grads, random_lstm_tensors, rel_err, slow, torch_lstm)
-from triton_lstm import launcher, ops, reference
+from triton_lstm import batch, launcher, ops, reference
 
 SHAPES = [  # T, B, I, H: odd sizes, B=1 and T=1 included
     (7, 3, 5, 24), (1, 1, 5, 8), (5, 2, 3, 64), (3, 17, 4, 96),
 ]
-KERNELS = ["batch", "batch_streamed"]
+KERNELS = list(batch.VARIANT.choices)  # the batch-tiled variant's two modes: resident where it fits, streamed
 
 
 def shape_id(s):

@@ -308,7 +308,8 @@ def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
     # with a projection: the W_hr slice is resident too (H = 1024 forward; H = 128 both ways)
     rows.append((16, 1024, torch.bfloat16,
                  split.plan_split(16, 1024, torch.bfloat16, opts, DeviceLimits.sm90(), P=256), 90))
-    rows.append((16, 128, torch.bfloat16, split.plan_split(16, 128, torch.bfloat16, opts, DeviceLimits.sm80(), P=40), 80))
+    rows.append((16, 128, torch.bfloat16,
+                 split.plan_split(16, 128, torch.bfloat16, opts, DeviceLimits.sm80(), P=40), 80))
     table = split_report.compile_report(rows)
     assert len(table) >= 8 and sum(r["projection"] for r in table) == 3
     for row in table:
@@ -397,15 +398,16 @@ PROJ_CASES = [  # (T, B, H, P, reverse, with lengths): B = 1, two batch tiles (B
                                   f"{'len' if case[5] else 'full'}-{name}",
                  marks=slow if dtype == torch.float32 and case != PROJ_CASES[-1] else ())
     for case in PROJ_CASES for dtype, name in ((torch.float64, "fp64"), (torch.float32, "fp32"))])
-def test_split_with_projection_matches_reference(concurrent, split_calls, T, B, H, P, reverse, with_lengths, dtype, seed):
+def test_split_with_projection_matches_reference(concurrent, split_calls, T, B, H, P, reverse, with_lengths, dtype,
+                                                 seed):
     # proj_size through the functional op forced to split: two exchanges per step (m_t, then
     # h_t) forward, and (dh_t, then dpre_t) backward. Outputs and every gradient against the
     # reference, peepholes and both clips on.
     g = torch.Generator().manual_seed(seed)
     lengths = random_lengths(B, T, g) if with_lengths else None
     I = 7
-    plans = split.plan_split(B, H, dtype, Options(peephole=True, cell_clip=True, grad_clip=True,
-                                                  lengths=with_lengths), device.device_limits(torch.device(DEVICE)), P=P)
+    options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=with_lengths)
+    plans = split.plan_split(B, H, dtype, options, device.device_limits(torch.device(DEVICE)), P=P)
     for plan in (plans.forward, plans.backward):
         if plan is not None:
             owners = -(-P // plan.constexpr("PROJ_UNITS"))  # programs that own entries of h

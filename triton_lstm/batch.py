@@ -126,28 +126,23 @@ def _buffers(plan: Plan, args: dict, **_) -> dict:
                 dc_scratch_ptr=like.new_empty(D, 2, B, H) if streamed else args["c_hist_ptr"])
 
 
-def _after_launch(plan: Plan, args: dict, **_) -> None:
-    """Nothing to check: no program of a batch-tiled launch waits for another."""
-
-
 def _matrix(limits: DeviceLimits, grid: MatrixGrid) -> list[Plan]:
     plans = []
-    for B in grid.Bs:
-        for H in grid.Hs:
-            for dtype in grid.dtypes:
-                shapes = [(H, o) for o in grid.options] + [(grid.proj_size_for(H), o) for o in grid.proj_options]
-                for P, gates in shapes:
-                    for streamed in (False, True):
-                        for directions in (1, 2):
-                            shape = LayerShape(B, H, P, directions, dtype)
-                            plans.append(plan_layer("forward", shape, gates, limits, streamed))
-                            if gates.store_state:
-                                plans.append(plan_layer("backward", shape, gates, limits, streamed))
+    for B, H, dtype in Variant.shapes(grid):
+        shapes = [(H, o) for o in grid.options] + [(grid.proj_size_for(H), o) for o in grid.proj_options]
+        for P, gates in shapes:
+            for streamed in (False, True):
+                for directions in (1, 2):
+                    shape = LayerShape(B, H, P, directions, dtype)
+                    plans.append(plan_layer("forward", shape, gates, limits, streamed))
+                    if gates.store_state:
+                        plans.append(plan_layer("backward", shape, gates, limits, streamed))
     return plans
 
 
+# no program of a batch-tiled launch waits for another: nothing to check after it
 VARIANT = Variant(
     name="batch", plan_variants=("batch_resident", "batch_streamed"),
     kernels=(("lstm_fwd_kernel_batch", "lstm_fwd"), ("lstm_bwd_kernel_batch", "lstm_bwd")),
-    choices=("batch", "batch_streamed"), plan=_plan, buffers=_buffers, after_launch=_after_launch, matrix=_matrix)
+    choices=("batch", "batch_streamed"), plan=_plan, matrix=_matrix, buffers=_buffers)
 

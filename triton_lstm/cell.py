@@ -75,27 +75,18 @@ def _plan(pass_, shape, gates, limits, choice, allow_tf32):
     return plan_cell_backward(B, H, dtype, gates, limits)
 
 
-def _buffers(plan: Plan, args: dict, **_) -> dict:
-    return {}  # a step keeps no state between launches
-
-
-def _after_launch(plan: Plan, args: dict, **_) -> None:
-    """Nothing to check."""
-
-
 def _matrix(limits: DeviceLimits, grid: MatrixGrid) -> list[Plan]:
     plans = []
-    for B in grid.Bs:
-        for H in grid.Hs:
-            for dtype in grid.dtypes:
-                for gates in grid.options + (GateOptions(bias=False),):
-                    plans.append(plan_cell_forward(B, H, dtype, dataclasses.replace(gates, lengths=False), limits))
-                    if gates.store_state:
-                        plans.append(plan_cell_backward(B, H, dtype, gates, limits))
+    for B, H, dtype in Variant.shapes(grid):
+        for gates in grid.options + (GateOptions(bias=False),):
+            plans.append(plan_cell_forward(B, H, dtype, dataclasses.replace(gates, lengths=False), limits))
+            if gates.store_state:
+                plans.append(plan_cell_backward(B, H, dtype, gates, limits))
     return plans
 
 
+# a step keeps no state between launches: no buffers of its own, nothing to check after
 VARIANT = Variant(
     name="cell", plan_variants=("cell",),
     kernels=(("lstm_cell_fwd_kernel", "lstm_cell"), ("lstm_cell_bwd_kernel", "lstm_cell")),
-    choices=(), plan=_plan, buffers=_buffers, after_launch=_after_launch, matrix=_matrix)
+    choices=(), plan=_plan, matrix=_matrix)

@@ -127,7 +127,7 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         kernel: "auto", "batch" (batch-tiled, W_hh resident when it fits),
             "batch_streamed" (batch-tiled, W_hh streamed from L2 each step) or "split"
             (hidden units across co-resident programs with a grid barrier at each exchange;
-            see triton_lstm/split.py).
+            see triton_lstm/split.py; kernel="auto" is variants.choose).
         backend: "auto" (the Triton kernels for CUDA tensors, or CPU tensors under
             TRITON_INTERPRET=1; the reference otherwise), "triton" or "reference".
         return_gates: also return a GateRecord (i, f, g, o, c), each (T, B, H) (or

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from typing import Callable, NamedTuple
 
 import torch
@@ -154,10 +155,15 @@ class Variant:
     kernels: tuple[tuple[str, str], ...]  # (kernel function, module in triton_lstm.kernels)
     choices: tuple[str, ...]  # the `kernel=` values that force this variant
     plan: Callable
-    buffers: Callable
-    after_launch: Callable
     matrix: Callable
+    buffers: Callable = lambda plan, args, **controls: {}  # default: no buffers of its own
+    after_launch: Callable = lambda plan, args, **controls: None  # default: nothing to check
     grid_synchronised: bool = False  # its programs wait for each other: all must run at once
+
+    @staticmethod
+    def shapes(grid: "MatrixGrid"):
+        """(B, H, dtype) over a matrix grid, in the order every variant's matrix walks it."""
+        return itertools.product(grid.Bs, grid.Hs, grid.dtypes)
 
 
 def _next_pow2(n: int) -> int:

@@ -1,4 +1,4 @@
-"""Host side of the grid-synchronised ("split") recurrence: plan, launch, compile report.
+"""The grid-synchronised ("split") variant's host side: planning, buffers, matrix.
 
 The split kernels (kernels/lstm_split.py) split the hidden units across programs that all
 run at once and meet at a grid barrier every step (kernels/grid_barrier.py). This module
@@ -25,7 +25,7 @@ one's L2 traffic is what limits both variants). With a projection the same rule 
 (the batch-tiled plan streams W_hh and W_hr together); split then also reads all of m_t
 (B H e bytes) per program and pays a second barrier per step. Under the
 interpreter the programs of a launch run one after another, so `kernel="auto"` never picks
-split there (a forced split fails fast, see below).
+split there (a forced split fails fast: the barrier's bound, below).
 
 Co-residency and the barrier's bound (kernels/README.md, "Split variant: host side")
 ------------------------------------------------------------------------------------
@@ -426,19 +426,17 @@ def _matrix(limits: DeviceLimits, grid: MatrixGrid) -> list[Plan]:
     gate option on: a split program's resident W_hr slice and its dots grow with P), and the
     barrier's self-test."""
     plans = [BARRIER_SELFTEST_PLAN]
-    for B in grid.Bs:
-        for H in grid.Hs + grid.split_Hs:
-            for dtype in grid.dtypes:
-                shapes = [(None, o) for o in grid.options] + [(grid.proj_size_for(H), o) for o in grid.proj_options]
-                if H - 1 != grid.proj_size_for(H):
-                    shapes.append((H - 1, grid.proj_options[-1]))
-                for P, gates in shapes:
-                    for lengths in (False, True):
-                        for directions in (1, 2):
-                            plans_ = plan_split(B, H, dtype, dataclasses.replace(gates, lengths=lengths), limits,
-                                                directions=directions, P=P)
-                            if plans_ is not None:
-                                plans += [p for p in (plans_.forward, plans_.backward) if p is not None]
+    for B, H, dtype in Variant.shapes(dataclasses.replace(grid, Hs=grid.Hs + grid.split_Hs)):
+        shapes = [(None, o) for o in grid.options] + [(grid.proj_size_for(H), o) for o in grid.proj_options]
+        if H - 1 != grid.proj_size_for(H):
+            shapes.append((H - 1, grid.proj_options[-1]))
+        for P, gates in shapes:
+            for lengths in (False, True):
+                for directions in (1, 2):
+                    found = plan_split(B, H, dtype, dataclasses.replace(gates, lengths=lengths), limits,
+                                       directions=directions, P=P)
+                    if found is not None:
+                        plans += [p for p in (found.forward, found.backward) if p is not None]
     return plans
 
 
