@@ -71,7 +71,8 @@ def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=No
         GateRecord per direction when return_gates, else None.
     """
     D = len(weights)
-    if backend == "reference":
+    grad_clip, cell_clip = clip_value("grad_clip", grad_clip, x.dtype), clip_value("cell_clip", cell_clip, x.dtype)
+    if backend == "reference" or x.shape[0 if batch_first else 1] == 0:  # an empty batch launches nothing
         outs = [reference.lstm(x, *w[:4], hx=(h0[d], c0[d]), peephole=w.peephole, weight_hr=w.weight_hr,
                                grad_clip=grad_clip, cell_clip=cell_clip, lengths=lengths,
                                batch_first=batch_first, reverse=(d + int(reverse)) == 1,
@@ -118,10 +119,11 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         grad_clip: None or a positive float: clamp d(loss)/d(gate pre-activation) to
             [-grad_clip, grad_clip] at every step inside the backward kernel (Graves 2013).
         cell_clip: None or a positive float: clamp c_t to [-cell_clip, cell_clip] each step.
-            Clip values are applied as float32 numbers.
+            Clip values are exact in float64, rounded to float32 for the other dtypes.
         lengths: (B,) integers in [1, T], or None: row b runs its first lengths[b] steps;
             past its end its state is frozen and its output is zero. Values are checked when
-            lengths is on the CPU (reading them on a GPU would synchronise).
+            lengths is on the CPU, asserted on the device otherwise (reading them on a GPU
+            would synchronise); the kernels clamp them to [0, T] as well.
         batch_first: x and y are (B, T, .) instead of (T, B, .).
         reverse: run each row from its last step (lengths[b] - 1) back to step 0.
         kernel: "auto", "batch" (batch-tiled, W_hh resident when it fits),
@@ -151,8 +153,8 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         hx = None if hx is None else tuple(_cast(t, low) for t in hx)
     T, B, _, H, P = check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first,
                                     weight_hr)
-    grad_clip = clip_value("grad_clip", grad_clip)
-    cell_clip = clip_value("cell_clip", cell_clip)
+    grad_clip = clip_value("grad_clip", grad_clip, x.dtype)
+    cell_clip = clip_value("cell_clip", cell_clip, x.dtype)
     lengths = check_lengths(lengths, T, B, x.device)
     if kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")

@@ -1,0 +1,133 @@
+"""A drop-in loses nothing: safe lengths, empty batches, exact fp64 clips, double backward,
+torch.export (issue 15). The CPU speed path and distributed training have their own files."""
+import pytest
+import torch
+
+import triton_lstm
+from conftest import DEVICE, assert_close, leaves, outputs_and_grads, random_lstm_tensors
+from triton_lstm import launcher, reference
+
+GUARD = 64  # elements after every output a launch allocates
+
+
+@pytest.fixture
+def guarded_outputs(monkeypatch):
+    """Every output the launcher allocates is the front of a bigger buffer whose tail is a
+    sentinel; yields the list of (buffer, size) so a test can check no tail was written."""
+    buffers = []
+
+    def output(like, *shape, dtype=None):
+        n = 1
+        for s in shape:
+            n *= s
+        buf = torch.full((n + GUARD,), 1234.5, dtype=dtype or like.dtype, device=like.device)
+        buf[:n] = float("nan")
+        buffers.append((buf, n))
+        return buf[:n].view(shape)
+
+    monkeypatch.setattr(launcher, "output", output)
+    return buffers
+
+
+@pytest.mark.parametrize("kernel", ["batch", "batch_streamed"])
+def test_lengths_past_T_write_nothing_out_of_bounds(guarded_outputs, kernel, seed):
+    # The launcher trusts lengths (GPU lengths are not read on the host); the kernels clamp
+    # each to [0, T], so a row longer than T runs as a row of length T, in both passes and
+    # both directions (the reverse direction would otherwise start past the end of y).
+    T, B, H = 5, 3, 24
+    g = torch.Generator().manual_seed(seed)
+    dtype = torch.float64
+    xw = torch.randn(T, B, 2 * 4 * H, generator=g, dtype=dtype).to(DEVICE)
+    w_hh = (torch.randn(2, 4 * H, H, generator=g, dtype=dtype) * 0.2).to(DEVICE)
+    h0, c0 = (torch.randn(2, B, H, generator=g, dtype=dtype).to(DEVICE) for _ in range(2))
+    too_long = torch.tensor([T + 3, T, 2 * T + 1], device=DEVICE)
+    clamped = torch.tensor([T, T, T], device=DEVICE)
+    dy = torch.randn(T, B, 2 * H, generator=g, dtype=dtype).to(DEVICE)
+    runs = []
+    for lengths in (too_long, clamped):
+        fwd = launcher.forward(xw, w_hh, None, h0, c0, None, lengths, None, False, False, True, kernel)
+        y, h_n, c_n, gates, c_hist = fwd
+        bwd = launcher.backward(dy, torch.ones_like(h_n), torch.ones_like(c_n), w_hh, None, gates, c_hist, c0, None,
+                                lengths, None, None, False, False, kernel)
+        runs.append((*fwd, *bwd[:3]))
+    assert guarded_outputs
+    for buf, n in guarded_outputs:
+        assert (buf[n:] == 1234.5).all(), "a kernel wrote past the end of an output"
+    for got, want in zip(*runs):
+        assert torch.isfinite(got).all()
+        assert torch.equal(got, want)
+
+
+def test_gpu_lengths_are_asserted_on_the_device_without_a_sync(monkeypatch):
+    # Lengths off the CPU go to torch._assert_async (a device-side assert, no host sync);
+    # a meta tensor stands in for a GPU one here.
+    from triton_lstm import validation
+
+    seen = []
+    monkeypatch.setattr(torch, "_assert_async", lambda cond, msg: seen.append((cond, msg)))
+    lengths = torch.tensor([2, 9], device="meta")
+    out = validation.check_lengths(lengths, 5, 2, torch.device("meta"))
+    assert out.dtype == torch.int64 and out.device.type == "meta"
+    assert len(seen) == 1 and seen[0][1] == "lengths must lie in [1, 5] (the number of steps in x)"
+    assert seen[0][0].shape == () and seen[0][0].dtype == torch.bool
+
+
+def test_fp64_grad_clip_is_exact():
+    # fp64 is the verification dtype: the kernel clamps at the float64 value itself (a
+    # Python float would reach a kernel as fp32: 0.0199999995 for 0.02).
+    T, B, I, H = 8, 3, 5, 24
+    base = random_lstm_tensors(T, B, I, H, torch.float64, seed=515, peephole=True, scale=0.6)
+    clip = 0.02
+    t = leaves(base, torch.float64)
+    w_hh = t["weight_hh"].detach()[None]
+    xw = torch.nn.functional.linear(t["x"], t["weight_ih"], t["bias_ih"] + t["bias_hh"]).detach()
+    h0, c0, p = t["h0"].detach()[None], t["c0"].detach()[None], t["peephole"].detach()[None]
+    y, h_n, c_n, gates, c_hist = launcher.forward(xw, w_hh, None, h0, c0, p, None, None, False, False, True, "auto")
+    dpre = launcher.backward(torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n), w_hh, None, gates,
+                             c_hist, c0, p, None, None, clip, False, False, "auto")[0]
+    assert (dpre.abs() == clip).float().mean() > 0.05  # clipped entries sit exactly at the float64 bound
+    assert dpre.abs().max().item() == clip
+    got = outputs_and_grads(triton_lstm.lstm, t, 515, backend="triton", grad_clip=clip)
+    want = outputs_and_grads(reference.lstm, leaves(base, torch.float64, "cpu"), 515, grad_clip=clip)
+    for k in want:
+        assert_close(got[k], want[k], 1e-12, k)
+
+
+def test_fp32_clip_values_are_rounded_to_fp32_as_before():
+    from triton_lstm.validation import clip_value
+
+    assert clip_value("grad_clip", 0.02, torch.float64) == 0.02
+    assert clip_value("grad_clip", 0.02, torch.float32) == float(torch.tensor(0.02, dtype=torch.float32))
+    assert clip_value("grad_clip", 0.02, torch.bfloat16) == clip_value("grad_clip", 0.02, torch.float32)
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+def test_empty_batch_returns_what_nn_lstm_returns(launch_counter, batch_first):
+    kw = dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=batch_first)
+    ours, theirs = triton_lstm.LSTM(5, 7, **kw, backend="auto"), torch.nn.LSTM(5, 7, **kw)
+    ours.load_state_dict(theirs.state_dict())
+    shape = (0, 4, 5) if batch_first else (4, 0, 5)
+    outs = []
+    for m in (ours, theirs):
+        m.to(DEVICE)
+        x = torch.randn(shape, device=DEVICE, requires_grad=True)
+        y, (h, c) = m(x)
+        y.sum().backward()
+        outs.append((y, h, c, x.grad, *(p.grad for p in m.parameters())))
+    for a, b in zip(*outs):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert torch.equal(a.cpu(), b.cpu())  # empty, or zero weight gradients
+    cell = triton_lstm.LSTMCell(5, 7).to(DEVICE)
+    h, c = cell(torch.randn(0, 5, device=DEVICE))
+    assert h.shape == c.shape == (0, 7)
+    y, (h, c) = triton_lstm.lstm(torch.randn(4, 0, 5, device=DEVICE), torch.randn(28, 5, device=DEVICE),
+                                 torch.randn(28, 7, device=DEVICE))
+    assert y.shape == (4, 0, 7) and h.shape == c.shape == (0, 7)
+    assert launch_counter.count == 0
+
+
+def test_no_steps_raises_as_nn_lstm_does():
+    with pytest.raises(RuntimeError):
+        torch.nn.LSTM(5, 7)(torch.randn(0, 2, 5))
+    with pytest.raises(ValueError, match="at least one step"):
+        triton_lstm.LSTM(5, 7).to(DEVICE)(torch.randn(0, 2, 5, device=DEVICE))
