@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import reference
 from .device import triton_unavailable_reason
@@ -15,8 +16,13 @@ from .records import GateRecord
 from .validation import BACKENDS, check_lengths, check_lstm_args, clip_value
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """"triton" or "reference" for a call on `device`; raises when a forced backend cannot run."""
+def resolve_backend(backend: str, device: torch.device, aten: bool = False) -> str:
+    """"triton", "aten" or "reference" for a call on `device`; raises when a forced backend cannot run.
+
+    aten: the call uses only what torch.nn.LSTM has (no peephole, clip or recording). Where
+    the Triton kernels do not serve `device` (CPU tensors without the interpreter) such a
+    call runs ATen's own LSTM, the kernels torch.nn.LSTM runs; any other the reference.
+    backend="reference" always runs the reference."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference":
@@ -26,7 +32,37 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         return "triton"
     if backend == "triton":
         raise RuntimeError(f"backend='triton' cannot run here: {reason}")
-    return "reference"
+    return "aten" if aten else "reference"
+
+
+def aten_layer(x, weights, h0, c0, lengths, batch_first, reverse):
+    """One layer (1 or 2 directions) through ATen's LSTM (torch.lstm, what torch.nn.LSTM calls),
+    with the layer's own weights; y (T, B, D*P), h_n (D, B, P), c_n (D, B, H). A lone reverse
+    direction runs on the time-flipped sequence (without lengths: resolve_backend's callers
+    send reverse with lengths to the reference)."""
+    D = len(weights)
+    has_bias = any(w.bias_ih is not None or w.bias_hh is not None for w in weights)
+    params = []
+    for w in weights:
+        params += [w.weight_ih, w.weight_hh]
+        if has_bias:
+            params += [b if b is not None else torch.zeros_like(w.bias_hh if w.bias_ih is None else w.bias_ih)
+                       for b in (w.bias_ih, w.bias_hh)]
+        if w.weight_hr is not None:
+            params.append(w.weight_hr)
+    if lengths is None:
+        time_dim = 1 if batch_first else 0
+        x_in = x.flip(time_dim) if reverse else x
+        y, h_n, c_n = torch.lstm(x_in, (h0, c0), params, has_bias, 1, 0.0, True, D == 2, batch_first)
+        return (y.flip(time_dim) if reverse else y), h_n, c_n
+    T = x.shape[1 if batch_first else 0]
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=batch_first, enforce_sorted=False)
+    data, batch_sizes, sorted_indices, unsorted_indices = packed
+    hx = (h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices))
+    out, h_n, c_n = torch.lstm(data, batch_sizes, hx, params, has_bias, 1, 0.0, True, D == 2)
+    y, _ = pad_packed_sequence(PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
+                               batch_first=batch_first, total_length=T)
+    return y, h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
 
 
 class LayerWeights(NamedTuple):
@@ -72,7 +108,10 @@ def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=No
     """
     D = len(weights)
     grad_clip, cell_clip = clip_value("grad_clip", grad_clip, x.dtype), clip_value("cell_clip", cell_clip, x.dtype)
-    if backend == "reference" or x.shape[0 if batch_first else 1] == 0:  # an empty batch launches nothing
+    if backend == "aten" and not return_gates:
+        y, h_n, c_n = aten_layer(x, weights, h0, c0, lengths, batch_first, reverse)
+        return y, h_n, c_n, None
+    if backend != "triton" or x.shape[0 if batch_first else 1] == 0:  # an empty batch launches nothing
         outs = [reference.lstm(x, *w[:4], hx=(h0[d], c0[d]), peephole=w.peephole, weight_hr=w.weight_hr,
                                grad_clip=grad_clip, cell_clip=cell_clip, lengths=lengths,
                                batch_first=batch_first, reverse=(d + int(reverse)) == 1,
@@ -85,13 +124,13 @@ def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=No
     w_ih = torch.cat([w.weight_ih for w in weights]) if D > 1 else weights[0].weight_ih
     biases = [reference.combined_bias(w.bias_ih, w.bias_hh) for w in weights]
     bias = None if biases[0] is None else (torch.cat(biases) if D > 1 else biases[0])
-    xw = F.linear(x, w_ih, bias)  # one GEMM for all steps and directions
     w_hh = torch.stack([w.weight_hh for w in weights])
     w_hr = torch.stack([w.weight_hr for w in weights]) if weights[0].weight_hr is not None else None
     peephole = torch.stack([w.peephole for w in weights]) if weights[0].peephole is not None else None
-    state_inputs = [t for t in (xw, w_hh, w_hr, h0, c0, peephole) if t is not None]
+    state_inputs = [t for t in (x, w_ih, bias, w_hh, w_hr, h0, c0, peephole) if t is not None]
     store_state = return_gates or (torch.is_grad_enabled() and any(t.requires_grad for t in state_inputs))
-    y, h_n, c_n, gates, c_hist = lstm_recurrence(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip,
+    # the op runs the input projection (one GEMM for all steps and directions), then the recurrence
+    y, h_n, c_n, gates, c_hist = lstm_recurrence(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip,
                                                  grad_clip, batch_first, reverse, store_state, kernel)
     records = None
     if return_gates:
@@ -158,7 +197,9 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
     lengths = check_lengths(lengths, T, B, x.device)
     if kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
-    backend = resolve_backend(backend, x.device)
+    aten = (peephole is None and grad_clip is None and cell_clip is None and not return_gates
+            and not (reverse and lengths is not None))
+    backend = resolve_backend(backend, x.device, aten)
     h0, c0 = (x.new_zeros(B, P), x.new_zeros(B, H)) if hx is None else hx
     weights = [LayerWeights(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, peephole)]
     y, h_n, c_n, records = lstm_layer(x, weights, h0.unsqueeze(0), c0.unsqueeze(0), lengths=lengths,
