@@ -240,3 +240,76 @@ def test_a_layer_saves_what_it_saved_before_double_backward_plus_the_bias(bidire
     if not bidirectional:
         assert before == 24228
     assert saved_bytes(lambda: m(x)) == before + e * D * 4 * H
+
+
+@pytest.fixture
+def cpu_without_interpreter(monkeypatch):
+    """What a CPU user without TRITON_INTERPRET gets: the kernels cannot run; counts the
+    calls of ATen's LSTM and LSTMCell."""
+    from triton_lstm import functional
+
+    monkeypatch.setattr(functional, "triton_unavailable_reason", lambda device: "no interpreter (test)")
+    calls = {"lstm": 0, "lstm_cell": 0}
+    for name in calls:
+        original = getattr(torch, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_cpu_without_the_interpreter_runs_atens_lstm(cpu_without_interpreter, launch_counter, packed, seed):
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    kw = dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True)
+    theirs = torch.nn.LSTM(4, 6, **kw).double()
+    ours = triton_lstm.LSTM(4, 6, **kw, dtype=torch.float64)
+    ours.load_state_dict(theirs.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    outs = []
+    for m in (theirs, ours):
+        xx = x.clone().requires_grad_()
+        inp = pack_padded_sequence(xx, torch.tensor([5, 2, 4]), batch_first=True, enforce_sorted=False) if packed else xx
+        y, (h, c) = m(inp)
+        y = y.data if packed else y
+        outs.append((y, h, c, *torch.autograd.grad((y ** 2).sum() + h.sum() + c.sum(), [xx, *m.parameters()])))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)  # the same ATen kernels on the same weights
+    assert cpu_without_interpreter["lstm"] == 2 and launch_counter.count == 0  # one per layer of ours
+
+    # anything nn.LSTM lacks runs the reference; backend="reference" forces it
+    cpu_without_interpreter["lstm"] = 0
+    for m in (triton_lstm.LSTM(4, 6, peephole=True), triton_lstm.LSTM(4, 6, grad_clip=1.0),
+              triton_lstm.LSTM(4, 6, backend="reference")):
+        m(torch.randn(5, 3, 4))
+    with ours.record_gates():
+        ours(x)
+    assert cpu_without_interpreter["lstm"] == 0
+
+
+def test_cpu_without_the_interpreter_runs_atens_lstm_cell_and_functional(cpu_without_interpreter, seed):
+    theirs = torch.nn.LSTMCell(4, 6)
+    ours = triton_lstm.LSTMCell(4, 6)
+    ours.load_state_dict(theirs.state_dict())
+    x, h, c = torch.randn(3, 4), torch.randn(3, 6), torch.randn(3, 6)
+    for a, b in zip(ours(x, (h, c)), theirs(x, (h, c))):
+        assert torch.equal(a, b)
+    assert cpu_without_interpreter["lstm_cell"] == 1
+    triton_lstm.LSTMCell(4, 6, peephole=True)(x, (h, c))
+    assert cpu_without_interpreter["lstm_cell"] == 1
+    # the functional op: forward, reverse (time-flipped) and lengths (packed) through ATen
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, 3, 4, generator=g, dtype=torch.float64)
+    w_ih, w_hh = torch.randn(24, 4, generator=g, dtype=torch.float64) * 0.4, torch.randn(24, 6, generator=g,
+                                                                                       dtype=torch.float64) * 0.4
+    for kw in (dict(), dict(reverse=True), dict(lengths=torch.tensor([5, 2, 4]))):
+        got = triton_lstm.lstm(x, w_ih, w_hh, **kw)
+        want = reference.lstm(x, w_ih, w_hh, **kw)
+        for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
+            assert_close(a, b, 1e-12)
+    assert cpu_without_interpreter["lstm"] == 3

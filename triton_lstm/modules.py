@@ -248,7 +248,8 @@ class LSTM(nn.Module):
                 h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
             elif sorted_indices is not None:
                 h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
-        backend = resolve_backend(self.backend, x.device)
+        plain = not self.peephole and self.grad_clip is None and self.cell_clip is None and self._recording is None
+        backend = resolve_backend(self.backend, x.device, aten=plain)
         low = autocast_dtype(x.device.type, "lstm")
         if low is not None:
             x, h0, c0 = x.to(low), h0.to(low), c0.to(low)
@@ -368,7 +369,11 @@ class LSTMCell(nn.Module):
             x, h0, c0, weights = x.to(low), h0.to(low), c0.to(low), cast_weights(weights, low)
         grad_clip, cell_clip = clip_value("grad_clip", self.grad_clip, x.dtype), clip_value("cell_clip", self.cell_clip,
                                                                                              x.dtype)
-        if resolve_backend(self.backend, x.device) == "reference" or B == 0:  # an empty batch launches nothing
+        plain = not self.peephole and self.grad_clip is None and self.cell_clip is None
+        backend = resolve_backend(self.backend, x.device, aten=plain)
+        if backend == "aten":
+            h, c = torch.lstm_cell(x, (h0, c0), weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh)
+        elif backend == "reference" or B == 0:  # an empty batch launches nothing
             h, c, _ = reference_cell(F.linear(x, weights.weight_ih, combined_bias(weights.bias_ih, weights.bias_hh)),
                                      h0, c0, weights.weight_hh, weights.peephole, grad_clip, cell_clip)
         else:
