@@ -313,3 +313,19 @@ def test_cpu_without_the_interpreter_runs_atens_lstm_cell_and_functional(cpu_wit
         for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
             assert_close(a, b, 1e-12)
     assert cpu_without_interpreter["lstm"] == 3
+
+
+def test_torch_export_of_lstm_and_lstm_cell(seed):
+    # The registered ops export as calls of triton_lstm::lstm_recurrence / lstm_cell_step;
+    # the exported program reproduces the module.
+    lstm = triton_lstm.LSTM(4, 6, num_layers=2, bidirectional=True).to(DEVICE).eval()
+    cell = triton_lstm.LSTMCell(4, 6).to(DEVICE).eval()
+    x = torch.randn(5, 3, 4, device=DEVICE)
+    hx = (torch.randn(3, 6, device=DEVICE), torch.randn(3, 6, device=DEVICE))
+    for module, args in ((lstm, (x,)), (cell, (x[0], hx))):
+        program = torch.export.export(module, args)
+        ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+        assert any("triton_lstm." in op for op in ops), ops
+        got, want = program.module()(*args), module(*args)
+        for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+            assert torch.equal(a, b)
