@@ -101,7 +101,9 @@ def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=No
     Args:
         x: (T, B, I) or (B, T, I). weights: a list of LayerWeights, one per direction
         (forward first). h0: (D, B, P), c0: (D, B, H). lengths: (B,) int64 on x's device or None.
-        reverse: with one direction, run it in reverse.
+        reverse: with one direction, run it in reverse. backend: resolve_backend's answer
+        ("aten" serves only calls without peephole, clips or return_gates; B = 0 runs the
+        reference, which launches nothing).
     Returns:
         y (T, B, D*P) (or (B, T, D*P)), h_n (D, B, P), c_n (D, B, H), and a list of
         GateRecord per direction when return_gates, else None.

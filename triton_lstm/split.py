@@ -45,8 +45,7 @@ import torch
 from . import device
 from .batch import RESIDENT_W_MAX_BYTES, plan_layer
 from .planning import (ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant, dot_block,
-                       dtype_name, maxnreg, numerics)
-from .planning import clip_type
+                       clip_type, dtype_name, maxnreg, numerics)
 
 SPIN_LIMIT_GPU = 1 << 24
 SPIN_LIMIT_INTERPRETED = 10000
