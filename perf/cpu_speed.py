@@ -6,7 +6,9 @@ What a CPU user gets (TRITON_INTERPRET unset): a call that uses only what nn.LST
 ATen's own LSTM with the module's weights. Both modules hold the same weights; each shape is
 timed forward (under no_grad) and forward+backward (y.backward(dy)), interleaved call by
 call so that the load of a shared machine hits both alike; medians (p20, p80) of wall time
-with time.perf_counter (`--threads N` sets torch's thread count). Writes perf/results/cpu_speed.csv (the perf schema) and prints a
+with time.perf_counter (`--threads N` sets torch's thread count), or with `--clock cpu` the
+thread CPU time on one thread (time.thread_time: what the call computes, which the other
+processes of a loaded machine do not inflate). Writes perf/results/cpu_speed.csv (the perf schema) and prints a
 Markdown table with the ratio triton_lstm / nn.LSTM. `--reference` adds backend="reference".
 """
 from __future__ import annotations
@@ -52,7 +54,7 @@ def one_call(module, x, dy, mode):
     y.backward(dy)
 
 
-def measure(shape, repeats, reference):
+def measure(shape, repeats, reference, clock=time.perf_counter):
     T, B, I, H, layers, bidirectional = shape
     provs = modules(I, H, layers, bidirectional, reference)
     x = torch.randn(T, B, I)
@@ -64,9 +66,9 @@ def measure(shape, repeats, reference):
         samples = {name: [] for name in provs}
         for _ in range(repeats):
             for name, m in provs.items():
-                t0 = time.perf_counter()
+                t0 = clock()
                 one_call(m, x, dy, mode)
-                samples[name].append((time.perf_counter() - t0) * 1e3)
+                samples[name].append((clock() - t0) * 1e3)
         for name, s in samples.items():
             q = torch.tensor(s).quantile(torch.tensor([0.5, 0.2, 0.8])).tolist()
             times[(name, mode)] = q
@@ -79,18 +81,24 @@ def main(argv=None):
     ap.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "results"))
     ap.add_argument("--reference", action="store_true", help="also time backend='reference'")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: time.perf_counter; cpu: time.thread_time on one thread (what the call itself "
+                         "computes, unaffected by other processes on a loaded machine)")
     args = ap.parse_args(argv)
+    if args.clock == "cpu":
+        args.threads = 1
     if args.threads:
         torch.set_num_threads(args.threads)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     env = {**schema.environment(), "device": f"CPU ({torch.get_num_threads()} threads, no interpreter)"}
     rows, lines = [], []
     for shape in SHAPES:
         T, B, I, H, layers, bidirectional = shape
-        times = measure(shape, args.repeats, args.reference)
+        times = measure(shape, args.repeats, args.reference, clock)
         dims = dict(T=T, B=B, I=I, H=H, layers=layers, directions=2 if bidirectional else 1, dtype="fp32")
         for (name, mode), (p50, p20, p80) in times.items():
             rows.append(schema.row(env, kernel="lstm", provider=name, mode=mode, metric="time", unit="ms",
-                                   p50=p50, p20=p20, p80=p80, config="module call", **dims))
+                                   p50=p50, p20=p20, p80=p80, config=f"module call, {args.clock} clock", **dims))
         for mode in ("forward_inference", "forward_backward"):
             ours, theirs = times[("triton_lstm", mode)][0], times[("nn.LSTM", mode)][0]
             ref = f" | {times[('reference', mode)][0]:.2f}" if args.reference else ""
@@ -101,7 +109,7 @@ def main(argv=None):
     schema.write_csv(schema.frame(rows), out / "cpu_speed.csv")
     ref_head = " reference (ms) |" if args.reference else ""
     print(f"environment: {env['device']}; torch {env['torch']}; commit {env['commit']}; "
-          f"medians of {args.repeats} interleaved calls\n")
+          f"medians of {args.repeats} interleaved calls, {args.clock} clock\n")
     print(f"| T | B | I | H | layers | directions | mode | nn.LSTM (ms) | triton_lstm (ms) |{ref_head} ratio |")
     print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.reference else "") + "---|")
     print("\n".join(lines))
