@@ -38,6 +38,17 @@ def clamp_symmetric(x, bound):
 
 
 @triton.jit
+def clip_bound(value, ACC_DTYPE: tl.constexpr):
+    """A clip value in the compute dtype. A Python float reaches a kernel as fp32, so fp64
+    plans take the float64's bit pattern as an int64 (exact); the others an fp32."""
+    if ACC_DTYPE == tl.float64:
+        bound = value.to(tl.float64, bitcast=True)
+    else:
+        bound = tl.cast(value, tl.float32)
+    return bound
+
+
+@triton.jit
 def lstm_cell_forward(
     pre_i, pre_f, pre_g, pre_o,  # [BLOCK_B, BLOCK_N] x W_ih^T + b + h W_hh^T
     c_prev,  # [BLOCK_B, BLOCK_N]
@@ -171,7 +182,9 @@ def dot_acc(a, b, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
 @triton.jit
 def load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS: tl.constexpr):
     if HAS_LENGTHS:
-        b_len = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
+        # clamped to [0, T] (a free min): a length outside it never indexes past y; the host
+        # checks CPU lengths and asserts GPU ones on the device
+        b_len = tl.minimum(tl.maximum(tl.load(lengths_ptr + offs_b, mask=mask_b, other=0), 0), T)
     else:
         b_len = tl.zeros_like(offs_b) + T
     return b_len.to(tl.int64)  # [BLOCK_B]

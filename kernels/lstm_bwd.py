@@ -19,12 +19,12 @@ Same grid and W_RESIDENT split as the forward (a projection is always streamed).
 import triton
 import triton.language as tl
 
-from .helpers import (bwd_inputs_of_direction, bwd_outputs_of_direction, dot_acc, dot_operand, fwd_saved_of_direction,
+from .helpers import (clip_bound, bwd_inputs_of_direction, bwd_outputs_of_direction, dot_acc, dot_operand, fwd_saved_of_direction,
                       load_c_prev, load_gate_tiles, load_lengths, load_peephole, load_w_tiles, lstm_cell_backward,
                       rows_at_step, rows_or_carry, store_step_tiles)
 
 
-@triton.jit(do_not_specialize=["T", "direction0"])
+@triton.jit(do_not_specialize=["T", "direction0", "cell_clip", "grad_clip"])
 def lstm_bwd_kernel_batch(
     dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr,
     lengths_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_scratch_ptr, dc_scratch_ptr,
@@ -42,8 +42,8 @@ def lstm_bwd_kernel_batch(
     is_reverse = (pid_d + direction0) == 1
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B]
     mask_b = offs_b < B
-    cell_clip = tl.cast(cell_clip, tl.float32)
-    grad_clip = tl.cast(grad_clip, tl.float32)
+    cell_clip = clip_bound(cell_clip, ACC_DTYPE)
+    grad_clip = clip_bound(grad_clip, ACC_DTYPE)
     B64 = tl.cast(B, tl.int64)
     stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H)
     stride_c_t = B64 * H  # c_hist and dc scratch: (D, ., B, H)

@@ -17,7 +17,7 @@ derivative; dx, dh, dW_ih, dW_hh and the biases' grads are GEMMs over dpre on th
 import triton
 import triton.language as tl
 
-from .helpers import (dot_acc, load_gate_tiles, load_peephole, load_w_tiles, lstm_cell_backward, lstm_cell_forward,
+from .helpers import (clip_bound, dot_acc, load_gate_tiles, load_peephole, load_w_tiles, lstm_cell_backward, lstm_cell_forward,
                       store_gate_tiles)
 
 
@@ -52,7 +52,7 @@ def load_bias_tiles(b_ptr, offs_n, mask_n, H, ACC_DTYPE: tl.constexpr):
     return b_i, b_f, b_g, b_o
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["cell_clip"])
 def lstm_cell_fwd_kernel(
     x_ptr, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, h_ptr, c_ptr, peephole_ptr,
     h1_ptr, c1_ptr, gates_ptr, c1_acc_ptr,
@@ -70,7 +70,7 @@ def lstm_cell_fwd_kernel(
     mask_b = offs_b < B
     mask_n = offs_n < H
     mask_bn = mask_b[:, None] & mask_n[None, :]
-    cell_clip = tl.cast(cell_clip, tl.float32)
+    cell_clip = clip_bound(cell_clip, ACC_DTYPE)
     pre_i = tl.zeros([BLOCK_B, BLOCK_N], ACC_DTYPE)
     pre_f = tl.zeros([BLOCK_B, BLOCK_N], ACC_DTYPE)
     pre_g = tl.zeros([BLOCK_B, BLOCK_N], ACC_DTYPE)
@@ -100,7 +100,7 @@ def lstm_cell_fwd_kernel(
         tl.store(c1_acc_ptr + state_offs, b_c, mask=mask_bn)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["cell_clip", "grad_clip"])
 def lstm_cell_bwd_kernel(
     dh1_ptr, dc1_ptr, gates_ptr, c_ptr, c1_acc_ptr, peephole_ptr, dpre_ptr, dc_ptr,
     B, H, cell_clip, grad_clip,
@@ -114,8 +114,8 @@ def lstm_cell_bwd_kernel(
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B]
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     mask_bn = (offs_b < B)[:, None] & (offs_n < H)[None, :]
-    cell_clip = tl.cast(cell_clip, tl.float32)
-    grad_clip = tl.cast(grad_clip, tl.float32)
+    cell_clip = clip_bound(cell_clip, ACC_DTYPE)
+    grad_clip = clip_bound(grad_clip, ACC_DTYPE)
     state_offs = offs_b[:, None] * H + offs_n[None, :]
     b_dh = tl.load(dh1_ptr + offs_b[:, None] * stride_dh1_b + offs_n[None, :], mask=mask_bn, other=0.0)
     b_dc = tl.load(dc1_ptr + offs_b[:, None] * stride_dc1_b + offs_n[None, :], mask=mask_bn, other=0.0)

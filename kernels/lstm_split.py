@@ -92,6 +92,7 @@ from .helpers import (bwd_inputs_of_direction, bwd_outputs_of_direction, dot_ope
                       fwd_outputs_of_direction, fwd_saved_of_direction, grid_barrier, load_c_prev, load_gate_tiles,
                       load_lengths, load_peephole, lstm_cell_backward, lstm_cell_forward, rows_at_step,
                       rows_or_carry, rows_or_zero, store_step_tiles)
+from .helpers import clip_bound
 
 
 @triton.jit
@@ -111,7 +112,7 @@ def dot_chunk(ptrs, mask, b_w, acc, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl
     return tl.dot(b_x.to(b_w.dtype), b_w, acc=acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
 
-@triton.jit(do_not_specialize=["T", "direction0", "spin_limit"])
+@triton.jit(do_not_specialize=["T", "direction0", "spin_limit", "cell_clip"])
 def lstm_fwd_kernel_split(
     xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
     y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, exchange_ptr, m_exchange_ptr, sync_ptr,
@@ -134,7 +135,7 @@ def lstm_fwd_kernel_split(
     # direction0 = 1 runs a lone reverse direction (the functional op's reverse=True)
     is_reverse = (pid_d + direction0) == 1
     sync_ptr += (pid_d * tl.num_programs(1) + pid_b) * 2
-    cell_clip = tl.cast(cell_clip, tl.float32)
+    cell_clip = clip_bound(cell_clip, ACC_DTYPE)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B]
     mask_b = offs_b < B
     offs_u = pid_u * UNITS + tl.arange(0, UNITS)  # [UNITS] this program's hidden units
@@ -248,7 +249,7 @@ def lstm_fwd_kernel_split(
     tl.store(c_n_ptr + state_offs, b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bu)
 
 
-@triton.jit(do_not_specialize=["T", "direction0", "spin_limit"])
+@triton.jit(do_not_specialize=["T", "direction0", "spin_limit", "cell_clip", "grad_clip"])
 def lstm_bwd_kernel_split(
     dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, lengths_ptr,
     dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, sync_ptr,
@@ -272,8 +273,8 @@ def lstm_bwd_kernel_split(
     num_d = tl.num_programs(2)
     is_reverse = (pid_d + direction0) == 1
     sync_ptr += (pid_d * tl.num_programs(1) + pid_b) * 2
-    cell_clip = tl.cast(cell_clip, tl.float32)
-    grad_clip = tl.cast(grad_clip, tl.float32)
+    cell_clip = clip_bound(cell_clip, ACC_DTYPE)
+    grad_clip = clip_bound(grad_clip, ACC_DTYPE)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B]
     mask_b = offs_b < B
     offs_u = pid_u * UNITS + tl.arange(0, UNITS)  # [UNITS]

@@ -15,7 +15,7 @@ import torch
 # (column, one-line meaning). Order is the CSV's column order.
 COLUMN_DOCS = (
     ("kernel", "what ran: a @triton.jit kernel name (lstm_fwd_kernel_batch, ...) or `lstm` for a whole op call"),
-    ("provider", "whose implementation: triton_lstm, cudnn (torch.nn.LSTM), reference, "
+    ("provider", "whose implementation: triton_lstm, cudnn (torch.nn.LSTM), nn.LSTM (torch.nn.LSTM on CPU), reference, "
                  "torch.compile(reference), flashrnn, per_step (one launch per step), analytic, roofline_estimate"),
     ("mode", "forward_inference (no grad), forward_training (state saved for backward), forward_backward, "
              "or backward (the backward launch alone)"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 from .planning import (ELEMENT_BYTES, MIN_DOT, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant,
-                       dot_block, dtype_name, maxnreg, numerics)
+                       clip_type, dot_block, dtype_name, maxnreg, numerics)
 
 # A resident W_hh^T (four [BLOCK_H, BLOCK_H] gate blocks in the dot operand dtype) of at
 # most this many bytes compiles without spills with 8 warps on sm_80 and sm_90 (bf16 at
@@ -44,7 +44,7 @@ FORWARD_SIGNATURE = (
     ("xw_ptr", "p"), ("w_hh_ptr", "p"), ("w_hr_ptr", "p"), ("h0_ptr", "p"), ("c0_ptr", "p"), ("peephole_ptr", "p"),
     ("lengths_ptr", "*i64"), ("y_ptr", "p"), ("h_n_ptr", "p"), ("c_n_ptr", "p"), ("gates_ptr", "a"),
     ("c_hist_ptr", "a"), ("h_scratch_ptr", "a"), ("c_scratch_ptr", "a"), ("m_scratch_ptr", "a"),
-    ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", "fp32"),
+    ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", "s"),
     ("stride_xw_t", "i32"), ("stride_xw_b", "i32"),
     ("stride_w_dir", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
     ("stride_hr_dir", "i32"), ("stride_hr_row", "i32"), ("stride_hr_col", "i32"),
@@ -56,7 +56,7 @@ BACKWARD_SIGNATURE = (
     ("c_hist_ptr", "a"), ("c0_ptr", "p"), ("peephole_ptr", "p"), ("lengths_ptr", "*i64"), ("dpre_ptr", "p"),
     ("dh_hist_ptr", "a"), ("dh0_ptr", "p"), ("dc0_ptr", "p"), ("dh_scratch_ptr", "a"), ("dc_scratch_ptr", "a"),
     ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"),
-    ("cell_clip", "fp32"), ("grad_clip", "fp32"),
+    ("cell_clip", "s"), ("grad_clip", "s"),
     ("stride_dy_t", "i32"), ("stride_dy_b", "i32"),
     ("stride_w_dir", "i32"), ("stride_w_row", "i32"), ("stride_w_col", "i32"),
     ("stride_hr_dir", "i32"), ("stride_hr_row", "i32"), ("stride_hr_col", "i32"),
@@ -65,8 +65,9 @@ BACKWARD_SIGNATURE = (
 
 
 def typed_signature(template, dtype: str, acc: str) -> tuple[tuple[str, str], ...]:
-    """A signature template with "p" (input dtype) and "a" (compute dtype) pointers resolved."""
-    kinds = {"p": f"*{dtype}", "a": f"*{acc}"}
+    """A signature template with "p" (input dtype) and "a" (compute dtype) pointers and "s"
+    (clip scalars, planning.clip_type) resolved."""
+    kinds = {"p": f"*{dtype}", "a": f"*{acc}", "s": clip_type(acc)}
     return tuple((name, kinds.get(kind, kind)) for name, kind in template)
 
 

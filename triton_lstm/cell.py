@@ -21,13 +21,13 @@ NUM_WARPS = 4
 FORWARD_SIGNATURE = (
     ("x_ptr", "p"), ("w_ih_ptr", "p"), ("w_hh_ptr", "p"), ("b_ih_ptr", "p"), ("b_hh_ptr", "p"), ("h_ptr", "p"),
     ("c_ptr", "p"), ("peephole_ptr", "p"), ("h1_ptr", "p"), ("c1_ptr", "p"), ("gates_ptr", "a"), ("c1_acc_ptr", "a"),
-    ("B", "i32"), ("I", "i32"), ("H", "i32"), ("cell_clip", "fp32"),
+    ("B", "i32"), ("I", "i32"), ("H", "i32"), ("cell_clip", "s"),
     ("stride_x_b", "i32"), ("stride_w_ih_row", "i32"), ("stride_w_hh_row", "i32"), ("stride_h_b", "i32"),
     ("stride_c_b", "i32"),
 )
 BACKWARD_SIGNATURE = (
     ("dh1_ptr", "p"), ("dc1_ptr", "p"), ("gates_ptr", "a"), ("c_ptr", "p"), ("c1_acc_ptr", "a"), ("peephole_ptr", "p"),
-    ("dpre_ptr", "p"), ("dc_ptr", "p"), ("B", "i32"), ("H", "i32"), ("cell_clip", "fp32"), ("grad_clip", "fp32"),
+    ("dpre_ptr", "p"), ("dc_ptr", "p"), ("B", "i32"), ("H", "i32"), ("cell_clip", "s"), ("grad_clip", "s"),
     ("stride_dh1_b", "i32"), ("stride_dc1_b", "i32"), ("stride_c_b", "i32"),
 )
 

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import reference
 from .device import triton_unavailable_reason
@@ -15,8 +16,13 @@ from .records import GateRecord
 from .validation import BACKENDS, check_lengths, check_lstm_args, clip_value
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """"triton" or "reference" for a call on `device`; raises when a forced backend cannot run."""
+def resolve_backend(backend: str, device: torch.device, aten: bool = False) -> str:
+    """"triton", "aten" or "reference" for a call on `device`; raises when a forced backend cannot run.
+
+    aten: the call uses only what torch.nn.LSTM has (no peephole, clip or recording). Where
+    the Triton kernels do not serve `device` (CPU tensors without the interpreter) such a
+    call runs ATen's own LSTM, the kernels torch.nn.LSTM runs; any other the reference.
+    backend="reference" always runs the reference."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference":
@@ -26,7 +32,37 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         return "triton"
     if backend == "triton":
         raise RuntimeError(f"backend='triton' cannot run here: {reason}")
-    return "reference"
+    return "aten" if aten else "reference"
+
+
+def aten_layer(x, weights, h0, c0, lengths, batch_first, reverse):
+    """One layer (1 or 2 directions) through ATen's LSTM (torch.lstm, what torch.nn.LSTM calls),
+    with the layer's own weights; y (T, B, D*P), h_n (D, B, P), c_n (D, B, H). A lone reverse
+    direction runs on the time-flipped sequence (without lengths: resolve_backend's callers
+    send reverse with lengths to the reference)."""
+    D = len(weights)
+    has_bias = any(w.bias_ih is not None or w.bias_hh is not None for w in weights)
+    params = []
+    for w in weights:
+        params += [w.weight_ih, w.weight_hh]
+        if has_bias:
+            params += [b if b is not None else torch.zeros_like(w.bias_hh if w.bias_ih is None else w.bias_ih)
+                       for b in (w.bias_ih, w.bias_hh)]
+        if w.weight_hr is not None:
+            params.append(w.weight_hr)
+    if lengths is None:
+        time_dim = 1 if batch_first else 0
+        x_in = x.flip(time_dim) if reverse else x
+        y, h_n, c_n = torch.lstm(x_in, (h0, c0), params, has_bias, 1, 0.0, True, D == 2, batch_first)
+        return (y.flip(time_dim) if reverse else y), h_n, c_n
+    T = x.shape[1 if batch_first else 0]
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=batch_first, enforce_sorted=False)
+    data, batch_sizes, sorted_indices, unsorted_indices = packed
+    hx = (h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices))
+    out, h_n, c_n = torch.lstm(data, batch_sizes, hx, params, has_bias, 1, 0.0, True, D == 2)
+    y, _ = pad_packed_sequence(PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
+                               batch_first=batch_first, total_length=T)
+    return y, h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
 
 
 class LayerWeights(NamedTuple):
@@ -65,13 +101,19 @@ def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=No
     Args:
         x: (T, B, I) or (B, T, I). weights: a list of LayerWeights, one per direction
         (forward first). h0: (D, B, P), c0: (D, B, H). lengths: (B,) int64 on x's device or None.
-        reverse: with one direction, run it in reverse.
+        reverse: with one direction, run it in reverse. backend: resolve_backend's answer
+        ("aten" serves only calls without peephole, clips or return_gates; B = 0 runs the
+        reference, which launches nothing).
     Returns:
         y (T, B, D*P) (or (B, T, D*P)), h_n (D, B, P), c_n (D, B, H), and a list of
         GateRecord per direction when return_gates, else None.
     """
     D = len(weights)
-    if backend == "reference":
+    grad_clip, cell_clip = clip_value("grad_clip", grad_clip, x.dtype), clip_value("cell_clip", cell_clip, x.dtype)
+    if backend == "aten" and not return_gates:
+        y, h_n, c_n = aten_layer(x, weights, h0, c0, lengths, batch_first, reverse)
+        return y, h_n, c_n, None
+    if backend != "triton" or x.shape[0 if batch_first else 1] == 0:  # an empty batch launches nothing
         outs = [reference.lstm(x, *w[:4], hx=(h0[d], c0[d]), peephole=w.peephole, weight_hr=w.weight_hr,
                                grad_clip=grad_clip, cell_clip=cell_clip, lengths=lengths,
                                batch_first=batch_first, reverse=(d + int(reverse)) == 1,
@@ -84,13 +126,13 @@ def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=No
     w_ih = torch.cat([w.weight_ih for w in weights]) if D > 1 else weights[0].weight_ih
     biases = [reference.combined_bias(w.bias_ih, w.bias_hh) for w in weights]
     bias = None if biases[0] is None else (torch.cat(biases) if D > 1 else biases[0])
-    xw = F.linear(x, w_ih, bias)  # one GEMM for all steps and directions
     w_hh = torch.stack([w.weight_hh for w in weights])
     w_hr = torch.stack([w.weight_hr for w in weights]) if weights[0].weight_hr is not None else None
     peephole = torch.stack([w.peephole for w in weights]) if weights[0].peephole is not None else None
-    state_inputs = [t for t in (xw, w_hh, w_hr, h0, c0, peephole) if t is not None]
+    state_inputs = [t for t in (x, w_ih, bias, w_hh, w_hr, h0, c0, peephole) if t is not None]
     store_state = return_gates or (torch.is_grad_enabled() and any(t.requires_grad for t in state_inputs))
-    y, h_n, c_n, gates, c_hist = lstm_recurrence(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip,
+    # the op runs the input projection (one GEMM for all steps and directions), then the recurrence
+    y, h_n, c_n, gates, c_hist = lstm_recurrence(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip,
                                                  grad_clip, batch_first, reverse, store_state, kernel)
     records = None
     if return_gates:
@@ -118,10 +160,11 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         grad_clip: None or a positive float: clamp d(loss)/d(gate pre-activation) to
             [-grad_clip, grad_clip] at every step inside the backward kernel (Graves 2013).
         cell_clip: None or a positive float: clamp c_t to [-cell_clip, cell_clip] each step.
-            Clip values are applied as float32 numbers.
+            Clip values are exact in float64, rounded to float32 for the other dtypes.
         lengths: (B,) integers in [1, T], or None: row b runs its first lengths[b] steps;
             past its end its state is frozen and its output is zero. Values are checked when
-            lengths is on the CPU (reading them on a GPU would synchronise).
+            lengths is on the CPU, asserted on the device otherwise (reading them on a GPU
+            would synchronise); the kernels clamp them to [0, T] as well.
         batch_first: x and y are (B, T, .) instead of (T, B, .).
         reverse: run each row from its last step (lengths[b] - 1) back to step 0.
         kernel: "auto", "batch" (batch-tiled, W_hh resident when it fits),
@@ -151,12 +194,14 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         hx = None if hx is None else tuple(_cast(t, low) for t in hx)
     T, B, _, H, P = check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first,
                                     weight_hr)
-    grad_clip = clip_value("grad_clip", grad_clip)
-    cell_clip = clip_value("cell_clip", cell_clip)
+    grad_clip = clip_value("grad_clip", grad_clip, x.dtype)
+    cell_clip = clip_value("cell_clip", cell_clip, x.dtype)
     lengths = check_lengths(lengths, T, B, x.device)
     if kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
-    backend = resolve_backend(backend, x.device)
+    aten = (peephole is None and grad_clip is None and cell_clip is None and not return_gates
+            and not (reverse and lengths is not None))
+    backend = resolve_backend(backend, x.device, aten)
     h0, c0 = (x.new_zeros(B, P), x.new_zeros(B, H)) if hx is None else hx
     weights = [LayerWeights(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, peephole)]
     y, h_n, c_n, records = lstm_layer(x, weights, h0.unsqueeze(0), c0.unsqueeze(0), lengths=lengths,

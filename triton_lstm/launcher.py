@@ -16,7 +16,7 @@ import torch
 from . import device, variants
 from .cell import plan_cell_backward, plan_cell_forward
 from .device import compute_dtype, output
-from .planning import GateOptions, LayerShape, Plan
+from .planning import GateOptions, LayerShape, Plan, clip_argument
 
 def triton_constexprs(plan: Plan) -> dict:
     """The plan's constexprs with dtype names turned into triton dtypes."""
@@ -37,6 +37,10 @@ def launch(plan: Plan, args: dict, **controls) -> dict:
     if missing:
         raise RuntimeError(f"{plan.kernel}: no value for arguments {missing}")
     kernel_args = {name: pool[name] for name in plan.arg_names}
+    types = dict(plan.signature)
+    for name in ("cell_clip", "grad_clip"):  # in the compute dtype: fp64 plans take float64 bits
+        if name in kernel_args:
+            kernel_args[name] = clip_argument(kernel_args[name], types[name])
     variants.kernel_function(plan.kernel)[plan.grid](
         **kernel_args, **triton_constexprs(plan), num_warps=plan.num_warps, num_stages=plan.num_stages,
         maxnreg=plan.maxnreg)
@@ -116,7 +120,7 @@ def forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, r
     stride_y_t, stride_y_b = time_major_strides(y, batch_first)
     launch(plan, dict(
         xw_ptr=xw, h0_ptr=h0, c0_ptr=c0, y_ptr=y, h_n_ptr=h_n, c_n_ptr=c_n, gates_ptr=gates, c_hist_ptr=c_hist,
-        T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
+        T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip,
         stride_xw_t=stride_xw_t, stride_xw_b=stride_xw_b, stride_h0_dir=h0.stride(0), stride_h0_b=h0.stride(1),
         stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1), stride_y_t=stride_y_t, stride_y_b=stride_y_b,
         **_weight_args(w_hh, w_hr, peephole, lengths, xw)), **controls)
@@ -159,8 +163,8 @@ def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, c
     launch(plan, dict(
         dy_ptr=dy, dh_n_ptr=dh_n, dc_n_ptr=dc_n, gates_ptr=gates, c_hist_ptr=c_hist, c0_ptr=c0, dpre_ptr=dpre,
         dh_hist_ptr=dh_hist if w_hr is not None else gates, dh0_ptr=dh0, dc0_ptr=dc0,
-        T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip if cell_clip is not None else 0.0,
-        grad_clip=grad_clip if grad_clip is not None else 0.0, stride_dy_t=stride_dy_t, stride_dy_b=stride_dy_b,
+        T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip,
+        grad_clip=grad_clip, stride_dy_t=stride_dy_t, stride_dy_b=stride_dy_b,
         stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
         **_weight_args(w_hh, w_hr, peephole, lengths, dy)), **controls)
     return dpre, dh0, dc0, dh_hist
@@ -186,7 +190,7 @@ def cell_forward(x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, cell_clip, store_sta
         x_ptr=x, w_ih_ptr=w_ih, w_hh_ptr=w_hh, b_ih_ptr=b_ih if b_ih is not None else w_ih,
         b_hh_ptr=b_hh if b_hh is not None else w_ih, h_ptr=h, c_ptr=c,
         peephole_ptr=peephole if peephole is not None else w_hh, h1_ptr=h1, c1_ptr=c1, gates_ptr=gates,
-        c1_acc_ptr=c1_acc, B=B, I=I, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
+        c1_acc_ptr=c1_acc, B=B, I=I, H=H, cell_clip=cell_clip,
         stride_x_b=x.stride(0), stride_w_ih_row=w_ih.stride(0), stride_w_hh_row=w_hh.stride(0),
         stride_h_b=h.stride(0), stride_c_b=c.stride(0),
     ))
@@ -206,8 +210,8 @@ def cell_backward(dh1, dc1, gates, c, c1_acc, peephole, cell_clip, grad_clip):
     launch(plan, dict(
         dh1_ptr=dh1, dc1_ptr=dc1, gates_ptr=gates, c_ptr=c, c1_acc_ptr=c1_acc,
         peephole_ptr=peephole if peephole is not None else dh1, dpre_ptr=dpre, dc_ptr=dc,
-        B=B, H=H, cell_clip=cell_clip if cell_clip is not None else 0.0,
-        grad_clip=grad_clip if grad_clip is not None else 0.0,
+        B=B, H=H, cell_clip=cell_clip,
+        grad_clip=grad_clip,
         stride_dh1_b=dh1.stride(0), stride_dc1_b=dc1.stride(0), stride_c_b=c.stride(0),
     ))
     return dpre, dc

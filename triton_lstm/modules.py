@@ -234,8 +234,8 @@ class LSTM(nn.Module):
             x = input.unsqueeze(1) if unbatched else input
             lengths = None
             B = x.shape[0] if batch_first else x.shape[1]
-            if x.shape[1 if batch_first else 0] == 0 or B == 0:
-                raise ValueError(f"input must have at least one step and one batch row, got shape {tuple(input.shape)}")
+            if x.shape[1 if batch_first else 0] == 0:  # as torch.nn.LSTM; B = 0 gives empty outputs
+                raise ValueError(f"input must have at least one step, got shape {tuple(input.shape)}")
         state_dims = (L * D, H) if unbatched else (L * D, B, H)
         if hx is None:
             h0 = x.new_zeros(L * D, B, P)
@@ -248,7 +248,8 @@ class LSTM(nn.Module):
                 h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
             elif sorted_indices is not None:
                 h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
-        backend = resolve_backend(self.backend, x.device)
+        plain = not self.peephole and self.grad_clip is None and self.cell_clip is None and self._recording is None
+        backend = resolve_backend(self.backend, x.device, aten=plain)
         low = autocast_dtype(x.device.type, "lstm")
         if low is not None:
             x, h0, c0 = x.to(low), h0.to(low), c0.to(low)
@@ -366,15 +367,21 @@ class LSTMCell(nn.Module):
         low = autocast_dtype(x.device.type, "lstm_cell")
         if low is not None:
             x, h0, c0, weights = x.to(low), h0.to(low), c0.to(low), cast_weights(weights, low)
-        if resolve_backend(self.backend, x.device) == "reference":
+        grad_clip, cell_clip = clip_value("grad_clip", self.grad_clip, x.dtype), clip_value("cell_clip", self.cell_clip,
+                                                                                             x.dtype)
+        plain = not self.peephole and self.grad_clip is None and self.cell_clip is None
+        backend = resolve_backend(self.backend, x.device, aten=plain)
+        if backend == "aten":
+            h, c = torch.lstm_cell(x, (h0, c0), weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh)
+        elif backend == "reference" or B == 0:  # an empty batch launches nothing
             h, c, _ = reference_cell(F.linear(x, weights.weight_ih, combined_bias(weights.bias_ih, weights.bias_hh)),
-                                     h0, c0, weights.weight_hh, weights.peephole, self.grad_clip, self.cell_clip)
+                                     h0, c0, weights.weight_hh, weights.peephole, grad_clip, cell_clip)
         else:
             state_inputs = [t for t in (x, *weights, h0, c0) if t is not None]
             store_state = torch.is_grad_enabled() and any(t.requires_grad for t in state_inputs)
             h, c, _, _ = lstm_cell_step(x.contiguous(), weights.weight_ih, weights.weight_hh, weights.bias_ih,
                                         weights.bias_hh, h0.contiguous(), c0.contiguous(), weights.peephole,
-                                        self.cell_clip, self.grad_clip, store_state)
+                                        cell_clip, grad_clip, store_state)
         if unbatched:
             return h.squeeze(0), c.squeeze(0)
         return h, c

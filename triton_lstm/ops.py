@@ -2,21 +2,25 @@
 register_autograd), so torch.compile(fullgraph=True) traces through them and CUDA graphs
 can capture them: no host synchronisation inside forward or backward.
 
-    triton_lstm::lstm_recurrence      xw, W_hh, W_hr, h0, c0 -> y, h_n, c_n (+ saved gates, c)
+    triton_lstm::lstm_recurrence      x, W_ih, b, W_hh, W_hr, h0, c0 -> y, h_n, c_n (+ saved gates, c)
     triton_lstm::lstm_recurrence_bwd  dy, dh_n, dc_n, saved state -> dpre, dh0, dc0, dh_hist
 
 One call runs one layer, all its directions (D = 1 or 2, stacked on the first dimension of
-W_hh, W_hr, h0, c0 and peephole). The input projection xw = x W_ih^T + b is an ordinary
-torch op outside: its gradients (dx, dW_ih, db) come from autograd, fed by dpre.
+W_hh, W_hr, h0, c0 and peephole; W_ih and b concatenated). The op runs the input projection
+xw = x W_ih^T + b itself, so what it saves (x, W_ih) is what F.linear would save anyway, and
+its backward gives dx, dW_ih and db from dpre. Under create_graph=True (grad mode on in the
+backward) the backwards recompute through the reference and differentiate that, so second
+derivatives are those of the reference and no gradient silently detaches.
 """
 from __future__ import annotations
 
 import inspect
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from . import launcher
+from . import launcher, reference
 from .device import compute_dtype
 
 
@@ -30,11 +34,13 @@ def gradients(op_fn, **grads) -> tuple:
     return tuple(grads.get(name) for name in names)
 
 
-def _recurrence(xw: Tensor, w_hh: Tensor, w_hr: Tensor | None, h0: Tensor, c0: Tensor,
-                    peephole: Tensor | None, lengths: Tensor | None, cell_clip: float | None,
-                    grad_clip: float | None, batch_first: bool, reverse: bool, store_state: bool,
-                    kernel: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Forward recurrence of one layer in one kernel launch. grad_clip is only carried to the backward."""
+def _recurrence(x: Tensor, w_ih: Tensor, bias: Tensor | None, w_hh: Tensor, w_hr: Tensor | None, h0: Tensor,
+                c0: Tensor, peephole: Tensor | None, lengths: Tensor | None, cell_clip: float | None,
+                grad_clip: float | None, batch_first: bool, reverse: bool, store_state: bool,
+                kernel: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One layer: the input projection xw = x W_ih^T + b (one GEMM for all steps and directions),
+    then the forward recurrence in one kernel launch. grad_clip is only carried to the backward."""
+    xw = F.linear(x, w_ih, bias)
     return launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, reverse,
                             store_state, kernel)
 
@@ -43,17 +49,17 @@ lstm_recurrence = torch.library.custom_op("triton_lstm::lstm_recurrence", _recur
 
 
 @lstm_recurrence.register_fake
-def _(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first, reverse, store_state,
+def _(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first, reverse, store_state,
       kernel):
-    T, B = (xw.shape[1], xw.shape[0]) if batch_first else (xw.shape[0], xw.shape[1])
+    T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
     D, H, P = w_hh.shape[0], w_hh.shape[1] // 4, w_hh.shape[2]
-    acc = compute_dtype(xw.dtype)
-    y = xw.new_empty((B, T, D * P) if batch_first else (T, B, D * P))
+    acc = compute_dtype(x.dtype)
+    y = x.new_empty((B, T, D * P) if batch_first else (T, B, D * P))
     if store_state:
-        gates, c_hist = xw.new_empty(D, T, B, 4 * H, dtype=acc), xw.new_empty(D, T, B, H, dtype=acc)
+        gates, c_hist = x.new_empty(D, T, B, 4 * H, dtype=acc), x.new_empty(D, T, B, H, dtype=acc)
     else:
-        gates, c_hist = xw.new_empty(0, dtype=acc), xw.new_empty(0, dtype=acc)
-    return y, xw.new_empty(D, B, P), xw.new_empty(D, B, H), gates, c_hist
+        gates, c_hist = x.new_empty(0, dtype=acc), x.new_empty(0, dtype=acc)
+    return y, x.new_empty(D, B, P), x.new_empty(D, B, H), gates, c_hist
 
 
 @torch.library.custom_op("triton_lstm::lstm_recurrence_bwd", mutates_args=())
@@ -88,21 +94,65 @@ def previous_by_time(hist: Tensor, init: Tensor, lengths: Tensor | None, reverse
     return torch.where((t + 1 < lengths[None, :])[:, :, None], shifted, init.unsqueeze(0))
 
 
+def reference_layer(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first,
+                    reverse):
+    """What lstm_recurrence computes, in the reference (differentiable to any order): y, h_n, c_n."""
+    D, H4 = w_hh.shape[0], w_hh.shape[1]
+    ys, hs, cs = [], [], []
+    for d in range(D):
+        rows = slice(d * H4, (d + 1) * H4)
+        y, (h, c) = reference.lstm(x, w_ih[rows], w_hh[d], None if bias is None else bias[rows], None,
+                                   hx=(h0[d], c0[d]), peephole=None if peephole is None else peephole[d],
+                                   weight_hr=None if w_hr is None else w_hr[d], grad_clip=grad_clip,
+                                   cell_clip=cell_clip, lengths=lengths, batch_first=batch_first,
+                                   reverse=(d + int(reverse)) == 1)
+        ys.append(y)
+        hs.append(h)
+        cs.append(c)
+    return torch.cat(ys, dim=-1) if D > 1 else ys[0], torch.stack(hs), torch.stack(cs)
+
+
+def differentiable_backward(op_fn, recompute, inputs: dict, needs_input_grad, grads_out) -> tuple:
+    """A backward that autograd can differentiate again (create_graph=True): recompute the op's
+    differentiable outputs through `recompute(**inputs)` (the reference) and differentiate that,
+    so no gradient silently detaches. inputs: the op's tensor inputs by name, in its order.
+
+    The recompute reads fresh views of the inputs, and the gradients are taken with respect to
+    those views: the local derivative only, even where one input depends on another (a cell's
+    h on the x of an earlier step), while the views keep the result connected to the inputs."""
+    names = [n for n, need in zip(inputs, needs_input_grad) if need and inputs[n] is not None]
+    with torch.enable_grad():
+        views = {n: inputs[n].view_as(inputs[n]) for n in names}
+        outputs = recompute(**{**inputs, **views})
+    pairs = [(o, g) for o, g in zip(outputs, grads_out) if g is not None]
+    grads = torch.autograd.grad([o for o, _ in pairs], [views[n] for n in names], [g for _, g in pairs],
+                                create_graph=True, allow_unused=True)
+    return gradients(op_fn, **dict(zip(names, grads)))
+
+
 def recurrence_setup_context(ctx, inputs, output):
-    (xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first, reverse, store_state,
+    (x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first, reverse, store_state,
      kernel) = inputs
     y, _, _, gates, c_hist = output
     ctx.mark_non_differentiable(gates, c_hist)
-    ctx.save_for_backward(w_hh, w_hr, h0, c0, peephole, lengths, y, gates, c_hist)
+    # x and W_ih are what F.linear would save for the input projection anyway; the bias only
+    # serves a double backward's recompute.
+    ctx.save_for_backward(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, y, gates, c_hist)
     ctx.options = (cell_clip, grad_clip, batch_first, reverse, store_state, kernel)
 
 
 def recurrence_backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
-    w_hh, w_hr, h0, c0, peephole, lengths, y, gates, c_hist = ctx.saved_tensors
+    x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, y, gates, c_hist = ctx.saved_tensors
     cell_clip, grad_clip, batch_first, reverse, store_state, kernel = ctx.options
     if not store_state:
         raise RuntimeError("triton_lstm: the forward ran without saving state for backward "
                            "(no input required grad when it ran, or grad mode was off)")
+    if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+        inputs = dict(x=x, w_ih=w_ih, bias=bias, w_hh=w_hh, w_hr=w_hr, h0=h0, c0=c0, peephole=peephole)
+        return differentiable_backward(
+            _recurrence, lambda **t: reference_layer(**t, lengths=lengths, cell_clip=cell_clip, grad_clip=grad_clip,
+                                                     batch_first=batch_first, reverse=reverse),
+            inputs, ctx.needs_input_grad, (dy, dh_n, dc_n))
     dy = torch.zeros_like(y) if dy is None else dy
     dh_n = torch.zeros_like(h0) if dh_n is None else dh_n.contiguous()
     dc_n = torch.zeros_like(c0) if dc_n is None else dc_n.contiguous()
@@ -131,8 +181,12 @@ def recurrence_backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
                 (acc[:, :, 1] * c_prev).sum((0, 1)),
                 (acc[:, :, 3] * c_hist[d]).sum((0, 1)),
             ]).to(peephole.dtype))
-    return gradients(_recurrence, xw=dpre.transpose(0, 1) if batch_first else dpre, w_hh=torch.stack(dw_hh),
-                     w_hr=torch.stack(dw_hr) if w_hr is not None else None, h0=dh0, c0=dc0,
+    # The input projection's gradients, as autograd of F.linear would give them.
+    x_tm = x.transpose(0, 1) if batch_first else x
+    flat = dpre.reshape(T * B, D * H4)
+    return gradients(_recurrence, x=(dpre.transpose(0, 1) if batch_first else dpre) @ w_ih,
+                     w_ih=flat.T @ x_tm.reshape(T * B, -1), bias=flat.sum(0) if bias is not None else None,
+                     w_hh=torch.stack(dw_hh), w_hr=torch.stack(dw_hr) if w_hr is not None else None, h0=dh0, c0=dc0,
                      peephole=torch.stack(dpeephole) if peephole is not None else None)
 
 
@@ -176,16 +230,23 @@ def cell_setup_context(ctx, inputs, output):
     x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, cell_clip, grad_clip, store_state = inputs
     _, _, gates, c1_acc = output
     ctx.mark_non_differentiable(gates, c1_acc)
-    ctx.save_for_backward(x, w_ih, w_hh, h, c, peephole, gates, c1_acc)
+    ctx.save_for_backward(x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, gates, c1_acc)  # biases: double backward only
     ctx.options = (cell_clip, grad_clip, store_state, b_ih is not None, b_hh is not None)
 
 
 def cell_step_backward(ctx, dh1, dc1, _dgates, _dc1_acc):
-    x, w_ih, w_hh, h, c, peephole, gates, c1_acc = ctx.saved_tensors
+    x, w_ih, w_hh, b_ih, b_hh, h, c, peephole, gates, c1_acc = ctx.saved_tensors
     cell_clip, grad_clip, store_state, has_b_ih, has_b_hh = ctx.options
     if not store_state:
         raise RuntimeError("triton_lstm: the LSTMCell step ran without saving state for backward "
                            "(no input required grad when it ran, or grad mode was off)")
+    if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+        inputs = dict(x=x, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, h=h, c=c, peephole=peephole)
+        return differentiable_backward(
+            _cell_step, lambda x, w_ih, w_hh, b_ih, b_hh, h, c, peephole: reference.lstm_cell(
+                F.linear(x, w_ih, reference.combined_bias(b_ih, b_hh)), h, c, w_hh, peephole, grad_clip,
+                cell_clip)[:2],
+            inputs, ctx.needs_input_grad, (dh1, dc1))
     dh1 = torch.zeros_like(h) if dh1 is None else dh1.contiguous()
     dc1 = torch.zeros_like(c) if dc1 is None else dc1.contiguous()
     dpre, dc = lstm_cell_step_bwd(dh1, dc1, gates, c, c1_acc, peephole, cell_clip, grad_clip)

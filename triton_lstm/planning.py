@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import struct
 from typing import Callable, NamedTuple
 
 import torch
@@ -195,6 +196,22 @@ def numerics(dtype: str, allow_tf32: bool, limits: DeviceLimits) -> Numerics:
     # fp64 and 16-bit operands ignore the flag; the interpreter always computes in full fp32.
     precision = "tf32" if dtype == "fp32" and allow_tf32 and not limits.interpreted else "ieee"
     return Numerics(acc, dot_in_fp32, precision)
+
+
+def clip_type(acc: str) -> str:
+    """The triton type of a plan's clip arguments (cell_clip, grad_clip) for compute dtype `acc`:
+    a Python float reaches a kernel as fp32, so fp64 plans take the float64's bit pattern as
+    an int64 (kernels/helpers.clip_bound turns it back, exactly); the others an fp32."""
+    return "i64" if acc == "fp64" else "fp32"
+
+
+def clip_argument(value: float | None, triton_type: str):
+    """What a launch passes for a clip value (None: a placeholder the kernel does not read)
+    to a clip argument of `triton_type` (clip_type's answer)."""
+    value = 1.0 if value is None else float(value)
+    if triton_type == "i64":
+        return struct.unpack("<q", struct.pack("<d", value))[0]
+    return value
 
 
 def maxnreg(num_warps: int, limits: DeviceLimits) -> int:

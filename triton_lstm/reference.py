@@ -104,8 +104,8 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
     """
     T, B, _, H, P = check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first,
                                     weight_hr)
-    grad_clip = clip_value("grad_clip", grad_clip)
-    cell_clip = clip_value("cell_clip", cell_clip)
+    grad_clip = clip_value("grad_clip", grad_clip, x.dtype)
+    cell_clip = clip_value("cell_clip", cell_clip, x.dtype)
     lengths = check_lengths(lengths, T, B, x.device)
     if lengths is None:
         lengths = torch.full((B,), T, dtype=torch.int64, device=x.device)

@@ -45,7 +45,7 @@ import torch
 from . import device
 from .batch import RESIDENT_W_MAX_BYTES, plan_layer
 from .planning import (ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant, dot_block,
-                       dtype_name, maxnreg, numerics)
+                       clip_type, dtype_name, maxnreg, numerics)
 
 SPIN_LIMIT_GPU = 1 << 24
 SPIN_LIMIT_INTERPRETED = 10000
@@ -156,7 +156,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
     block_h, block_p = dot_block(H), dot_block(P)
     punits = proj_units(units, H, P) if has_proj else units
     grid = (-(-H // units), -(-B // block_b), directions)  # (unit slices, batch tiles, directions)
-    p, a = f"*{name}", f"*{acc}"
+    p, a, clip = f"*{name}", f"*{acc}", clip_type(acc)
     common = (("BLOCK_B", block_b), ("UNITS", units), ("PROJ_UNITS", punits), ("BLOCK_P", block_p),
               ("BLOCK_H", block_h))
     gate_flags = (("HAS_PEEPHOLE", options.peephole), ("USE_CELL_CLIP", options.cell_clip))
@@ -169,7 +169,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
             ("xw_ptr", p), ("w_hh_ptr", p), ("w_hr_ptr", p), ("h0_ptr", p), ("c0_ptr", p), ("peephole_ptr", p),
             ("lengths_ptr", "*i64"), ("y_ptr", p), ("h_n_ptr", p), ("c_n_ptr", p), ("gates_ptr", a),
             ("c_hist_ptr", a), ("exchange_ptr", p), ("m_exchange_ptr", m), ("sync_ptr", "*i32"),
-            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", "fp32"),
+            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", clip),
             ("spin_limit", "i32"),
             ("stride_xw_t", "i32"), ("stride_xw_b", "i32"), ("stride_w_dir", "i32"), ("stride_w_row", "i32"),
             ("stride_w_col", "i32"), ("stride_hr_dir", "i32"), ("stride_hr_row", "i32"), ("stride_hr_col", "i32"),
@@ -186,8 +186,8 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
             ("dy_ptr", p), ("dh_n_ptr", p), ("dc_n_ptr", p), ("w_hh_ptr", p), ("w_hr_ptr", p), ("gates_ptr", a),
             ("c_hist_ptr", a), ("c0_ptr", p), ("peephole_ptr", p), ("lengths_ptr", "*i64"), ("dpre_ptr", p),
             ("dh_hist_ptr", a), ("dh0_ptr", p), ("dc0_ptr", p), ("sync_ptr", "*i32"),
-            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", "fp32"),
-            ("grad_clip", "fp32"), ("spin_limit", "i32"),
+            ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", clip),
+            ("grad_clip", clip), ("spin_limit", "i32"),
             ("stride_dy_t", "i32"), ("stride_dy_b", "i32"), ("stride_w_dir", "i32"), ("stride_w_row", "i32"),
             ("stride_w_col", "i32"), ("stride_hr_dir", "i32"), ("stride_hr_row", "i32"), ("stride_hr_col", "i32"),
             ("stride_c0_dir", "i32"), ("stride_c0_b", "i32"),

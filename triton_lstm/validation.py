@@ -38,8 +38,10 @@ def _shape(name: str, value: torch.Tensor, expected: tuple[int, ...]) -> None:
         raise ValueError(f"{name} must have shape {expected}, got {tuple(value.shape)}")
 
 
-def clip_value(name: str, value) -> float | None:
-    """A clip option as the kernels apply it: None, or a finite positive float rounded to fp32."""
+def clip_value(name: str, value, dtype: torch.dtype | None = None) -> float | None:
+    """A clip option as the kernels apply it: None, or a finite positive float, exact for
+    float64 calls (and for dtype None: checked only), rounded to fp32 for the other dtypes
+    (the kernels' clip scalars are fp32 there; the reference uses the same number)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -47,7 +49,8 @@ def clip_value(name: str, value) -> float | None:
     value = float(value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite positive number or None, got {value}")
-    # The kernels take clip values as fp32 scalars; the reference uses the same number.
+    if dtype is None or dtype == torch.float64:
+        return value
     return float(torch.tensor(value, dtype=torch.float32))
 
 
@@ -55,8 +58,10 @@ def check_lengths(lengths, T: int, B: int, device: torch.device) -> torch.Tensor
     """lengths as the kernels read them: None, or a (B,) int64 tensor on `device`.
 
     Values are checked (1 <= length <= T) when lengths is on the CPU, as
-    pack_padded_sequence requires; lengths already on a GPU are trusted, since reading
-    them would synchronise the host.
+    pack_padded_sequence requires. Lengths already on a GPU are checked by an asynchronous
+    device-side assert (reading them would synchronise the host): a bad value raises at a
+    later synchronisation. The kernels clamp every length to [0, T] as well, so none can
+    index out of bounds.
     """
     if lengths is None:
         return None
@@ -66,11 +71,14 @@ def check_lengths(lengths, T: int, B: int, device: torch.device) -> torch.Tensor
     if lengths.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
     _shape("lengths", lengths, (B,))
+    message = f"lengths must lie in [1, {T}] (the number of steps in x)"
     if lengths.device.type == "cpu":
-        low, high = int(lengths.min()), int(lengths.max())
-        if low < 1 or high > T:
-            raise ValueError(f"lengths must lie in [1, {T}] (the number of steps in x), "
-                             f"got values from {low} to {high}")
+        if B:
+            low, high = int(lengths.min()), int(lengths.max())
+            if low < 1 or high > T:
+                raise ValueError(f"{message}, got values from {low} to {high}")
+    else:
+        torch._assert_async(((lengths >= 1) & (lengths <= T)).all(), message)
     return lengths.to(device=device, dtype=torch.int64)
 
 
@@ -103,9 +111,8 @@ def check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, bat
     T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
     I = x.shape[2]
     _shape("weight_ih", weight_ih, (4 * H, I))
-    if T < 1 or B < 1:
-        raise ValueError(f"x must have at least one step and one batch row, got shape {tuple(x.shape)} "
-                         f"(batch_first={batch_first})")
+    if T < 1:  # as torch.nn.LSTM; an empty batch (B = 0) is fine and gives empty outputs
+        raise ValueError(f"x must have at least one step, got shape {tuple(x.shape)} (batch_first={batch_first})")
     for name, bias in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
         if bias is not None:
             _tensor(name, bias, 1)
