@@ -148,15 +148,16 @@ class InterpreterCounter:
             finally:
                 counter._current = None
 
-        def masked_load(self_, ptrs, mask, other, cache_policy, is_volatile):
+        # the builders' trailing arguments (cache policy, volatility, ...) differ across triton versions
+        def masked_load(self_, ptrs, mask, *rest):
             if counter._current is not None:
                 counter._attribute(counter._current.loaded, ptrs, mask)
-            return originals[(builder, "create_masked_load")](self_, ptrs, mask, other, cache_policy, is_volatile)
+            return originals[(builder, "create_masked_load")](self_, ptrs, mask, *rest)
 
-        def masked_store(self_, ptrs, value, mask, cache_policy):
+        def masked_store(self_, ptrs, value, mask, *rest):
             if counter._current is not None:
                 counter._attribute(counter._current.stored, ptrs, mask)
-            return originals[(builder, "create_masked_store")](self_, ptrs, value, mask, cache_policy)
+            return originals[(builder, "create_masked_store")](self_, ptrs, value, mask, *rest)
 
         def atomic_rmw(self_, op, ptr, val, mask, *rest):
             if counter._current is not None:
