@@ -35,10 +35,10 @@ The counter is int32: the launcher keeps barriers * num_programs < POISON.
 import triton
 import triton.language as tl
 
-from .helpers import grid_barrier
+from .helpers import grid_barrier, jit_kernel
 
 
-@triton.jit(do_not_specialize=["T", "spin_limit"])
+@jit_kernel
 def grid_barrier_selftest_kernel(
     exchange_ptr, out_ptr, sync_ptr, T, spin_limit,
     BLOCK_P: tl.constexpr,

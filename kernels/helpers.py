@@ -14,6 +14,29 @@ import triton
 import triton.language as tl
 
 
+# ---- Kernels' compiled code depends on their constexprs and pointer alignment only.
+
+
+def scalar_parameters(fn) -> list[str]:
+    """The runtime scalar parameters of a kernel: neither a pointer (named *_ptr) nor a constexpr."""
+    names = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+    return [n for n in names if not n.endswith("_ptr") and "constexpr" not in str(fn.__annotations__.get(n, ""))]
+
+
+def jit_kernel(fn):
+    """triton.jit without value specialisation of the scalar arguments.
+
+    Triton's JIT otherwise compiles a different binary when an integer argument equals 1
+    (it becomes a constant) or is a multiple of 16, so B = 1 or H = 24 would run code the
+    compile matrix never checked. With this, a launch's binary is fixed by the plan and the
+    pointers' 16-byte alignment (what torch's allocator gives, and what the matrix assumes:
+    compile_check.launch_specialisation), so the matrix's registers and spills are those of
+    what runs. The price: no divisibility is inferred for strides, so row alignment that
+    vector loads need is stated in the code where the plan knows it (split's ALIGNED).
+    """
+    return triton.jit(do_not_specialize=scalar_parameters(fn))(fn)
+
+
 # ---- Gate maths: one definition, so forward and backward agree by construction.
 
 

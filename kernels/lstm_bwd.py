@@ -19,12 +19,12 @@ Same grid and W_RESIDENT split as the forward (a projection is always streamed).
 import triton
 import triton.language as tl
 
-from .helpers import (clip_bound, bwd_inputs_of_direction, bwd_outputs_of_direction, dot_acc, dot_operand, fwd_saved_of_direction,
-                      load_c_prev, load_gate_tiles, load_lengths, load_peephole, load_w_tiles, lstm_cell_backward,
+from .helpers import (bwd_inputs_of_direction, bwd_outputs_of_direction, clip_bound, dot_acc, dot_operand,
+                      fwd_saved_of_direction, jit_kernel, load_c_prev, load_gate_tiles, load_lengths, load_peephole, load_w_tiles, lstm_cell_backward,
                       rows_at_step, rows_or_carry, store_step_tiles)
 
 
-@triton.jit(do_not_specialize=["T", "direction0", "cell_clip", "grad_clip"])
+@jit_kernel
 def lstm_bwd_kernel_batch(
     dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr,
     lengths_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_scratch_ptr, dc_scratch_ptr,

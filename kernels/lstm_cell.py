@@ -17,8 +17,8 @@ derivative; dx, dh, dW_ih, dW_hh and the biases' grads are GEMMs over dpre on th
 import triton
 import triton.language as tl
 
-from .helpers import (clip_bound, dot_acc, load_gate_tiles, load_peephole, load_w_tiles, lstm_cell_backward, lstm_cell_forward,
-                      store_gate_tiles)
+from .helpers import (clip_bound, dot_acc, jit_kernel, load_gate_tiles, load_peephole, load_w_tiles, lstm_cell_backward,
+                      lstm_cell_forward, store_gate_tiles)
 
 
 @triton.jit
@@ -52,7 +52,7 @@ def load_bias_tiles(b_ptr, offs_n, mask_n, H, ACC_DTYPE: tl.constexpr):
     return b_i, b_f, b_g, b_o
 
 
-@triton.jit(do_not_specialize=["cell_clip"])
+@jit_kernel
 def lstm_cell_fwd_kernel(
     x_ptr, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, h_ptr, c_ptr, peephole_ptr,
     h1_ptr, c1_ptr, gates_ptr, c1_acc_ptr,
@@ -100,7 +100,7 @@ def lstm_cell_fwd_kernel(
         tl.store(c1_acc_ptr + state_offs, b_c, mask=mask_bn)
 
 
-@triton.jit(do_not_specialize=["cell_clip", "grad_clip"])
+@jit_kernel
 def lstm_cell_bwd_kernel(
     dh1_ptr, dc1_ptr, gates_ptr, c_ptr, c1_acc_ptr, peephole_ptr, dpre_ptr, dc_ptr,
     B, H, cell_clip, grad_clip,

@@ -26,12 +26,12 @@ before the time loop and h, c live in registers; otherwise W_hh is streamed from
 import triton
 import triton.language as tl
 
-from .helpers import (clip_bound, dot_acc, dot_operand, fwd_inputs_of_direction, fwd_outputs_of_direction, load_gate_tiles,
-                      load_lengths, load_peephole, load_w_tiles, lstm_cell_forward, rows_at_step, rows_or_carry,
-                      rows_or_zero, store_step_tiles)
+from .helpers import (clip_bound, dot_acc, dot_operand, fwd_inputs_of_direction, fwd_outputs_of_direction, jit_kernel,
+                      load_gate_tiles, load_lengths, load_peephole, load_w_tiles, lstm_cell_forward, rows_at_step,
+                      rows_or_carry, rows_or_zero, store_step_tiles)
 
 
-@triton.jit(do_not_specialize=["T", "direction0", "cell_clip"])
+@jit_kernel
 def lstm_fwd_kernel_batch(
     xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
     y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, h_scratch_ptr, c_scratch_ptr, m_scratch_ptr,

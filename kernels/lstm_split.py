@@ -88,11 +88,10 @@ dy; c_{t-1} at a row's first step is c0 (load_c_prev).
 import triton
 import triton.language as tl
 
-from .helpers import (bwd_inputs_of_direction, bwd_outputs_of_direction, dot_operand, fwd_inputs_of_direction,
-                      fwd_outputs_of_direction, fwd_saved_of_direction, grid_barrier, load_c_prev, load_gate_tiles,
-                      load_lengths, load_peephole, lstm_cell_backward, lstm_cell_forward, rows_at_step,
-                      rows_or_carry, rows_or_zero, store_step_tiles)
-from .helpers import clip_bound
+from .helpers import (bwd_inputs_of_direction, bwd_outputs_of_direction, clip_bound, dot_operand, fwd_inputs_of_direction,
+                      fwd_outputs_of_direction, fwd_saved_of_direction, grid_barrier, jit_kernel, load_c_prev,
+                      load_gate_tiles, load_lengths, load_peephole, lstm_cell_backward, lstm_cell_forward,
+                      rows_at_step, rows_or_carry, rows_or_zero, store_step_tiles)
 
 
 @triton.jit
@@ -112,7 +111,7 @@ def dot_chunk(ptrs, mask, b_w, acc, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl
     return tl.dot(b_x.to(b_w.dtype), b_w, acc=acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
 
-@triton.jit(do_not_specialize=["T", "direction0", "spin_limit", "cell_clip"])
+@jit_kernel
 def lstm_fwd_kernel_split(
     xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
     y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, exchange_ptr, m_exchange_ptr, sync_ptr,
@@ -249,7 +248,7 @@ def lstm_fwd_kernel_split(
     tl.store(c_n_ptr + state_offs, b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bu)
 
 
-@triton.jit(do_not_specialize=["T", "direction0", "spin_limit", "cell_clip", "grad_clip"])
+@jit_kernel
 def lstm_bwd_kernel_split(
     dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, lengths_ptr,
     dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, sync_ptr,

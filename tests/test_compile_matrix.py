@@ -11,7 +11,7 @@ import linecache
 import pytest
 import torch
 
-from triton_lstm import batch, cell, compile_check, variants
+from triton_lstm import batch, cell, compile_check, launcher, variants
 from triton_lstm.compile_check import TARGETS, compile_plans, matrix_items
 from triton_lstm.planning import DeviceLimits, GateOptions
 
@@ -34,7 +34,7 @@ def assert_compiles_clean(results):
 
 def test_matrix_covers_every_registered_variant_and_specialisation(items):
     plans = [p for p, _ in items]
-    assert {cc for _, cc in items} == {80, 90}
+    assert {cc for _, cc in items} == set(TARGETS) == {80, 86, 89, 90}
     assert {p.variant for p in plans} == {name for v in variants.VARIANTS for name in v.plan_variants}
     assert {p.kernel for p in plans} == set(variants.kernel_names())
     assert {p.signature[0][1] for p in plans} >= {"*fp32", "*bf16", "*fp16", "*fp64"}
@@ -147,3 +147,59 @@ def test_a_kernels_digest_covers_the_helpers_it_calls():
     assert compile_check.kernel_digest(fwd) != compile_check.kernel_digest(variants.kernel_function(
         "lstm_bwd_kernel_batch"))
     assert lstm_fwd.lstm_fwd_kernel_batch is fwd
+
+
+def jit_specialisation(plan, kernel_args) -> dict:
+    """What triton's own JIT binder specialises this launch on (type and attribute per
+    argument), for a GPU target: the launch compiles to the matrix's binary iff these agree."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import JITFunction, create_function_from_signature
+
+    fn = variants.kernel_function(plan.kernel)
+    if not isinstance(fn, JITFunction):  # the interpreter's wrapper keeps the decorator's arguments
+        fn = JITFunction(fn.fn, do_not_specialize=fn.kwargs.get("do_not_specialize"))
+    binder = create_function_from_signature(fn.signature, fn.params, make_backend(GPUTarget("cuda", 90, 32)))
+    _, specialisation, _ = binder(**kernel_args, **launcher.triton_constexprs(plan))
+    return {p.name: tuple(s) for p, s in zip(fn.params, specialisation) if s[0] != "constexpr" or not p.is_constexpr}
+
+
+@pytest.mark.parametrize("kernel", ["batch", "batch_streamed", "split", "cell"])
+def test_a_b1_launch_carries_the_specialisation_the_matrix_compiles(kernel, monkeypatch, seed):
+    # B = 1, H = 32 (a multiple of 16: every stride divisible by 16) and P = 16 are the values
+    # triton's JIT would otherwise turn into constants or divisibility facts; the launches of
+    # every kernel of the variant, forward and backward, projection and lengths on where the
+    # variant has them.
+    import triton_lstm
+    from triton_lstm.interpreter_threads import concurrent_programs
+
+    launches = []
+    original = launcher.launch
+
+    def recording(plan, args, **controls):
+        kernel_args = original(plan, args, **controls)
+        launches.append((plan, kernel_args))
+        return kernel_args
+
+    monkeypatch.setattr(launcher, "launch", recording)
+    g = torch.Generator().manual_seed(seed)
+    T, B, I, H = 5, 1, 16, 32
+    P = 16 if kernel in ("batch_streamed", "split") else H
+    if kernel == "cell":
+        module = triton_lstm.LSTMCell(I, H, backend="triton")
+        h, c = module(torch.randn(B, I, generator=g))
+        (h.sum() + c.sum()).backward()
+    else:
+        x = torch.randn(T, B, I, generator=g, dtype=torch.float64, requires_grad=True)
+        weights = [torch.randn(4 * H, I, generator=g, dtype=torch.float64) * 0.2,
+                   torch.randn(4 * H, P, generator=g, dtype=torch.float64) * 0.2]
+        w_hr = torch.randn(P, H, generator=g, dtype=torch.float64) * 0.2 if P < H else None
+        with concurrent_programs():
+            y, _ = triton_lstm.lstm(x, *weights, weight_hr=w_hr, lengths=torch.tensor([4]), kernel=kernel,
+                                    backend="triton")
+            y.sum().backward()
+    kernels = {plan.kernel for plan, _ in launches}
+    assert len(kernels) == 2, kernels  # forward and backward
+    for plan, kernel_args in launches:
+        expected = {name: (ty, compile_check.launch_specialisation(plan)[name]) for name, ty in plan.signature}
+        assert jit_specialisation(plan, kernel_args) == expected, plan.describe()

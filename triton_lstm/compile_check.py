@@ -32,7 +32,7 @@ import torch
 from . import variants
 from .planning import DeviceLimits, GateOptions, MatrixGrid, Plan
 
-TARGETS = {80: DeviceLimits.sm80(), 90: DeviceLimits.sm90()}
+TARGETS = {80: DeviceLimits.sm80(), 86: DeviceLimits.sm86(), 89: DeviceLimits.sm89(), 90: DeviceLimits.sm90()}
 # Options that change the code: the default training forward, inference (nothing stored),
 # and every gate-mechanics branch at once with variable lengths; a projection changes the
 # code too (P is runtime, only BLOCK_P varies). At H = 768 a split forward fits sm_80's 108
@@ -70,7 +70,7 @@ def plan_matrix(limits: DeviceLimits, grid: MatrixGrid = FULL_GRID) -> list[Plan
 
 
 def matrix_items(grid: MatrixGrid = FULL_GRID) -> list[tuple[Plan, int]]:
-    """(plan, capability) for every plan the dispatcher produces for sm_80 and sm_90."""
+    """(plan, capability) for every plan the dispatcher produces for each target (TARGETS)."""
     return [(plan, cc) for cc, limits in TARGETS.items() for plan in plan_matrix(limits, grid)]
 
 
@@ -184,7 +184,8 @@ def cache_key(plan: Plan, capability: int) -> str:
     import triton
 
     text = json.dumps([kernel_digest(variants.kernel_function(plan.kernel)), triton.__version__, capability,
-                       dataclasses.asdict(compiled_part(plan)), [f.name for f in dataclasses.fields(CompileResult)]],
+                       dataclasses.asdict(compiled_part(plan)), launch_specialisation(plan),
+                       [f.name for f in dataclasses.fields(CompileResult)]],
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -208,7 +209,7 @@ def occupancy(limits: DeviceLimits, registers: int, shared: int, num_warps: int)
     threads = 32 * num_warps
     by_regs = limits.registers_per_sm // max(1, registers * threads)
     by_shared = (limits.max_shared_bytes // shared) if shared else 32
-    by_threads = 2048 // threads
+    by_threads = limits.max_threads_per_sm // threads
     return max(0, min(by_regs, by_shared, by_threads, 32))
 
 
@@ -252,19 +253,31 @@ def _ptxas_usage(ptx: str, capability: int) -> tuple[int, int]:
     return _parse_ptxas_log(out.stdout + out.stderr)
 
 
+def launch_specialisation(plan: Plan) -> dict[str, str | None]:
+    """What triton's JIT specialises a launch of `plan` on, in its binder's notation: every
+    pointer 16-byte aligned ("D", as torch allocates), no scalar (kernels.helpers.jit_kernel
+    turns value specialisation off). The matrix compiles exactly this."""
+    return {name: "D" if ty.startswith("*") else None for name, ty in plan.signature}
+
+
 def compile_ptx(plan: Plan, capability: int):
     """Compile one plan for sm_<capability>; returns the CompiledKernel (needs no GPU)."""
     import triton
     from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from triton.compiler import ASTSource, make_backend
 
     from .launcher import triton_constexprs
 
     constexprs = triton_constexprs(plan)
     signature = dict(plan.signature)
     signature.update({k: "constexpr" for k in constexprs})
-    src = ASTSource(fn=variants.kernel_function(plan.kernel), signature=signature, constexprs=constexprs)
-    return triton.compile(src, target=GPUTarget("cuda", capability, 32),
+    fn = variants.kernel_function(plan.kernel)
+    target = GPUTarget("cuda", capability, 32)
+    backend = make_backend(target)
+    attrs = {(fn.arg_names.index(name),): backend.parse_attr(spec)
+             for name, spec in launch_specialisation(plan).items() if spec}
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    return triton.compile(src, target=target,
                           options={"num_warps": plan.num_warps, "num_stages": plan.num_stages,
                                    "maxnreg": plan.maxnreg})
 
@@ -366,7 +379,8 @@ def _main() -> None:
     results = compile_plans(matrix_items())
     bad = 0
     for (plan, cc), r in results.items():
-        flag = "" if r.ok and r.spill_bytes == 0 else "  <-- " + (r.error or "spills")
+        fits = r.ok and r.shared_bytes <= TARGETS[cc].max_shared_bytes
+        flag = "" if fits and r.spill_bytes == 0 else "  <-- " + (r.error or ("spills" if r.spill_bytes else "shared"))
         bad += bool(flag)
         print(f"sm_{cc} {plan.describe()}: regs={r.registers} spills={r.spill_bytes} "
               f"shared={r.shared_bytes} programs/SM={r.max_programs_per_sm}{flag}")

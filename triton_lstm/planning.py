@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.metadata
 import itertools
+import re
 import struct
 from typing import Callable, NamedTuple
 
@@ -25,9 +27,24 @@ ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 MIN_DOT = 16  # every tl.dot dimension must be >= 16 for the compiler (triton <= 3.7.1)
 
 
+@functools.lru_cache(maxsize=None)
+def installed_triton() -> tuple[int, int]:
+    """(major, minor) of the installed triton, read without importing it. Register allocation
+    differs across releases (the same plan spills on 3.6 or 3.7 and not on 3.9), so the limits
+    that keep plans spill-free are per release, and the compile matrix checks the installed one."""
+    for distribution in ("triton", "pytorch-triton"):  # the latter: torch's nightly builds
+        try:
+            major, minor = re.match(r"(\d+)\.(\d+)", importlib.metadata.version(distribution)).groups()
+            return int(major), int(minor)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return (0, 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class DeviceLimits:
-    """What planning needs to know about the device. `interpreted` selects the CPU interpreter."""
+    """What planning needs to know about the device and the compiler that builds for it.
+    `interpreted` selects the CPU interpreter."""
 
     name: str
     capability: int | None
@@ -35,11 +52,24 @@ class DeviceLimits:
     max_shared_bytes: int  # per program (opt-in maximum)
     registers_per_sm: int = 65536
     max_registers_per_thread: int = 255
+    max_threads_per_sm: int = 2048
     interpreted: bool = False
+    triton: tuple[int, int] = dataclasses.field(default_factory=installed_triton)
 
     @classmethod
     def sm80(cls) -> "DeviceLimits":
         return cls("sm_80 (A100)", 80, 108, 166912)
+
+    @classmethod
+    def sm86(cls) -> "DeviceLimits":
+        # Ampere workstation/inference parts (RTX 30, A10, A40): 99 KB of shared memory per
+        # block and 1536 threads per SM; the A10's 72 SMs bound what must be co-resident.
+        return cls("sm_86 (A10)", 86, 72, 101376, max_threads_per_sm=1536)
+
+    @classmethod
+    def sm89(cls) -> "DeviceLimits":
+        # Ada (RTX 40, L4, L40S): the same per-SM budgets as sm_86; the L4's 58 SMs.
+        return cls("sm_89 (L4)", 89, 58, 101376, max_threads_per_sm=1536)
 
     @classmethod
     def sm90(cls) -> "DeviceLimits":
@@ -57,7 +87,8 @@ class DeviceLimits:
         props = torch.cuda.get_device_properties(index)
         shared = getattr(props, "shared_memory_per_block_optin", 0) or 49152
         return cls(props.name, props.major * 10 + props.minor, props.multi_processor_count, shared,
-                   getattr(props, "regs_per_multiprocessor", 65536))
+                   getattr(props, "regs_per_multiprocessor", 65536),
+                   max_threads_per_sm=getattr(props, "max_threads_per_multi_processor", 2048))
 
 
 @dataclasses.dataclass(frozen=True)

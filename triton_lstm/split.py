@@ -93,7 +93,6 @@ FOUR_WARPS_PROJ_MAX_UNITS = 16
 POISON = 1 << 30  # kernels/helpers.py's; barriers * programs must stay below it
 
 
-
 @dataclasses.dataclass(frozen=True)
 class SplitPlans:
     """The forward and backward split plans of one layer. backward is None when no backward
@@ -212,6 +211,8 @@ def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, l
         lengths_slice = ALIGNED_LENGTHS_SLICE_MAX_BYTES if is_aligned else LENGTHS_SLICE_MAX_BYTES
         max_slice = lengths_slice if options.lengths else RESIDENT_SLICE_MAX_BYTES
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
+        if limits.max_threads_per_sm < 2048:  # sm_86 / sm_89: 64-unit forwards spill 8-320 B
+            max_units = min(max_units, 32)
         unit_choices = [u for u in unit_choices if u <= max_units]
     else:
         max_slice = BACKWARD_SLICE_MAX_BYTES
@@ -219,7 +220,8 @@ def _fitting_plan(direction, unit_choices, B, H, P, directions, name, options, l
         unit_choices = [u for u in unit_choices if block_h <= max_block_h[u]]
     for units in unit_choices:
         plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32)
-        if _budgeted_slice_bytes(plan) > max_slice:
+        # the slice and the step's tiles in shared memory: 1.25x the slice (compile matrix)
+        if _budgeted_slice_bytes(plan) > min(max_slice, limits.max_shared_bytes * 4 // 5):
             continue
         per_sm = occupancy(plan) if occupancy is not None else 1
         if plan.programs <= limits.num_sms * per_sm:
