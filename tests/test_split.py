@@ -11,7 +11,7 @@ import torch
 from conftest import ON_GPU, TOLERANCE, assert_close, slow
 
 import triton_lstm
-from triton_lstm import compile_check, device, launcher, reference, split, split_report
+from triton_lstm import barrier, compile_check, device, launcher, reference, split, split_report
 from triton_lstm.batch import plan_forward
 from triton_lstm.interpreter_threads import concurrent_programs
 from triton_lstm.planning import DeviceLimits
@@ -72,7 +72,7 @@ def run_selftest(P, T, spin_limit):
 @pytest.mark.parametrize("P", [5, 12])
 def test_barrier_lets_every_program_see_every_other_programs_step(concurrent, P):
     T = 6
-    out, sync = run_selftest(P, T, split.default_spin_limit())
+    out, sync = run_selftest(P, T, barrier.default_spin_limit())
     steps = torch.arange(1, T + 1, dtype=torch.int64, device=DEVICE)[:, None]
     expected = (steps * (P * (P + 1) // 2)).expand(T, P)
     assert torch.equal(out.long(), expected)
