@@ -4,6 +4,8 @@ fail-fast under the sequential interpreter, planning rules, and the PTX of sm_80
 In the interpreter the split launches run inside concurrent_programs() (a thread per
 program), the stand-in for a GPU whose programs are all co-resident.
 """
+import dataclasses
+import re
 import time
 
 import pytest
@@ -202,13 +204,64 @@ def test_forced_split_under_sequential_interpreter_raises_within_seconds(directi
         with concurrent_programs():
             _, _, _, gates, c_hist = split_forward(*args)
     started = time.perf_counter()
-    with pytest.raises(RuntimeError, match=f"split {direction}: a grid barrier timed out.*concurrently"):
+    with pytest.raises(RuntimeError, match=fr"split {direction} \(lstm_\w+_kernel_split\[split\].*\): a grid barrier timed out.*concurrently"):
         if direction == "forward":
             split_forward(*args)
         else:
             split_backward(upstream[0], upstream[1][None], upstream[2][None], t["weight_hh"][None], gates,
                                  c_hist, t["c0"][None], None, None, None)
     assert time.perf_counter() - started < 10
+
+
+@needs_interpreter
+@pytest.mark.parametrize("mode", ["async", "sync", "off"])
+def test_barrier_check_modes_raise_at_once_or_leave_the_flag(monkeypatch, mode):
+    # sequential interpreter: program 0 waits for programs that start only after it ends
+    t, _ = random_problem(3, 2, 24, 5, torch.float32, seed=5, peephole=False)
+    xw = t["x"] @ t["weight_ih"].T + t["bias"]
+    sync = torch.full((1, 1, 2), 7, dtype=torch.int32)  # the launch zeroes it
+    monkeypatch.setenv(barrier.BARRIER_CHECK_ENV, mode)
+    run = lambda: split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, True,  # noqa
+                                spin_limit=300, sync=sync)
+    if mode == "off":
+        run()
+    else:
+        with pytest.raises(RuntimeError, match=r"split forward \(.*grid=\(3, 1, 1\).*\): a grid barrier timed out"):
+            run()
+    assert sync[0, 0, 1].item() == 1 and sync[0, 0, 0].item() >= split.POISON
+    with pytest.raises(RuntimeError, match="grid barrier timed out"):
+        barrier.raise_if_barrier_failed(sync)
+
+
+def test_barrier_knobs_come_from_the_environment_and_refuse_bad_values(monkeypatch):
+    monkeypatch.setenv(barrier.SPIN_LIMIT_ENV, "0x1000")
+    assert barrier.default_spin_limit() == 4096
+    for bad in ("0", "-3", "lots", str(2 ** 31)):
+        monkeypatch.setenv(barrier.SPIN_LIMIT_ENV, bad)
+        with pytest.raises(ValueError, match="TRITON_LSTM_SPIN_LIMIT must be an integer"):
+            barrier.default_spin_limit()
+    monkeypatch.delenv(barrier.SPIN_LIMIT_ENV)
+    assert barrier.default_spin_limit() == (barrier.SPIN_LIMIT_GPU if ON_GPU else barrier.SPIN_LIMIT_INTERPRETED)
+    assert barrier.SPIN_LIMIT_GPU == 1 << 21  # about a second of stalled polls at 0.5-1 us each
+    monkeypatch.setenv(barrier.BARRIER_CHECK_ENV, "later")
+    with pytest.raises(ValueError, match="TRITON_LSTM_BARRIER_CHECK must be one of"):
+        barrier.check_mode()
+
+
+def test_split_launches_ask_for_a_cooperative_grid_only_on_a_gpu():
+    # both triton 3.6 (the GPU machine's) and the newest have the launch option
+    assert barrier.cooperative_launch_supported()
+    assert barrier.launch_options() == ({"launch_cooperative_grid": True} if ON_GPU else {})
+
+
+def test_a_grid_the_binary_cannot_hold_is_refused_naming_the_plan(monkeypatch):
+    plan = split.plan_split(3, 256, torch.float32, Options(), DeviceLimits.sm80()).forward
+    tiny = dataclasses.replace(DeviceLimits.sm80(), num_sms=plan.programs - 1)
+    monkeypatch.setattr(barrier, "binary_programs_per_sm", lambda *args: 1)
+    with pytest.raises(RuntimeError, match=fr"lstm_fwd_kernel_split\[split\] grid={re.escape(str(plan.grid))}.*cannot all be "
+                                           fr"resident.*{plan.programs - 1} SMs x 1 programs per SM"):
+        barrier.check_co_resident(plan, None, {}, tiny, 0)
+    barrier.check_co_resident(plan, None, {}, dataclasses.replace(tiny, num_sms=plan.programs), 0)
 
 
 # ---- planning ------------------------------------------------------------------------------
