@@ -18,6 +18,11 @@ import triton_lstm  # noqa: E402
 from perf import cpu_reports, formulas, gpu_bench, models, plots, schema  # noqa: E402
 from perf.counters import InterpreterCounter  # noqa: E402
 from triton_lstm import compile_check  # noqa: E402
+from conftest import interpreter_only  # noqa: E402
+
+COUNTED = interpreter_only("counts bytes and launches in Triton's interpreter (perf/counters.py)")
+COMPILED = interpreter_only("reads the compile matrix, which stands in for a GPU")
+OFF_GPU = interpreter_only("the sweep's off-GPU reports")
 
 ENV = {"device": "test", "driver": "", "torch": torch.__version__, "triton": "test", "commit": "test"}
 F32 = 4  # bytes
@@ -32,6 +37,7 @@ def _lstm_tensors(T, B, I, H, seed):
     return x, w_ih, w_hh, h0, c0
 
 
+@COUNTED
 @pytest.mark.parametrize("T", [3, 5])
 def test_traffic_counter_equals_hand_count_resident_forward_inference(T):
     # B=2 of a BLOCK_B=16 tile and H=24 of a BLOCK_N=32 tile: most lanes are masked off, and
@@ -60,6 +66,7 @@ def test_traffic_counter_equals_hand_count_resident_forward_inference(T):
     assert launch.loaded.get("<no argument>", 0) == launch.stored.get("<no argument>", 0) == 0
 
 
+@COUNTED
 def test_traffic_report_per_step_and_once_split_the_hand_count():
     # The report derives per-step bytes from two sequence lengths; on the resident forward
     # inference they must be the hand count's per-step and one-off terms, and equal the
@@ -115,6 +122,7 @@ def test_stacked_triton_matches_torch_lstm_two_layers_bidirectional():
     assert cpu_reports.rel_err(h_compiled, h_ref) < 1e-12
 
 
+@COUNTED
 def test_interpreter_rows_report_small_errors_and_one_launch():
     rows = cpu_reports.interpreter_rows([cpu_reports.Case(4, 3, 5, 24)], ENV)
     value = {(r["mode"], r["metric"]): r["p50"] for r in rows}
@@ -125,6 +133,7 @@ def test_interpreter_rows_report_small_errors_and_one_launch():
         assert 0 < value[("forward_backward", metric)] < 1e-5, metric
 
 
+@COMPILED
 def test_compile_report_rows_agree_with_compile_matrix():
     Bs, Hs = (3,), (24, 64, 256)
     rows = cpu_reports.compile_rows(Bs, Hs, ENV, dtypes=("fp32",))
@@ -292,6 +301,7 @@ def test_csv_round_trips_with_the_documented_schema(tmp_path):
     assert documented == list(schema.COLUMN_DOCS)
 
 
+@OFF_GPU
 def test_sweep_writes_every_report_off_gpu(tmp_path, monkeypatch):
     from perf import sweep
 
@@ -315,6 +325,7 @@ def test_sweep_writes_every_report_off_gpu(tmp_path, monkeypatch):
     assert [p.name.split("-", 3)[-1] for p in pngs] == ["roofline-estimate-vs-B.png", "traffic.png"]
 
 
+@COUNTED
 def test_split_bytes_per_step_equal_a_hand_count():
     # One layer, one direction, fp32, no lengths: B = 3 rows (one 16-row tile, 3 rows live),
     # H = 64. The forward runs 64 / 8 = 8 programs of 8 units, the backward 64 / 16 = 4 of 16
@@ -341,6 +352,7 @@ def test_split_bytes_per_step_equal_a_hand_count():
                                    B * 4 * H * E, "lstm_bwd_kernel_split")
 
 
+@COUNTED
 def test_variant_rows_report_both_variants_and_the_sm90_pick():
     rows = cpu_reports.variant_rows(ENV, shapes=((64, 1), (256, 16)))
     busy = {(r["H"], r["config"], r["mode"]): r["p50"] for r in rows if r["metric"] == "programs_busy"}

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import ON_GPU, TOLERANCE, assert_close, slow
+from conftest import ON_GPU, SPLIT_FP64_REASON, TOLERANCE, assert_close, interpreter_only, slow
 
 import triton_lstm
 from triton_lstm import barrier, compile_check, device, launcher, reference, split, split_report
@@ -19,7 +19,8 @@ from triton_lstm.interpreter_threads import concurrent_programs
 from triton_lstm.planning import DeviceLimits
 from triton_lstm.planning import GateOptions as Options
 
-needs_interpreter = pytest.mark.skipif(ON_GPU, reason="exercises Triton's CPU interpreter")
+needs_interpreter = interpreter_only("exercises Triton's sequential or threaded interpreter executors")
+fp64_split = interpreter_only(SPLIT_FP64_REASON)
 DEVICE = "cuda" if ON_GPU else "cpu"
 
 
@@ -351,6 +352,7 @@ def test_barrier_ptx_has_release_arrival_acquire_poll_and_l1_bypassing_reads():
         assert r.cg_loads >= 1 and r.spill_bytes == 0, r
 
 
+@interpreter_only("compiles plans as the compile matrix does, which stands in for a GPU")
 def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
     opts = Options(peephole=True, cell_clip=True, grad_clip=True)
     rows = []
@@ -419,6 +421,7 @@ def test_projection_plans_keep_both_slices_within_the_spill_free_limits():
 
 # ---- through the public API: kernel="split" on the functional op and the modules ---------------
 
+@fp64_split
 def test_modules_run_split_end_to_end_against_torch_lstm(concurrent, split_calls):
     # Two layers, batch_first, H = 64 (8 programs of 8 units): outputs and every gradient
     # equal nn.LSTM's, and every layer ran the split kernels both ways.
@@ -495,6 +498,7 @@ def test_split_with_projection_matches_reference(concurrent, split_calls, T, B, 
         assert_close(ours[name].cpu(), ref[name], TOLERANCE[dtype], f"{name} (seed {seed})")
 
 
+@fp64_split
 @pytest.mark.parametrize("packed", [pytest.param(False, marks=slow), True], ids=["padded", "packed"])
 def test_split_module_with_projection_matches_torch_lstm(concurrent, split_calls, packed, seed):
     # Two bidirectional layers with proj_size, forced to split, against torch.nn.LSTM in
