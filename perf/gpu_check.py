@@ -160,29 +160,44 @@ def build(case: dict, dtype: torch.dtype, device: str, seed: int):
     return ours, theirs, ref
 
 
-def run_case(case: dict, model, x: torch.Tensor, lengths, upstream_seed: int, backward: bool = True,
-             pad: bool = True):
-    """Outputs and gradients (x and every parameter) of `model` on x, where they were computed
-    (on_host brings them over: never inside a call that must not read the device)."""
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+def prepare(case: dict, x: torch.Tensor, lengths, backward: bool = True):
+    """(x as a leaf, the model's input): packing happens here, outside any call that must not
+    synchronise (it copies the sort order to the device from pageable memory)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
 
     x = x.detach().requires_grad_(backward)
+    return x, (pack_padded_sequence(x, lengths, enforce_sorted=False) if case.get("packed") else x)
+
+
+def run_case(case: dict, model, prepared, ups=None, pad: bool = True) -> list[torch.Tensor]:
+    """Outputs of `model`, and with upstream grads `ups` the grads of x and every parameter,
+    left where they were computed (on_host brings them over: never inside a call that must
+    not read the device). ups already on the device in the right dtype are used as they are."""
+    from torch.nn.utils.rnn import pad_packed_sequence
+
+    x, inp = prepared
     if case["kernel"] == "cell":
-        outs = model(x[0])
+        outs = model(inp[0])
     elif case.get("packed"):
-        out, (h, c) = model(pack_padded_sequence(x, lengths, enforce_sorted=False))
+        out, (h, c) = model(inp)
         # padding reads the CPU-side batch sizes (host values by design); pad=False keeps the packed data
         outs = (pad_packed_sequence(out, total_length=x.shape[0])[0] if pad else out.data, h, c)
     else:
-        y, (h, c) = model(x)
+        y, (h, c) = model(inp)
         outs = (y, h, c)
     result = [o.detach() for o in outs]
-    if backward:
-        g = torch.Generator().manual_seed(upstream_seed)
-        ups = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o) for o in outs]
-        params = list(model.parameters())
-        result += list(torch.autograd.grad(outs, [x] + params, ups))
+    if ups is not None:
+        grads = torch.autograd.grad(outs, [x] + list(model.parameters()), [u.to(o) for u, o in zip(ups, outs)])
+        result += list(grads)
     return result
+
+
+def upstream(case: dict, model, x: torch.Tensor, lengths, seed: int, pad: bool = True) -> list[torch.Tensor]:
+    """Random float64 CPU upstream grads shaped like the model's outputs."""
+    with torch.no_grad():
+        outs = run_case(case, model, prepare(case, x, lengths, False), pad=pad)
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
 
 
 def on_host(tensors) -> list[torch.Tensor]:
@@ -245,7 +260,8 @@ def _precompile_part(part: int, parts: int) -> None:
             case = {**case, "T": min(case["T"], 2)}
             ours, _, _ = build(case, DTYPES[dtype], "cuda", seed=i)
             x, lengths = case_inputs(case, seed=i)
-            run_case(case, ours, x.to("cuda", DTYPES[dtype]), lengths, i)
+            x = x.to("cuda", DTYPES[dtype])
+            run_case(case, ours, prepare(case, x, lengths), upstream(case, ours, x, lengths, i))
     torch.cuda.synchronize()
 
 
@@ -357,10 +373,12 @@ def section_correctness() -> list[dict]:
             try:
                 ours, theirs, ref = build(case, DTYPES[dtype], dev, seed)
                 x, lengths = case_inputs(case, seed)
-                want = on_host(run_case(case, ref, x, lengths, seed))
+                ups = upstream(case, ref, x, lengths, seed)
+                want = on_host(run_case(case, ref, prepare(case, x, lengths), ups))
+                xd = x.to(dev, DTYPES[dtype])
                 with programs_at_once(case["kernel"]), launches_recorded() as seen:
-                    got = on_host(run_case(case, ours, x.to(dev, DTYPES[dtype]), lengths, seed))
-                cudnn = on_host(run_case(case, theirs, x.to(dev, DTYPES[dtype]), lengths, seed))
+                    got = on_host(run_case(case, ours, prepare(case, xd, lengths), ups))
+                cudnn = on_host(run_case(case, theirs, prepare(case, xd, lengths), ups))
             except Exception as e:
                 rows.append(row("correctness", "outputs and gradients", "fail", case["name"], dtype, shape,
                                 note=f"{type(e).__name__}: {e}"[:300]))
@@ -382,38 +400,42 @@ def section_correctness() -> list[dict]:
 
 def _graph_case(case: dict, dtype: torch.dtype, seed: int) -> list[dict]:
     """Sync-debug "error" over a forward+backward, then CUDA-graph capture and replay of a
-    forward and of a forward+backward against eager results."""
+    forward and of a forward+backward: replay must rewrite the (NaN-poisoned) captured outputs
+    with the eager results."""
     shape = f"T={case['T']} B={case['B']} H={case['H']}"
     ours, _, _ = build(case, dtype, "cuda", seed)
     x, lengths = case_inputs(case, seed)
     x = x.to("cuda", dtype)
+    ups = [u.to("cuda", dtype) for u in upstream(case, ours, x, lengths, seed)]
     rows = []
-    eager = on_host(run_case(case, ours, x, lengths, seed))  # also warms up every launch before the capture
+    eager = on_host(run_case(case, ours, prepare(case, x, lengths), ups))  # also warms up every launch
+    prepared = prepare(case, x, lengths)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        run_case(case, ours, x, lengths, seed)
+        run_case(case, ours, prepared, ups)
+        torch.cuda.set_sync_debug_mode(0)
         rows.append(row("graphs", "sync-debug mode error, fwd+bwd", "pass", case["name"], "bf16", shape))
     except Exception as e:
+        torch.cuda.set_sync_debug_mode(0)
         rows.append(row("graphs", "sync-debug mode error, fwd+bwd", "fail", case["name"], "bf16", shape,
                         note=f"{type(e).__name__}: {e}"[:300]))
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
     for backward in (False, True):
         check = "CUDA graph capture + replay, " + ("fwd+bwd" if backward else "fwd")
+        grads = ups if backward else None
         try:
-            static_x = x.clone()
+            static = prepare(case, x, lengths, backward)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
+            with torch.cuda.stream(side), torch.set_grad_enabled(backward):
                 for _ in range(2):
-                    with torch.set_grad_enabled(backward):
-                        run_case(case, ours, static_x, lengths, seed, backward)
+                    run_case(case, ours, static, grads)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph), torch.set_grad_enabled(backward):
-                captured = run_case(case, ours, static_x, lengths, seed, backward)
-            static_x.copy_(x)
+                captured = run_case(case, ours, static, grads)
+            for t in captured:
+                t.fill_(float("nan"))
             graph.replay()
             torch.cuda.synchronize()
             err = max(rel(a, b) for a, b in zip(on_host(captured), eager))
@@ -444,11 +466,14 @@ def section_graphs() -> list[dict]:
         def refuse(*args, **kwargs):
             raise RuntimeError("host read inside a forward or backward")
         try:
+            x = x.float()
+            prepared = prepare(case, x, lengths)
             with programs_at_once(case["kernel"]):
+                ups = upstream(case, ours, x, lengths, i, pad=False)
                 for name in reads:
                     setattr(torch.Tensor, name, refuse)
                 try:
-                    outs = run_case(case, ours, x.float(), lengths, i, pad=False)
+                    outs = run_case(case, ours, prepared, ups, pad=False)
                 finally:
                     for name, fn in saved.items():
                         setattr(torch.Tensor, name, fn)
