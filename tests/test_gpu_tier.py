@@ -54,3 +54,19 @@ def test_without_cuda_nothing_changes(monkeypatch):
     items = collected_on(False, monkeypatch)
     assert all(item.skip_reason() is None for item in items.values())
     assert items["split32"].get_closest_marker("slow") is not None
+
+
+def test_per_call_host_work_is_a_cache_lookup_and_one_direction_is_not_copied():
+    import torch
+
+    from triton_lstm import functional, variants
+    from triton_lstm.planning import DeviceLimits, GateOptions, LayerShape
+
+    shape = LayerShape(5, 1024, 1024, 1, torch.bfloat16)
+    first = variants.choose("forward", shape, GateOptions(), DeviceLimits.sm90(), "auto", True)
+    hits = variants.choose.cache_info().hits
+    again = variants.choose("forward", shape, GateOptions(), DeviceLimits.sm90(), "auto", True)
+    assert again is first and variants.choose.cache_info().hits == hits + 1
+    w = torch.randn(16, 4)
+    assert functional.stacked([w]).data_ptr() == w.data_ptr() and functional.stacked([w]).shape == (1, 16, 4)
+    assert torch.equal(functional.stacked([w, 2 * w]), torch.stack([w, 2 * w]))

@@ -229,6 +229,19 @@ def test_gpu_path_builds_rows_from_fake_do_bench():
     assert len(calls) == 6
 
 
+def test_eager_reference_is_timed_only_at_small_t():
+    # 150 us per step on a GPU: at T = 1024 one forward+backward alone is about half a second
+    timed = []
+    long = gpu_bench.GpuCase(gpu_bench.REFERENCE_MAX_T + 1, 2, 5, 24, 1, 1, "fp32", "forward_inference")
+    rows = gpu_bench.gpu_rows([long], ENV, providers=("reference",), device="cpu",
+                              do_bench=lambda fn, **kw: timed.append(fn) or [1.0, 1.0, 1.0])
+    assert rows == [] and timed == []
+    short = dataclasses.replace(long, T=3)
+    rows = gpu_bench.gpu_rows([short], ENV, providers=("reference",), device="cpu",
+                              do_bench=lambda fn, **kw: timed.append(fn) or [1.0, 1.0, 1.0])
+    assert len(timed) == 1 and {r["provider"] for r in rows} == {"reference"}
+
+
 def test_default_gpu_grid_is_the_issues():
     cases = gpu_bench.default_cases(quick=False)
     single = [c for c in cases if c.layers == 1 and c.directions == 1]
