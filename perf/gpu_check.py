@@ -315,14 +315,12 @@ def section_barrier() -> list[dict]:
     if ON_GPU:
         from triton_lstm import device
         from triton_lstm.kernels.grid_barrier import grid_barrier_selftest_kernel
-        from triton_lstm.planning import occupancy
 
         limits = device.device_limits(torch.device("cuda", 0))
         block = 1 << (limits.num_sms * 16 - 1).bit_length()  # 4 warps: at most 16 programs per SM
         binary = grid_barrier_selftest_kernel.warmup(**_selftest_args(16, T, spin, block=block), grid=(16,),
                                                      num_warps=4, **barrier.launch_options())
-        binary.run  # loading the binary is what sets n_regs
-        most = limits.num_sms * occupancy(limits, binary.n_regs, binary.metadata.shared, 4)
+        most = limits.num_sms * barrier.loaded_programs_per_sm(binary, 4, limits)
         counts = [5, 128, most]
     for P in counts:
         try:
@@ -351,7 +349,7 @@ def section_barrier() -> list[dict]:
         # One wave more than the device holds: the cooperative launch must be refused at once.
         started = time.perf_counter()
         try:
-            _selftest(most + limits.num_sms, T, spin, block=block * 2)
+            _selftest(most + limits.num_sms, T, spin, block=block)
             refused, note = False, "launched; the driver did not refuse it"
         except Exception as e:
             refused, note = True, f"{type(e).__name__}: {e}"[:200]

@@ -265,6 +265,18 @@ def test_a_grid_the_binary_cannot_hold_is_refused_naming_the_plan(monkeypatch):
     barrier.check_co_resident(plan, None, {}, dataclasses.replace(tiny, num_sms=plan.programs), 0)
 
 
+@pytest.mark.skipif(ON_GPU, reason="the fallback for where libcuda cannot be asked")
+def test_a_loaded_binarys_occupancy_falls_back_to_registers_and_shared_memory():
+    class Loaded:  # a triton CompiledKernel after loading, as far as occupancy reads it
+        run, function, n_regs = None, 0, 128
+        metadata = type("Metadata", (), {"shared": 70 * 1024})
+
+    # sm_90: 65536 registers / (128 x 128 threads) = 4 programs; 227 KB / 70 KB = 3: shared decides
+    assert barrier.loaded_programs_per_sm(Loaded, 4, DeviceLimits.sm90()) == 3
+    Loaded.metadata.shared = 0
+    assert barrier.loaded_programs_per_sm(Loaded, 8, DeviceLimits.sm90()) == 2  # 8 warps: registers decide
+
+
 # ---- planning ------------------------------------------------------------------------------
 
 def test_plan_refuses_a_grid_that_cannot_be_co_resident():

@@ -24,8 +24,8 @@ the host (CUDA-graph capture, `torch.cuda.set_sync_debug_mode("error")` and
 - Launch guarantees on a GPU: split launches ask the driver for a cooperative grid
   (`launch_cooperative_grid`, a launch option since triton 3.6), so a grid that cannot be
   co-resident is refused by the driver instead of spinning; and before its first launch the
-  plan's grid is checked against the occupancy of the very binary the JIT built for it
-  (registers and shared memory of the loaded kernel), refused with the plan named.
+  plan's grid is checked against the occupancy of the very binary the JIT built for it (the
+  driver's figure for the loaded kernel), refused with the plan named.
 """
 from __future__ import annotations
 
@@ -113,14 +113,34 @@ def launch_options() -> dict:
 _programs_per_sm: dict = {}  # (plan, device index) -> programs per SM of the JIT's binary
 
 
+def loaded_programs_per_sm(compiled, num_warps: int, limits: DeviceLimits) -> int:
+    """Programs per SM of a loaded triton CompiledKernel: the driver's own figure
+    (cuOccupancyMaxActiveBlocksPerMultiprocessor, what a cooperative launch is checked
+    against, allocation granularities included), else planning.occupancy from its registers
+    and shared memory where libcuda cannot be asked."""
+    import ctypes
+
+    compiled.run  # loading the binary is what sets n_regs and the CUfunction handle
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        blocks = ctypes.c_int(0)
+        status = cuda.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+            ctypes.byref(blocks), ctypes.c_void_p(compiled.function), ctypes.c_int(32 * num_warps),
+            ctypes.c_size_t(compiled.metadata.shared))
+        if status == 0:
+            return blocks.value
+    except (OSError, AttributeError, TypeError):
+        pass
+    return occupancy(limits, compiled.n_regs, compiled.metadata.shared, num_warps)
+
+
 def binary_programs_per_sm(plan: Plan, kernel, kwargs: dict, limits: DeviceLimits, index: int) -> int:
     """Programs per SM of the binary the JIT builds for this launch (compiled here if new; no
-    launch), from its registers and shared memory; cached per plan and device."""
+    launch); cached per plan and device."""
     key = (plan, index)
     if key not in _programs_per_sm:
         compiled = kernel.warmup(grid=plan.grid, **kwargs)
-        compiled.run  # loading the binary is what sets n_regs (triton's CompiledKernel)
-        _programs_per_sm[key] = occupancy(limits, compiled.n_regs, compiled.metadata.shared, plan.num_warps)
+        _programs_per_sm[key] = loaded_programs_per_sm(compiled, plan.num_warps, limits)
     return _programs_per_sm[key]
 
 
