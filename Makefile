@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Test processes: the interpreter runs one program at a time, so tests spread over the cores.
 TEST_WORKERS ?= 2
 
-.PHONY: sweep test test-all setup
+.PHONY: sweep test test-all setup gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ setup: $(VENV)/.installed
 
 sweep: $(VENV)/.installed
 	$(PY) perf/sweep.py --quick
+
+# The first GPU's bounded check (perf/gpu_check.py): the python that already has torch and
+# triton (a lent GPU machine installs nothing big), no virtual environment. Without a GPU it
+# runs its correctness sections in the interpreter at tiny sizes.
+gpu-check:
+	$(PYTHON) perf/gpu_check.py
 
 # The default tier: one case of every property, the compile matrix's corners and a sample.
 test: $(VENV)/.installed

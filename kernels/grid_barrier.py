@@ -27,8 +27,8 @@ while a wait for programs that cannot run (not co-resident; the sequential inter
 ends after spin_limit polls. Then the program sets the error flag and adds POISON (1 << 30,
 in helpers.py) to the counter. Every later target is then already met, so all programs run
 to the end without waiting (their outputs are garbage) and the launch returns in time
-proportional to T, never hangs; the host reads the flag after the launch and raises. This is what makes a forced
-split kernel fail fast under the sequential interpreter (program 0 waits for programs that
+proportional to T, never hangs; the host checks the flag after the launch, on the device
+(triton_lstm/barrier.py). This is what makes a forced split kernel fail fast under the sequential interpreter (program 0 waits for programs that
 only start after it ends) and finish under any executor that runs programs concurrently.
 The counter is int32: the launcher keeps barriers * num_programs < POISON.
 """

@@ -41,6 +41,40 @@ def assert_close(out, ref, tol, what=""):
 slow = pytest.mark.slow
 
 
+def interpreter_only(reason: str):
+    """Mark a test that only Triton's CPU interpreter can run (its launch or byte counters, its
+    sequential or threaded executors); on a CUDA machine it is skipped with `reason`."""
+    return pytest.mark.interpreter_only(reason=reason)
+
+
+# What a CUDA machine skips wholesale, by test file, and why.
+INTERPRETER_ONLY_FILES = {
+    "test_compile_matrix.py": "the compile matrix stands in for a GPU (sm_80/sm_90 without one); on a GPU the JIT "
+                              "compiles every launched plan for real",
+}
+# Split has no fp64 plan on a GPU (fp64 is the interpreter's verification dtype, and its slices
+# overflow shared memory): there its fp64 cases skip and their fp32 twins join the default tier.
+SPLIT_FP64_FILES = ("test_split.py",)
+SPLIT_FP64_REASON = "split has no fp64 plan on a GPU; the fp32 twin of this case runs instead"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects: fp32 twins lose their slow mark first
+def pytest_collection_modifyitems(config, items):
+    if not ON_GPU:
+        return
+    for item in items:
+        name = item.path.name
+        marker = item.get_closest_marker("interpreter_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason="interpreter only: " + marker.kwargs.get("reason", "")))
+        elif name in INTERPRETER_ONLY_FILES:
+            item.add_marker(pytest.mark.skip(reason="interpreter only: " + INTERPRETER_ONLY_FILES[name]))
+        elif name in SPLIT_FP64_FILES and "fp64" in item.name:
+            item.add_marker(pytest.mark.skip(reason=SPLIT_FP64_REASON))
+        elif name in SPLIT_FP64_FILES and "fp32" in item.name:
+            item.own_markers[:] = [m for m in item.own_markers if m.name != "slow"]
+
+
 def fp32_once(cases, first=1):
     """(case, dtype) params: every case in fp64, the first `first` also in fp32 (the fp32 copies
     of the others re-prove the same path and are marked slow)."""

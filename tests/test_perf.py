@@ -9,7 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
+
+# perf/'s reports are pandas tables with matplotlib plots; a lent GPU machine may have neither
+pytest.importorskip("pandas")
+pytest.importorskip("matplotlib")
+import torch  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # perf/ is not installed: it sits next to the package
@@ -18,6 +22,11 @@ import triton_lstm  # noqa: E402
 from perf import cpu_reports, formulas, gpu_bench, models, plots, schema  # noqa: E402
 from perf.counters import InterpreterCounter  # noqa: E402
 from triton_lstm import compile_check  # noqa: E402
+from conftest import interpreter_only  # noqa: E402
+
+COUNTED = interpreter_only("counts bytes and launches in Triton's interpreter (perf/counters.py)")
+COMPILED = interpreter_only("reads the compile matrix, which stands in for a GPU")
+OFF_GPU = interpreter_only("the sweep's off-GPU reports")
 
 ENV = {"device": "test", "driver": "", "torch": torch.__version__, "triton": "test", "commit": "test"}
 F32 = 4  # bytes
@@ -32,6 +41,7 @@ def _lstm_tensors(T, B, I, H, seed):
     return x, w_ih, w_hh, h0, c0
 
 
+@COUNTED
 @pytest.mark.parametrize("T", [3, 5])
 def test_traffic_counter_equals_hand_count_resident_forward_inference(T):
     # B=2 of a BLOCK_B=16 tile and H=24 of a BLOCK_N=32 tile: most lanes are masked off, and
@@ -60,6 +70,7 @@ def test_traffic_counter_equals_hand_count_resident_forward_inference(T):
     assert launch.loaded.get("<no argument>", 0) == launch.stored.get("<no argument>", 0) == 0
 
 
+@COUNTED
 def test_traffic_report_per_step_and_once_split_the_hand_count():
     # The report derives per-step bytes from two sequence lengths; on the resident forward
     # inference they must be the hand count's per-step and one-off terms, and equal the
@@ -115,6 +126,7 @@ def test_stacked_triton_matches_torch_lstm_two_layers_bidirectional():
     assert cpu_reports.rel_err(h_compiled, h_ref) < 1e-12
 
 
+@COUNTED
 def test_interpreter_rows_report_small_errors_and_one_launch():
     rows = cpu_reports.interpreter_rows([cpu_reports.Case(4, 3, 5, 24)], ENV)
     value = {(r["mode"], r["metric"]): r["p50"] for r in rows}
@@ -125,6 +137,7 @@ def test_interpreter_rows_report_small_errors_and_one_launch():
         assert 0 < value[("forward_backward", metric)] < 1e-5, metric
 
 
+@COMPILED
 def test_compile_report_rows_agree_with_compile_matrix():
     Bs, Hs = (3,), (24, 64, 256)
     rows = cpu_reports.compile_rows(Bs, Hs, ENV, dtypes=("fp32",))
@@ -220,6 +233,19 @@ def test_gpu_path_builds_rows_from_fake_do_bench():
     assert len(calls) == 6
 
 
+def test_eager_reference_is_timed_only_at_small_t():
+    # 150 us per step on a GPU: at T = 1024 one forward+backward alone is about half a second
+    timed = []
+    long = gpu_bench.GpuCase(gpu_bench.REFERENCE_MAX_T + 1, 2, 5, 24, 1, 1, "fp32", "forward_inference")
+    rows = gpu_bench.gpu_rows([long], ENV, providers=("reference",), device="cpu",
+                              do_bench=lambda fn, **kw: timed.append(fn) or [1.0, 1.0, 1.0])
+    assert rows == [] and timed == []
+    short = dataclasses.replace(long, T=3)
+    rows = gpu_bench.gpu_rows([short], ENV, providers=("reference",), device="cpu",
+                              do_bench=lambda fn, **kw: timed.append(fn) or [1.0, 1.0, 1.0])
+    assert len(timed) == 1 and {r["provider"] for r in rows} == {"reference"}
+
+
 def test_default_gpu_grid_is_the_issues():
     cases = gpu_bench.default_cases(quick=False)
     single = [c for c in cases if c.layers == 1 and c.directions == 1]
@@ -292,6 +318,7 @@ def test_csv_round_trips_with_the_documented_schema(tmp_path):
     assert documented == list(schema.COLUMN_DOCS)
 
 
+@OFF_GPU
 def test_sweep_writes_every_report_off_gpu(tmp_path, monkeypatch):
     from perf import sweep
 
@@ -315,6 +342,7 @@ def test_sweep_writes_every_report_off_gpu(tmp_path, monkeypatch):
     assert [p.name.split("-", 3)[-1] for p in pngs] == ["roofline-estimate-vs-B.png", "traffic.png"]
 
 
+@COUNTED
 def test_split_bytes_per_step_equal_a_hand_count():
     # One layer, one direction, fp32, no lengths: B = 3 rows (one 16-row tile, 3 rows live),
     # H = 64. The forward runs 64 / 8 = 8 programs of 8 units, the backward 64 / 16 = 4 of 16
@@ -341,6 +369,7 @@ def test_split_bytes_per_step_equal_a_hand_count():
                                    B * 4 * H * E, "lstm_bwd_kernel_split")
 
 
+@COUNTED
 def test_variant_rows_report_both_variants_and_the_sm90_pick():
     rows = cpu_reports.variant_rows(ENV, shapes=((64, 1), (256, 16)))
     busy = {(r["H"], r["config"], r["mode"]): r["p50"] for r in rows if r["metric"] == "programs_busy"}

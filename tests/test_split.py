@@ -4,20 +4,23 @@ fail-fast under the sequential interpreter, planning rules, and the PTX of sm_80
 In the interpreter the split launches run inside concurrent_programs() (a thread per
 program), the stand-in for a GPU whose programs are all co-resident.
 """
+import dataclasses
+import re
 import time
 
 import pytest
 import torch
-from conftest import ON_GPU, TOLERANCE, assert_close, slow
+from conftest import ON_GPU, SPLIT_FP64_REASON, TOLERANCE, assert_close, interpreter_only, slow
 
 import triton_lstm
-from triton_lstm import compile_check, device, launcher, reference, split, split_report
+from triton_lstm import barrier, compile_check, device, launcher, reference, split, split_report
 from triton_lstm.batch import plan_forward
 from triton_lstm.interpreter_threads import concurrent_programs
 from triton_lstm.planning import DeviceLimits
 from triton_lstm.planning import GateOptions as Options
 
-needs_interpreter = pytest.mark.skipif(ON_GPU, reason="exercises Triton's CPU interpreter")
+needs_interpreter = interpreter_only("exercises Triton's sequential or threaded interpreter executors")
+fp64_split = interpreter_only(SPLIT_FP64_REASON)
 DEVICE = "cuda" if ON_GPU else "cpu"
 
 
@@ -72,7 +75,7 @@ def run_selftest(P, T, spin_limit):
 @pytest.mark.parametrize("P", [5, 12])
 def test_barrier_lets_every_program_see_every_other_programs_step(concurrent, P):
     T = 6
-    out, sync = run_selftest(P, T, split.default_spin_limit())
+    out, sync = run_selftest(P, T, barrier.default_spin_limit())
     steps = torch.arange(1, T + 1, dtype=torch.int64, device=DEVICE)[:, None]
     expected = (steps * (P * (P + 1) // 2)).expand(T, P)
     assert torch.equal(out.long(), expected)
@@ -202,13 +205,76 @@ def test_forced_split_under_sequential_interpreter_raises_within_seconds(directi
         with concurrent_programs():
             _, _, _, gates, c_hist = split_forward(*args)
     started = time.perf_counter()
-    with pytest.raises(RuntimeError, match=f"split {direction}: a grid barrier timed out.*concurrently"):
+    with pytest.raises(RuntimeError, match=fr"split {direction} \(lstm_\w+_kernel_split\[split\].*\): a grid barrier timed out.*concurrently"):
         if direction == "forward":
             split_forward(*args)
         else:
             split_backward(upstream[0], upstream[1][None], upstream[2][None], t["weight_hh"][None], gates,
                                  c_hist, t["c0"][None], None, None, None)
     assert time.perf_counter() - started < 10
+
+
+@needs_interpreter
+@pytest.mark.parametrize("mode", ["async", "sync", "off"])
+def test_barrier_check_modes_raise_at_once_or_leave_the_flag(monkeypatch, mode):
+    # sequential interpreter: program 0 waits for programs that start only after it ends
+    t, _ = random_problem(3, 2, 24, 5, torch.float32, seed=5, peephole=False)
+    xw = t["x"] @ t["weight_ih"].T + t["bias"]
+    sync = torch.full((1, 1, 2), 7, dtype=torch.int32)  # the launch zeroes it
+    monkeypatch.setenv(barrier.BARRIER_CHECK_ENV, mode)
+    run = lambda: split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, True,  # noqa
+                                spin_limit=300, sync=sync)
+    if mode == "off":
+        run()
+    else:
+        with pytest.raises(RuntimeError, match=r"split forward \(.*grid=\(3, 1, 1\).*\): a grid barrier timed out"):
+            run()
+    assert sync[0, 0, 1].item() == 1 and sync[0, 0, 0].item() >= split.POISON
+    with pytest.raises(RuntimeError, match="grid barrier timed out"):
+        barrier.raise_if_barrier_failed(sync)
+
+
+def test_barrier_knobs_come_from_the_environment_and_refuse_bad_values(monkeypatch):
+    monkeypatch.setenv(barrier.SPIN_LIMIT_ENV, "0x1000")
+    assert barrier.default_spin_limit() == 4096
+    for bad in ("0", "-3", "lots", str(2 ** 31)):
+        monkeypatch.setenv(barrier.SPIN_LIMIT_ENV, bad)
+        with pytest.raises(ValueError, match="TRITON_LSTM_SPIN_LIMIT must be an integer"):
+            barrier.default_spin_limit()
+    monkeypatch.delenv(barrier.SPIN_LIMIT_ENV)
+    assert barrier.default_spin_limit() == (barrier.SPIN_LIMIT_GPU if ON_GPU else barrier.SPIN_LIMIT_INTERPRETED)
+    assert barrier.SPIN_LIMIT_GPU == 1 << 21  # about a second of stalled polls at 0.5-1 us each
+    monkeypatch.setenv(barrier.BARRIER_CHECK_ENV, "later")
+    with pytest.raises(ValueError, match="TRITON_LSTM_BARRIER_CHECK must be one of"):
+        barrier.check_mode()
+
+
+def test_split_launches_ask_for_a_cooperative_grid_only_on_a_gpu():
+    # both triton 3.6 (the GPU machine's) and the newest have the launch option
+    assert barrier.cooperative_launch_supported()
+    assert barrier.launch_options() == ({"launch_cooperative_grid": True} if ON_GPU else {})
+
+
+def test_a_grid_the_binary_cannot_hold_is_refused_naming_the_plan(monkeypatch):
+    plan = split.plan_split(3, 256, torch.float32, Options(), DeviceLimits.sm80()).forward
+    tiny = dataclasses.replace(DeviceLimits.sm80(), num_sms=plan.programs - 1)
+    monkeypatch.setattr(barrier, "binary_programs_per_sm", lambda *args: 1)
+    with pytest.raises(RuntimeError, match=fr"lstm_fwd_kernel_split\[split\] grid={re.escape(str(plan.grid))}.*cannot all be "
+                                           fr"resident.*{plan.programs - 1} SMs x 1 programs per SM"):
+        barrier.check_co_resident(plan, None, {}, tiny, 0)
+    barrier.check_co_resident(plan, None, {}, dataclasses.replace(tiny, num_sms=plan.programs), 0)
+
+
+@pytest.mark.skipif(ON_GPU, reason="the fallback for where libcuda cannot be asked")
+def test_a_loaded_binarys_occupancy_falls_back_to_registers_and_shared_memory():
+    class Loaded:  # a triton CompiledKernel after loading, as far as occupancy reads it
+        run, function, n_regs = None, 0, 128
+        metadata = type("Metadata", (), {"shared": 70 * 1024})
+
+    # sm_90: 65536 registers / (128 x 128 threads) = 4 programs; 227 KB / 70 KB = 3: shared decides
+    assert barrier.loaded_programs_per_sm(Loaded, 4, DeviceLimits.sm90()) == 3
+    Loaded.metadata.shared = 0
+    assert barrier.loaded_programs_per_sm(Loaded, 8, DeviceLimits.sm90()) == 2  # 8 warps: registers decide
 
 
 # ---- planning ------------------------------------------------------------------------------
@@ -298,6 +364,7 @@ def test_barrier_ptx_has_release_arrival_acquire_poll_and_l1_bypassing_reads():
         assert r.cg_loads >= 1 and r.spill_bytes == 0, r
 
 
+@interpreter_only("compiles plans as the compile matrix does, which stands in for a GPU")
 def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
     opts = Options(peephole=True, cell_clip=True, grad_clip=True)
     rows = []
@@ -366,6 +433,7 @@ def test_projection_plans_keep_both_slices_within_the_spill_free_limits():
 
 # ---- through the public API: kernel="split" on the functional op and the modules ---------------
 
+@fp64_split
 def test_modules_run_split_end_to_end_against_torch_lstm(concurrent, split_calls):
     # Two layers, batch_first, H = 64 (8 programs of 8 units): outputs and every gradient
     # equal nn.LSTM's, and every layer ran the split kernels both ways.
@@ -442,6 +510,7 @@ def test_split_with_projection_matches_reference(concurrent, split_calls, T, B, 
         assert_close(ours[name].cpu(), ref[name], TOLERANCE[dtype], f"{name} (seed {seed})")
 
 
+@fp64_split
 @pytest.mark.parametrize("packed", [pytest.param(False, marks=slow), True], ids=["padded", "packed"])
 def test_split_module_with_projection_matches_torch_lstm(concurrent, split_calls, packed, seed):
     # Two bidirectional layers with proj_size, forced to split, against torch.nn.LSTM in

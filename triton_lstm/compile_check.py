@@ -30,7 +30,7 @@ import tempfile
 import torch
 
 from . import variants
-from .planning import DeviceLimits, GateOptions, MatrixGrid, Plan
+from .planning import DeviceLimits, GateOptions, MatrixGrid, Plan, occupancy  # occupancy: re-exported
 
 TARGETS = {80: DeviceLimits.sm80(), 86: DeviceLimits.sm86(), 89: DeviceLimits.sm89(), 90: DeviceLimits.sm90()}
 # Options that change the code: the default training forward, inference (nothing stored),
@@ -204,14 +204,6 @@ def cache_dir() -> pathlib.Path:
 
 
 # ---- compiling ------------------------------------------------------------------------------
-
-def occupancy(limits: DeviceLimits, registers: int, shared: int, num_warps: int) -> int:
-    threads = 32 * num_warps
-    by_regs = limits.registers_per_sm // max(1, registers * threads)
-    by_shared = (limits.max_shared_bytes // shared) if shared else 32
-    by_threads = limits.max_threads_per_sm // threads
-    return max(0, min(by_regs, by_shared, by_threads, 32))
-
 
 def ptx_facts(ptx: str) -> dict:
     def has(pattern):

@@ -94,6 +94,11 @@ def cast_weights(weights: LayerWeights, dtype: torch.dtype) -> LayerWeights:
     return LayerWeights(*(_cast(t, dtype) for t in weights))
 
 
+def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """(D, ...) from D tensors; one direction is a view (no copy of W_hh on every call)."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+
 def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=None, batch_first=False,
                reverse=False, kernel="auto", backend="triton", return_gates=False):
     """One layer, all its directions (1 or 2) in one recurrent kernel launch. Checked arguments.
@@ -126,9 +131,9 @@ def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=No
     w_ih = torch.cat([w.weight_ih for w in weights]) if D > 1 else weights[0].weight_ih
     biases = [reference.combined_bias(w.bias_ih, w.bias_hh) for w in weights]
     bias = None if biases[0] is None else (torch.cat(biases) if D > 1 else biases[0])
-    w_hh = torch.stack([w.weight_hh for w in weights])
-    w_hr = torch.stack([w.weight_hr for w in weights]) if weights[0].weight_hr is not None else None
-    peephole = torch.stack([w.peephole for w in weights]) if weights[0].peephole is not None else None
+    w_hh = stacked([w.weight_hh for w in weights])
+    w_hr = stacked([w.weight_hr for w in weights]) if weights[0].weight_hr is not None else None
+    peephole = stacked([w.peephole for w in weights]) if weights[0].peephole is not None else None
     state_inputs = [t for t in (x, w_ih, bias, w_hh, w_hr, h0, c0, peephole) if t is not None]
     store_state = return_gates or (torch.is_grad_enabled() and any(t.requires_grad for t in state_inputs))
     # the op runs the input projection (one GEMM for all steps and directions), then the recurrence

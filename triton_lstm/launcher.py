@@ -41,9 +41,10 @@ def launch(plan: Plan, args: dict, **controls) -> dict:
     for name in ("cell_clip", "grad_clip"):  # in the compute dtype: fp64 plans take float64 bits
         if name in kernel_args:
             kernel_args[name] = clip_argument(kernel_args[name], types[name])
-    variants.kernel_function(plan.kernel)[plan.grid](
-        **kernel_args, **triton_constexprs(plan), num_warps=plan.num_warps, num_stages=plan.num_stages,
-        maxnreg=plan.maxnreg)
+    kernel = variants.kernel_function(plan.kernel)
+    kwargs = dict(**kernel_args, **triton_constexprs(plan), num_warps=plan.num_warps, num_stages=plan.num_stages,
+                  maxnreg=plan.maxnreg)
+    kernel[plan.grid](**kwargs, **variant.launch_options(plan, kernel, kwargs, **controls))
     variant.after_launch(plan, kernel_args, **controls)
     return kernel_args
 

@@ -21,7 +21,7 @@ from .ops import lstm_cell_step
 from .reference import combined_bias
 from .reference import lstm_cell as reference_cell
 from .planning import KERNEL_CHOICES
-from .validation import BACKENDS, SUPPORTED_DTYPES, clip_value
+from .validation import BACKENDS, SUPPORTED_DTYPES, clip_value, host_to_device
 
 
 def _positive_int(name: str, value) -> int:
@@ -253,7 +253,7 @@ class LSTM(nn.Module):
         low = autocast_dtype(x.device.type, "lstm")
         if low is not None:
             x, h0, c0 = x.to(low), h0.to(low), c0.to(low)
-        lengths_dev = None if lengths is None else lengths.to(x.device)
+        lengths_dev = None if lengths is None else host_to_device(lengths, x.device)
         h_n, c_n, records = [], [], []
         layer_input = x
         for layer in range(L):

@@ -178,6 +178,9 @@ class Variant:
         (scratch, exchange and sync buffers, spin limits), given the call's tensors and the
         outputs the launcher allocated (`call`); it also checks a hand-made plan fits.
     after_launch(plan, args, **controls): what to do once the kernel is queued.
+    launch_options(plan, kernel, kwargs, **controls) -> dict: extra JIT keywords for the launch
+        (split: a cooperative grid on a GPU), after any check that must precede it (split:
+        the binary's co-residency); kwargs are the launch's keywords so far.
     matrix(limits, grid) -> list[Plan]: every plan of this variant the dispatcher can make.
     grid_synchronised: the interpreter can run it only under a concurrent executor.
     """
@@ -190,6 +193,7 @@ class Variant:
     matrix: Callable
     buffers: Callable = lambda plan, args, **controls: {}  # default: no buffers of its own
     after_launch: Callable = lambda plan, args, **controls: None  # default: nothing to check
+    launch_options: Callable = lambda plan, kernel, kwargs, **controls: {}  # default: a plain launch
     grid_synchronised: bool = False  # its programs wait for each other: all must run at once
 
     @staticmethod
@@ -243,6 +247,15 @@ def clip_argument(value: float | None, triton_type: str):
     if triton_type == "i64":
         return struct.unpack("<q", struct.pack("<d", value))[0]
     return value
+
+
+def occupancy(limits: DeviceLimits, registers: int, shared: int, num_warps: int) -> int:
+    """Programs per SM of a kernel using `registers` per thread and `shared` bytes per program."""
+    threads = 32 * num_warps
+    by_regs = limits.registers_per_sm // max(1, registers * threads)
+    by_shared = (limits.max_shared_bytes // shared) if shared else 32
+    by_threads = limits.max_threads_per_sm // threads
+    return max(0, min(by_regs, by_shared, by_threads, 32))
 
 
 def maxnreg(num_warps: int, limits: DeviceLimits) -> int:

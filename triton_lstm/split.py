@@ -32,8 +32,10 @@ Co-residency and the barrier's bound (kernels/README.md, "Split variant: host si
 Every program of a launch must be resident at once: grid <= num_sms * programs per SM of
 the compiled kernel (`plan_split`'s `occupancy`; one per SM when not given). The barrier
 gives up after `spin_limit` polls in a row without a new arrival and flags the sync
-buffer, which `after_launch` reads (a host sync; `check=False` and your own `sync` defer
-it, e.g. under CUDA-graph capture: then call `raise_if_barrier_failed(sync)`).
+buffer, which `after_launch` checks on the device, never on the host (triton_lstm/barrier.py:
+TRITON_LSTM_BARRIER_CHECK, TRITON_LSTM_SPIN_LIMIT; `check=False` and your own `sync` skip
+it: then call `barrier.raise_if_barrier_failed(sync)`). On a GPU a launch is cooperative and
+its grid checked against the loaded binary's occupancy first (barrier.check_co_resident).
 """
 from __future__ import annotations
 
@@ -42,13 +44,11 @@ from typing import Callable
 
 import torch
 
-from . import device
+from . import barrier, device
 from .batch import RESIDENT_W_MAX_BYTES, plan_layer
 from .planning import (ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant, dot_block,
                        clip_type, dtype_name, maxnreg, numerics)
 
-SPIN_LIMIT_GPU = 1 << 24
-SPIN_LIMIT_INTERPRETED = 10000
 # From the split compile report (sm_80 and sm_90, `python -m triton_lstm.split_report`):
 # - BLOCK_B = 64 spills in almost every plan; 16 never does, so a larger batch gets more
 #   batch tiles (grid axis 1, each tile with its own barrier) instead of taller tiles.
@@ -321,17 +321,6 @@ def new_sync(plan: Plan, device) -> torch.Tensor:
     return torch.zeros(plan.grid[2], plan.grid[1], 2, dtype=torch.int32, device=device)
 
 
-def raise_if_barrier_failed(sync: torch.Tensor, what: str = "split kernel") -> None:
-    """Read the barrier's error flag (a host sync) and raise if any barrier timed out."""
-    if bool(sync[..., 1].any()):
-        raise RuntimeError(
-            f"{what}: a grid barrier timed out, so the outputs are invalid. The split variant "
-            "needs every program of the launch running at once: on a GPU all of them "
-            "co-resident (other work may have held SMs, or the occupancy estimate was wrong), "
-            "in Triton's interpreter an executor that runs a launch's programs concurrently "
-            "(the stock interpreter runs them one after another; use kernel='batch' there)")
-
-
 def _check_counter_range(plan: Plan, barriers: int) -> None:
     if barriers * plan.grid[0] >= POISON:
         raise ValueError(f"sequence too long for the split kernel's int32 barrier counter: "
@@ -366,10 +355,6 @@ BARRIER_SELFTEST_PLAN = Plan(
     "grid_barrier_selftest_kernel", "split", (8,), 4, 1, 128,
     (("exchange_ptr", "*i32"), ("out_ptr", "*i32"), ("sync_ptr", "*i32"), ("T", "i32"), ("spin_limit", "i32")),
     (("BLOCK_P", 16),))
-
-def default_spin_limit() -> int:
-    return SPIN_LIMIT_INTERPRETED if device.kernels_interpreted() else SPIN_LIMIT_GPU
-
 
 def no_plan_message(shape: LayerShape, limits: DeviceLimits) -> str:
     B, H, P, _, dtype = shape
@@ -411,15 +396,23 @@ def _buffers(plan: Plan, args: dict, *, spin_limit: int | None = None, sync: tor
         extras["m_exchange_ptr"] = (device.output(like, D, B, H, dtype=m_dtype) if plan.constexpr("HAS_PROJ")
                                     else like.new_empty(1, dtype=m_dtype))
     extras["sync_ptr"] = new_sync(plan, like.device) if sync is None else sync.zero_()
-    extras["spin_limit"] = spin_limit if spin_limit is not None else default_spin_limit()
+    extras["spin_limit"] = spin_limit if spin_limit is not None else barrier.default_spin_limit()
     _check_plan_fits(plan, {**args, **extras})
     return extras
 
 
 def _after_launch(plan: Plan, args: dict, *, check: bool = True, **_) -> None:
     if check:
-        raise_if_barrier_failed(args["sync_ptr"], "split forward" if plan.kernel == "lstm_fwd_kernel_split"
-                                else "split backward")
+        what = "split forward" if plan.kernel == "lstm_fwd_kernel_split" else "split backward"
+        barrier.check_barrier(args["sync_ptr"], f"{what} ({plan.describe()})")
+
+
+def _launch_options(plan: Plan, kernel, kwargs: dict, **_) -> dict:
+    options = barrier.launch_options()
+    if not device.kernels_interpreted():
+        at = kwargs["sync_ptr"].device
+        barrier.check_co_resident(plan, kernel, {**kwargs, **options}, device.device_limits(at), at.index)
+    return options
 
 
 def _matrix(limits: DeviceLimits, grid: MatrixGrid) -> list[Plan]:
@@ -446,5 +439,6 @@ VARIANT = Variant(
     name="split", plan_variants=("split",),
     kernels=(("lstm_fwd_kernel_split", "lstm_split"), ("lstm_bwd_kernel_split", "lstm_split"),
              ("grid_barrier_selftest_kernel", "grid_barrier")),
-    choices=("split",), plan=_plan, buffers=_buffers, after_launch=_after_launch, matrix=_matrix,
+    choices=("split",), plan=_plan, buffers=_buffers, after_launch=_after_launch, launch_options=_launch_options,
+    matrix=_matrix,
     grid_synchronised=True)

@@ -79,7 +79,15 @@ def check_lengths(lengths, T: int, B: int, device: torch.device) -> torch.Tensor
                 raise ValueError(f"{message}, got values from {low} to {high}")
     else:
         torch._assert_async(((lengths >= 1) & (lengths <= T)).all(), message)
-    return lengths.to(device=device, dtype=torch.int64)
+    return host_to_device(lengths.to(dtype=torch.int64), device)
+
+
+def host_to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """`t` on `device` without a stream sync: a pageable host-to-device copy synchronises (and
+    fails under torch.cuda.set_sync_debug_mode("error")), one from pinned memory does not."""
+    if t.device.type == "cpu" and torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device=device)
 
 
 def check_lstm_args(x, weight_ih, weight_hh, bias_ih, bias_hh, hx, peephole, batch_first,

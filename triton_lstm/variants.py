@@ -5,6 +5,7 @@ is a kernels file, a host file that builds a planning.Variant, and a line here.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 
 from . import batch, cell, split
@@ -33,6 +34,7 @@ def kernel_names() -> tuple[str, ...]:
     return tuple(_KERNEL_MODULES)
 
 
+@functools.lru_cache(maxsize=4096)  # planning is pure; this keeps it off every call's host path
 def choose(pass_: str, shape: LayerShape, gates: GateOptions, limits: DeviceLimits, kernel: str = "auto",
            allow_tf32: bool = True) -> Plan:
     """The plan of one recurrent pass ("forward" or "backward") of one layer.
