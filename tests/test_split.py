@@ -11,10 +11,10 @@ import torch
 from conftest import ON_GPU, TOLERANCE, assert_close, slow
 
 import triton_lstm
-from triton_lstm import compile_check, device, launcher, reference, split, split_report
+from triton_lstm import compile_check, cost, device, launcher, reference, split, split_report, variants
 from triton_lstm.batch import plan_forward
 from triton_lstm.interpreter_threads import concurrent_programs
-from triton_lstm.planning import DeviceLimits
+from triton_lstm.planning import DeviceLimits, LayerShape
 from triton_lstm.planning import GateOptions as Options
 
 needs_interpreter = pytest.mark.skipif(ON_GPU, reason="exercises Triton's CPU interpreter")
@@ -272,20 +272,19 @@ def test_aligned_follows_h_and_p_and_an_aligned_plan_refuses_other_shapes():
 def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_streams():
     opts = Options()
     for B, H in ((1, 1024), (16, 512), (3, 256)):
-        batch = plan_forward(B, H, H, 1, torch.bfloat16, opts, DeviceLimits.interpreter())
-        assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.interpreter(), batch) is None
-        gpu_batch = plan_forward(B, H, H, 1, torch.bfloat16, opts, DeviceLimits.sm90())
-        assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.sm90(), gpu_batch) is not None
-    batch = plan_forward(16, 512, 512, 1, torch.bfloat16, opts, DeviceLimits.sm90())
-    traffic = split.forward_traffic_per_step(
-        16, 512, torch.bfloat16, batch, split.plan_split(16, 512, torch.bfloat16, opts, DeviceLimits.sm90()).forward)
-    # the rule's premise at H = 512, B = 16: split busies 64x the programs, moves half the bytes
-    # in all, and over 100x fewer through its busiest program (one SM's path to L2)
-    assert traffic["split_programs"] == 64 * traffic["batch_programs"]
-    assert traffic["batch_bytes"] > 1.5 * traffic["split_bytes"]
-    assert traffic["batch_bytes_per_program"] > 100 * traffic["split_bytes_per_program"]
-    small = plan_forward(16, 32, 32, 1, torch.bfloat16, opts, DeviceLimits.sm90())  # W_hh resident: batch wins
-    assert split.prefer_split(16, 32, torch.bfloat16, opts, DeviceLimits.sm90(), small) is None
+        shape = LayerShape(B, H, H, 1, torch.bfloat16)
+        for pass_ in ("forward", "backward"):
+            assert variants.choose(pass_, shape, opts, DeviceLimits.interpreter()).variant != "split"
+        assert variants.choose("forward", shape, opts, DeviceLimits.sm90()).variant == "split"
+    shape = LayerShape(16, 512, 512, 1, torch.bfloat16)
+    batch = cost.step_work(plan_forward(16, 512, 512, 1, torch.bfloat16, opts, DeviceLimits.sm90()), shape)
+    spl = cost.step_work(split.plan_split(16, 512, torch.bfloat16, opts, DeviceLimits.sm90()).forward, shape)
+    # the premise at H = 512, B = 16: split busies 64x the programs and reads over 100x fewer
+    # bytes per program and step (one SM's path to L2), W_hh staying resident
+    assert spl.programs == 64 * batch.programs and spl.weights_on_chip and not batch.weights_on_chip
+    assert batch.exchanged_bytes > 100 * spl.exchanged_bytes
+    small = LayerShape(16, 32, 32, 1, torch.bfloat16)  # W_hh resident in one program: batch wins
+    assert variants.choose("forward", small, opts, DeviceLimits.sm90()).variant == "batch_resident"
 
 
 # ---- PTX and resources of the compiled kernels (sm_80, sm_90; no GPU needed) ---------------
@@ -327,15 +326,15 @@ def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
     assert big[0]["slice_bytes"] == 128 * 1024
 
 
-def test_auto_picks_split_for_a_projection_only_when_its_weights_would_leave_one_sm():
+def test_auto_picks_split_for_a_projection_when_the_cost_model_says_so():
     sm90, opts = DeviceLimits.sm90(), Options()
-    for H, P, picks in ((64, 32, False), (96, 24, False), (96, 40, True), (512, 128, True)):
+    for H, P, picks in ((64, 32, False), (96, 40, True), (512, 128, True)):
         batch = plan_forward(16, H, P, 1, torch.bfloat16, opts, sm90)
         assert batch.variant == "batch_streamed"  # every projection streams in the batch kernel
-        chosen = split.prefer_split(16, H, torch.bfloat16, opts, sm90, batch, P=P)
-        assert (chosen is not None) == picks, (H, P)
+        chosen = variants.choose("forward", LayerShape(16, H, P, 1, torch.bfloat16), opts, sm90)
+        assert (chosen.variant == "split") == picks, (H, P)
         if picks:
-            assert chosen.forward.constexpr("HAS_PROJ")
+            assert chosen.constexpr("HAS_PROJ")
 
 
 def test_projection_plans_keep_both_slices_within_the_spill_free_limits():

@@ -5,27 +5,16 @@ run at once and meet at a grid barrier every step (kernels/grid_barrier.py). Thi
 is the variant's host side: planning (pure), the buffers a launch needs (exchange, sync),
 the barrier's error flag after it, and the plans of the compile matrix.
 
-When split beats batch-tiled (the rule `prefer_split` implements)
-------------------------------------------------------------------
-Per step and layer, with e bytes per element and P_b = cdiv(B, 16) batch-tiled programs:
-- batch-tiled keeps only P_b programs busy (B = 16: one SM of 132). While its W_hh^T
-  (4 H^2 e bytes) fits one program (planning.RESIDENT_W_MAX_BYTES: H <= 64 in fp32, 90 in
-  16-bit) it moves only xw and y and has no barrier: about 0.5-1 us per step on an H100, the
-  fastest thing there is. Beyond that it streams all of W_hh from L2 every step:
-  P_b * 4 H^2 e bytes through P_b SMs, e.g. 2 MB per step at H = 512 bf16 through one SM.
-- split keeps cdiv(H, UNITS) * P_s programs busy (all SMs at H = 1024, UNITS = 8), W_hh
-  never moves after the first step; per step each program reads h (B H e bytes, 32 KB at
-  B = 16, H = 1024 bf16) plus its xw slice, and pays one grid barrier (about 0.8 us).
-So split is chosen when (a) the batch-tiled plan would stream W_hh (its bytes per program
-and step, 4 H^2 e, then exceed split's B H e by 4H/B, e.g. 128x at H = 512, B = 16, far
-more than the barrier's cost; `forward_traffic_per_step` computes both), (b) the split
-grid is co-resident, and (c) the batch-tiled grid leaves most SMs idle (P_b * 4 <=
-num_sms: with many batch tiles the streamed W reads are spread over many SMs and each
-one's L2 traffic is what limits both variants). With a projection the same rule applies
-(the batch-tiled plan streams W_hh and W_hr together); split then also reads all of m_t
-(B H e bytes) per program and pays a second barrier per step. Under the
-interpreter the programs of a launch run one after another, so `kernel="auto"` never picks
-split there (a forced split fails fast: the barrier's bound, below).
+When split beats batch-tiled
+----------------------------
+`kernel="auto"` runs whichever plan triton_lstm.cost predicts faster (variants.choose). In
+short: batch-tiled keeps only cdiv(B, 16) programs busy; while its W_hh^T fits one program
+it has no barrier and is the fastest thing there is, beyond that it streams all of W_hh from
+L2 every step through those few SMs. Split keeps cdiv(H, UNITS) programs per barrier group
+busy with W_hh resident, and pays per step one barrier (two with a projection) and every
+program's read of all of h. Under the interpreter the programs of a launch run one after
+another, so `kernel="auto"` never picks split there (a forced split fails fast: the
+barrier's bound, below).
 
 Co-residency and the barrier's bound (kernels/README.md, "Split variant: host side")
 ------------------------------------------------------------------------------------
@@ -43,7 +32,7 @@ from typing import Callable
 import torch
 
 from . import device
-from .batch import RESIDENT_W_MAX_BYTES, plan_layer
+from .batch import plan_layer
 from .planning import (ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant, dot_block,
                        clip_type, dtype_name, maxnreg, numerics)
 
@@ -266,51 +255,6 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits:
         backward = _fitting_plan("backward", BACKWARD_UNITS, B, H, P, directions, name, options, limits,
                                  occupancy, allow_tf32)
     return SplitPlans(forward, backward)
-
-
-def forward_traffic_per_step(B: int, H: int, dtype: torch.dtype, batch_plan: Plan,
-                             split_plan: Plan | None) -> dict:
-    """Programs busy and global bytes per forward step of each variant (analytic, for the rule
-    below and for perf reports): in total, and through the busiest program, which bounds a
-    step's time since a program reads through one SM. xw and y move in both; batch-tiled
-    streamed re-reads all of W_hh^T per program, split reads its batch tile's whole h per
-    program (and pays one barrier)."""
-    e = ELEMENT_BYTES[dtype_name(dtype)]
-    directions = batch_plan.grid[1]
-    io = directions * (B * 4 * H * e + B * H * e)  # xw_t in, y_t out, each direction
-    n_batch = batch_plan.programs
-    w_streamed = 4 * H * H * e if batch_plan.variant == "batch_streamed" else 0
-    row = {"batch_programs": n_batch, "batch_bytes": io + n_batch * w_streamed,
-           "batch_bytes_per_program": -(-io // n_batch) + w_streamed}
-    if split_plan is not None:
-        unit_programs, batch_tiles, _ = split_plan.grid
-        tile_rows = -(-B // batch_tiles)
-        row.update(split_programs=split_plan.programs, split_bytes=io + directions * unit_programs * B * H * e,
-                   split_bytes_per_program=-(-io // split_plan.programs) + tile_rows * H * e)
-    return row
-
-
-def prefer_split(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits: DeviceLimits,
-                 batch_plan: Plan, occupancy: Callable[[Plan], int] | None = None,
-                 directions: int = 1, P: int | None = None, allow_tf32: bool = True) -> SplitPlans | None:
-    """The split plans when the rule in this module's docstring picks split over `batch_plan`, else None."""
-    if limits.interpreted:
-        return None  # a launch's programs run one after another there: the barrier cannot complete
-    if batch_plan.variant != "batch_streamed":
-        return None  # W_hh resident in one program, no barrier: batch-tiled is faster
-    if P is not None and P != H and _projected_weight_bytes(H, P, dtype) <= RESIDENT_W_MAX_BYTES:
-        # the batch plan streams every projection (batch.tiles), also when W_hh and W_hr
-        # are small enough to stay in one SM's L1: no reason for two barriers per step then
-        return None
-    if 4 * batch_plan.programs > limits.num_sms:
-        return None  # enough batch tiles to spread the streamed W_hh over most SMs
-    return plan_split(B, H, dtype, options, limits, occupancy, directions, P, allow_tf32)
-
-
-def _projected_weight_bytes(H: int, P: int, dtype: torch.dtype) -> int:
-    """W_hh and W_hr in the batch kernels' padded tiles, as planning measures a resident W_hh."""
-    block_h, block_p = dot_block(H), dot_block(P)
-    return 5 * block_h * block_p * ELEMENT_BYTES[dtype_name(dtype)]
 
 
 def new_sync(plan: Plan, device) -> torch.Tensor:
