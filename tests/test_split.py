@@ -231,8 +231,11 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     assert plans.forward.constexpr("HAS_LENGTHS") is True
     assert plans.backward.grid == (16, 3, 2) and plans.backward.constexpr("K_CHUNKS") == 4
     # with lengths a forward slice over 32 KB spills (64 KB when ALIGNED, H % 16 == 0): fp32 needs
-    # 64 KB for 16 units at H = 256 and at H = 250
-    assert split.plan_split(40, 250, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2) is None
+    # 64 KB for 16 units at H = 256 and at H = 250; at H = 250 no per-tile plan fits (8 units x 3 tiles x 2
+    # directions = 192 programs), but the tiled kernels' two groups of 32 rows on 8 units do (128)
+    tiled = split.plan_split(40, 250, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2).forward
+    assert tiled.kernel == "lstm_fwd_kernel_split_tiled" and tiled.grid == (32, 2, 2)
+    assert tiled.constexpr("ROWS_PER_GROUP") == 32 and tiled.constexpr("UNITS") == 8
     plans = split.plan_split(40, 256, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2)
     assert plans.forward.grid == (16, 3, 2) and split.resident_slice_bytes(plans.forward) == 64 * 1024
     assert split.plan_split(40, 64, torch.float32, Options(lengths=True), DeviceLimits.sm90(),

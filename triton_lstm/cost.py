@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 
 from .planning import ELEMENT_BYTES, DeviceLimits, LayerShape, Plan, dot_block, dtype_name
-from .split import resident_slice_bytes
 
 # DESIGN.md section 6: "A Triton grid barrier among up to 128 co-resident programs costs
 # about 0.8 us per step".
@@ -140,12 +139,21 @@ def step_work(plan: Plan, shape: LayerShape) -> StepWork:
         barriers = 2 if has_proj else 1
         on_chip = not c.get("W_STREAMED", False)
         if not on_chip:  # a streamed split plan reads its own slice of the weights every step
-            exchanged += resident_slice_bytes(plan)
+            exchanged += _slice_elements(c, backward) * e
     if backward:  # dy, gates, c_t and c_{t-1} in
         private = rows * (entries * e + 4 * units * acc + 2 * units * acc)
     else:  # xw in
         private = rows * 4 * units * e
+    if plan.kernel.endswith("_tiled"):  # the state carried in buffers: c (forward), dh and dc (backward)
+        private += rows * ((units + entries) * acc if backward else units * acc)
     return StepWork(plan.programs, barriers, exchanged, private, dot, ieee, on_chip)
+
+
+def _slice_elements(c: dict, backward: bool) -> int:
+    """Weight elements a split program holds: as split_planning.resident_slice_bytes counts them."""
+    if not backward:
+        return 4 * c["BLOCK_P"] * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
+    return 4 * c["BLOCK_H"] * c["PROJ_UNITS"] + (c["BLOCK_P"] * c["UNITS"] if c["HAS_PROJ"] else 0)
 
 
 def predict(plan: Plan, shape: LayerShape, limits: DeviceLimits, T: int = DEFAULT_T) -> Estimate:
