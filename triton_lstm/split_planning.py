@@ -66,6 +66,17 @@ FOUR_WARPS_PROJ_MAX_UNITS = 16
 POISON = 1 << 30  # kernels/helpers.py's; barriers * programs must stay below it
 # The tiled kernels' largest barrier group: the issue's largest batch (one group covers B <= 256).
 MAX_TILED_ROWS = 256
+# The tiled forwards compile with room to spare (96-212 registers, 0 spills, sm_80 / sm_90, B = 64
+# and 256, H up to 1024, with lengths and projections). The tiled backward carries more across
+# its sub-tile loops: at H = 1024 (16 units, ALIGNED) it spills 224 bytes on sm_90 with 8 or 16
+# K chunks and 8 or 16 warps, and at H = 512 with lengths or a projection 8-152 bytes with 4 or 8
+# chunks, none with 16 (244-254 registers); H = 256 with P = 255 and lengths spills 40-64 bytes
+# with 4 or 8, none with 16. So its widest H is the unaligned table's, at BLOCK_H >= 16
+# PROJ_UNITS it takes 16 chunks along K, and its slices stay within 64 KB (fp32 H = 512, 128 KB,
+# spills 40-260 bytes; with lengths 68 KB slices spill 60-104 bytes on sm_90).
+TILED_BACKWARD_MAX_BLOCK_H = {16: 512, 32: 256, 64: 128}
+TILED_WIDE_K_CHUNKS = 16
+TILED_BACKWARD_SLICE_MAX_BYTES = 64 * 1024
 
 
 
@@ -179,6 +190,8 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         )
         # the dh dot batched over K chunks where K = BLOCK_H is at least 8 N (see the limits above)
         k_chunks = (WIDE_BACKWARD_K_CHUNKS if block_h >= 1024 else BACKWARD_K_CHUNKS) if block_h >= 8 * punits else 1
+        if rows_per_group is not None and block_h >= 16 * punits:
+            k_chunks = TILED_WIDE_K_CHUNKS  # the sub-tile loop's extra live values: see TILED_BACKWARD_MAX_BLOCK_H
         proj_chunks = BACKWARD_K_CHUNKS if has_proj and block_p >= 8 * units else 1  # dm dot: K = BLOCK_P, N = UNITS
         constexprs = common + (("K_CHUNKS", k_chunks), ("PROJ_CHUNKS", proj_chunks)) + gate_flags + (
             ("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
@@ -225,8 +238,11 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
     found = []
     for rows_per_group in candidates:
         for units in unit_choices:
+            if rows_per_group is not None and direction == "backward" and block_h > TILED_BACKWARD_MAX_BLOCK_H[units]:
+                continue
             plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group)
-            if _budgeted_slice_bytes(plan) > max_slice:
+            tiled_bwd = rows_per_group is not None and direction == "backward"
+            if _budgeted_slice_bytes(plan) > (TILED_BACKWARD_SLICE_MAX_BYTES if tiled_bwd else max_slice):
                 continue
             per_sm = occupancy(plan) if occupancy is not None else 1
             if plan.programs <= limits.num_sms * per_sm:
