@@ -3,6 +3,8 @@ each program keeps its weight slice for all of them and loops over 16-row sub-ti
 every step. Against torch.nn.LSTM and the reference in the concurrent interpreter (a thread
 per program), planning that keeps the grid within the SMs, and the compiled plans' resources.
 """
+import dataclasses
+
 import pytest
 import torch
 from conftest import ON_GPU, TOLERANCE, assert_close, slow
@@ -160,7 +162,7 @@ def test_tiled_plans_compile_spill_free_on_sm80_and_sm90():
     items = []
     for cc, limits in ((80, DeviceLimits.sm80()), (90, DeviceLimits.sm90())):
         for B, H, dtype, options, D, P in ((64, 1024 if cc == 90 else 768, torch.bfloat16, full, 1, None),
-                                           (256, 256, torch.float32, Options(lengths=True, **vars(full)), 2, None),
+                                           (256, 256, torch.float32, dataclasses.replace(full, lengths=True), 2, None),
                                            (128, 512, torch.float16, full, 1, 128)):
             plans = split.plan_split(B, H, dtype, options, limits, directions=D, P=P, group_rows=B)
             items += [(p, cc) for p in (plans.forward, plans.backward) if p is not None and split.is_tiled(p)]
