@@ -420,6 +420,7 @@ def lstm_fwd_kernel_split_tiled(
     BLOCK_H: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr, ALIGNED: tl.constexpr,
     DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, ROWS_PER_GROUP: tl.constexpr,
+    W_STREAMED: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     if ALIGNED:
         H, P = (H // 16) * 16, (P // 16) * 16  # the same values, now visibly multiples of 16
@@ -460,11 +461,10 @@ def lstm_fwd_kernel_split_tiled(
     c_state_ptr += pid_d * 2 * stride_s_slot
     m_exchange_ptr += pid_d * B64 * H
 
-    # Resident for the whole sequence: b_w[k, j] = W_hh[row_j, k] (as lstm_fwd_kernel_split)
-    b_w = tl.load(w_hh_ptr + row_j[None, :] * stride_w_row + offs_k[:, None] * stride_w_col,
-                  mask=mask_k[:, None] & mask_j[None, :], other=0.0)  # [BLOCK_P, 4 * UNITS]
-    if DOT_IN_FP32:
-        b_w = b_w.to(tl.float32)
+    if not W_STREAMED:
+        # Resident for the whole sequence: b_w[k, j] = W_hh[row_j, k] (as lstm_fwd_kernel_split)
+        b_w = dot_operand(w_hh_ptr + row_j[None, :] * stride_w_row + offs_k[:, None] * stride_w_col,
+                          mask_k[:, None] & mask_j[None, :], DOT_IN_FP32)  # [BLOCK_P, 4 * UNITS]
     if HAS_PROJ:
         offs_mc = (tl.arange(0, PROJ_CHUNKS)[:, None] * (BLOCK_H // PROJ_CHUNKS)
                    + tl.arange(0, BLOCK_H // PROJ_CHUNKS)[None, :])  # [PROJ_CHUNKS, BLOCK_H // PROJ_CHUNKS]
@@ -498,16 +498,29 @@ def lstm_fwd_kernel_split_tiled(
             mask_bq = mask_b[:, None] & mask_q[None, :]
             b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
             active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
-            h_ptrs = read_x + offs_b[:, None] * P + offs_k[None, :]  # [BLOCK_B, BLOCK_P]
-            if ALIGNED:
-                h_ptrs = tl.multiple_of(h_ptrs, [1, 16])
-            b_h_all = tl.load(h_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0, cache_modifier=".cg")
             b_xw = tl.load(xw_ptr + t_row[:, None] * stride_xw_t + offs_b[:, None] * stride_xw_b + row_j[None, :],
                            mask=(mask_b & active)[:, None] & mask_j[None, :], other=0.0).to(ACC_DTYPE)
             state_offs = offs_b[:, None] * H + offs_u[None, :]
             b_c = tl.load(read_c + state_offs, mask=mask_bu, other=0.0)  # [BLOCK_B, UNITS]
-            b_pre = b_xw + tl.dot(b_h_all.to(b_w.dtype), b_w, input_precision=INPUT_PRECISION,
-                                  out_dtype=ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
+            if W_STREAMED:
+                # the slice is re-read from L2 every sub-tile, BLOCK_K rows of W_hh^T at a time
+                b_pre = b_xw  # [BLOCK_B, 4 * UNITS]
+                for k0 in range(0, BLOCK_P, BLOCK_K):
+                    offs_kk = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
+                    mask_kk = offs_kk < P
+                    h_ptrs = read_x + offs_b[:, None] * P + offs_kk[None, :]  # [BLOCK_B, BLOCK_K]
+                    if ALIGNED:
+                        h_ptrs = tl.multiple_of(h_ptrs, [1, 16])
+                    b_wk = dot_operand(w_hh_ptr + row_j[None, :] * stride_w_row + offs_kk[:, None] * stride_w_col,
+                                       mask_kk[:, None] & mask_j[None, :], DOT_IN_FP32)  # [BLOCK_K, 4 * UNITS]
+                    b_pre = dot_chunk(h_ptrs, mask_b[:, None] & mask_kk[None, :], b_wk, b_pre, INPUT_PRECISION,
+                                      ACC_DTYPE)
+            else:
+                h_ptrs = read_x + offs_b[:, None] * P + offs_k[None, :]  # [BLOCK_B, BLOCK_P]
+                if ALIGNED:
+                    h_ptrs = tl.multiple_of(h_ptrs, [1, 16])
+                b_pre = dot_chunk(h_ptrs, mask_b[:, None] & mask_k[None, :], b_w, b_xw, INPUT_PRECISION,
+                                  ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
             pre_i, pre_f, pre_g, pre_o = split_gates(b_pre, BLOCK_B, UNITS)
             b_i, b_f, b_g, b_o, c_new, m_new = lstm_cell_forward(
                 pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
@@ -584,6 +597,7 @@ def lstm_bwd_kernel_split_tiled(
     USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, ALIGNED: tl.constexpr, DOT_IN_FP32: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, ROWS_PER_GROUP: tl.constexpr,
+    W_STREAMED: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     if ALIGNED:
         H, P = (H // 16) * 16, (P // 16) * 16
@@ -624,14 +638,15 @@ def lstm_bwd_kernel_split_tiled(
     dh_state_ptr += pid_d * 2 * stride_h_t  # (D, 2, B, P)
     dc_state_ptr += pid_d * 2 * stride_c_t  # (D, 2, B, H)
 
-    # Resident for the whole sequence (as lstm_bwd_kernel_split): per gate, W_hh's rows of every
-    # unit at this program's entries of h, in K_CHUNKS chunks along K
-    w_ptrs = w_hh_ptr + offs_ck[:, :, None] * stride_w_row + offs_q[None, None, :] * stride_w_col
-    mask_w = mask_ck[:, :, None] & mask_q[None, None, :]
-    b_w_i = dot_operand(w_ptrs, mask_w, DOT_IN_FP32)  # [K_CHUNKS, BLOCK_H // K_CHUNKS, PROJ_UNITS]
-    b_w_f = dot_operand(w_ptrs + H * stride_w_row, mask_w, DOT_IN_FP32)
-    b_w_g = dot_operand(w_ptrs + 2 * H * stride_w_row, mask_w, DOT_IN_FP32)
-    b_w_o = dot_operand(w_ptrs + 3 * H * stride_w_row, mask_w, DOT_IN_FP32)
+    if not W_STREAMED:
+        # Resident for the whole sequence (as lstm_bwd_kernel_split): per gate, W_hh's rows of
+        # every unit at this program's entries of h, in K_CHUNKS chunks along K
+        w_ptrs = w_hh_ptr + offs_ck[:, :, None] * stride_w_row + offs_q[None, None, :] * stride_w_col
+        mask_w = mask_ck[:, :, None] & mask_q[None, None, :]
+        b_w_i = dot_operand(w_ptrs, mask_w, DOT_IN_FP32)  # [K_CHUNKS, BLOCK_H // K_CHUNKS, PROJ_UNITS]
+        b_w_f = dot_operand(w_ptrs + H * stride_w_row, mask_w, DOT_IN_FP32)
+        b_w_g = dot_operand(w_ptrs + 2 * H * stride_w_row, mask_w, DOT_IN_FP32)
+        b_w_o = dot_operand(w_ptrs + 3 * H * stride_w_row, mask_w, DOT_IN_FP32)
     if HAS_PROJ:
         offs_pc = (tl.arange(0, PROJ_CHUNKS)[:, None] * (BLOCK_P // PROJ_CHUNKS)
                    + tl.arange(0, BLOCK_P // PROJ_CHUNKS)[None, :])  # [PROJ_CHUNKS, BLOCK_P // PROJ_CHUNKS]
@@ -722,17 +737,33 @@ def lstm_bwd_kernel_split_tiled(
             b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)
             active, t_row = rows_at_step(s64, b_len, is_reverse)
             dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
-            dpre_ptrs = dpre_rows[None, :, :] + offs_ck[:, None, :]  # [K_CHUNKS, BLOCK_B, BLOCK_H // K_CHUNKS]
-            if ALIGNED:
-                dpre_ptrs = tl.multiple_of(dpre_ptrs, [1, 1, 16])
-            mask_dpre = mask_b[None, :, None] & mask_ck[:, None, :]
-            dh_part = dot_chunk(dpre_ptrs, mask_dpre, b_w_i, tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE),
-                                INPUT_PRECISION, ACC_DTYPE)
-            dh_part = dot_chunk(dpre_ptrs + H, mask_dpre, b_w_f, dh_part, INPUT_PRECISION, ACC_DTYPE)
-            dh_part = dot_chunk(dpre_ptrs + 2 * H, mask_dpre, b_w_g, dh_part, INPUT_PRECISION, ACC_DTYPE)
-            dh_part = dot_chunk(dpre_ptrs + 3 * H, mask_dpre, b_w_o, dh_part, INPUT_PRECISION, ACC_DTYPE)
+            if W_STREAMED:
+                # W_hh's rows of every gate re-read from L2 every sub-tile, BLOCK_K units at a time
+                b_dh = tl.zeros([BLOCK_B, PROJ_UNITS], ACC_DTYPE)
+                for k0 in range(0, BLOCK_H, BLOCK_K):
+                    offs_kk = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
+                    mask_kk = offs_kk < H
+                    for g in tl.static_range(4):
+                        d_ptrs = dpre_rows + g * H + offs_kk[None, :]  # [BLOCK_B, BLOCK_K]
+                        if ALIGNED:
+                            d_ptrs = tl.multiple_of(d_ptrs, [1, 16])
+                        b_wk = dot_operand(w_hh_ptr + (g * H + offs_kk)[:, None] * stride_w_row
+                                           + offs_q[None, :] * stride_w_col, mask_kk[:, None] & mask_q[None, :],
+                                           DOT_IN_FP32)  # [BLOCK_K, PROJ_UNITS]
+                        b_dh = dot_chunk(d_ptrs, mask_b[:, None] & mask_kk[None, :], b_wk, b_dh, INPUT_PRECISION,
+                                         ACC_DTYPE)
+            else:
+                dpre_ptrs = dpre_rows[None, :, :] + offs_ck[:, None, :]  # [K_CHUNKS, BLOCK_B, BLOCK_H // K_CHUNKS]
+                if ALIGNED:
+                    dpre_ptrs = tl.multiple_of(dpre_ptrs, [1, 1, 16])
+                mask_dpre = mask_b[None, :, None] & mask_ck[:, None, :]
+                dh_part = dot_chunk(dpre_ptrs, mask_dpre, b_w_i, tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE),
+                                    INPUT_PRECISION, ACC_DTYPE)
+                dh_part = dot_chunk(dpre_ptrs + H, mask_dpre, b_w_f, dh_part, INPUT_PRECISION, ACC_DTYPE)
+                dh_part = dot_chunk(dpre_ptrs + 2 * H, mask_dpre, b_w_g, dh_part, INPUT_PRECISION, ACC_DTYPE)
+                dh_part = dot_chunk(dpre_ptrs + 3 * H, mask_dpre, b_w_o, dh_part, INPUT_PRECISION, ACC_DTYPE)
+                b_dh = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} from the recurrence
             own_q = offs_b[:, None] * P + offs_q[None, :]
-            b_dh = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} from the recurrence
             if HAS_LENGTHS:  # a row past its end carries dh unchanged
                 b_dh = tl.where(active[:, None], b_dh, tl.load(read_dh + own_q, mask=mask_bq, other=0.0))
             tl.store(write_dh + own_q, b_dh, mask=mask_bq)

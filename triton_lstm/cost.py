@@ -138,8 +138,9 @@ def step_work(plan: Plan, shape: LayerShape) -> StepWork:
             dot = 2 * m_rows * 4 * c["BLOCK_H"] * entries + (2 * m_rows * c["BLOCK_P"] * units if has_proj else 0)
         barriers = 2 if has_proj else 1
         on_chip = not c.get("W_STREAMED", False)
-        if not on_chip:  # a streamed split plan reads its own slice of the weights every step
-            exchanged += _slice_elements(c, backward) * e
+        if not on_chip:  # a streamed split plan reads its own W_hh slice every sub-tile
+            w_elements = 4 * (c["BLOCK_H"] * entries if backward else c["BLOCK_P"] * units)
+            exchanged += w_elements * e * (m_rows // c["BLOCK_B"])
     if backward:  # dy, gates, c_t and c_{t-1} in
         private = rows * (entries * e + 4 * units * acc + 2 * units * acc)
     else:  # xw in
@@ -147,13 +148,6 @@ def step_work(plan: Plan, shape: LayerShape) -> StepWork:
     if plan.kernel.endswith("_tiled"):  # the state carried in buffers: c (forward), dh and dc (backward)
         private += rows * ((units + entries) * acc if backward else units * acc)
     return StepWork(plan.programs, barriers, exchanged, private, dot, ieee, on_chip)
-
-
-def _slice_elements(c: dict, backward: bool) -> int:
-    """Weight elements a split program holds: as split_planning.resident_slice_bytes counts them."""
-    if not backward:
-        return 4 * c["BLOCK_P"] * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
-    return 4 * c["BLOCK_H"] * c["PROJ_UNITS"] + (c["BLOCK_P"] * c["UNITS"] if c["HAS_PROJ"] else 0)
 
 
 def predict(plan: Plan, shape: LayerShape, limits: DeviceLimits, T: int = DEFAULT_T) -> Estimate:

@@ -77,6 +77,11 @@ MAX_TILED_ROWS = 256
 TILED_BACKWARD_MAX_BLOCK_H = {16: 512, 32: 256, 64: 128}
 TILED_WIDE_K_CHUNKS = 16
 TILED_BACKWARD_SLICE_MAX_BYTES = 64 * 1024
+# Streamed split (W_STREAMED): where no resident plan's grid fits (fp32 bidirectional H = 1024:
+# 32 MB of W_hh), each program of a tiled plan re-reads only its own W_hh slice from L2 every
+# sub-tile, BLOCK_K rows at a time, so the weights are spread over every SM instead of streamed
+# whole through a few; the cost model charges those bytes per sub-tile.
+STREAMED_BLOCK_K = 64
 
 
 
@@ -96,10 +101,11 @@ def resident_slice_bytes(plan: Plan) -> int:
     projection W_hr [BLOCK_P, UNITS] (without one BLOCK_P = BLOCK_H and PROJ_UNITS = UNITS)."""
     c = dict(plan.constexprs)
     element = 4 if c["DOT_IN_FP32"] else ELEMENT_BYTES[dict(plan.signature)["w_hh_ptr"].lstrip("*")]
+    w_hh = 0 if c.get("W_STREAMED") else 1  # a streamed plan keeps only W_hr's slice
     if plan.kernel.startswith("lstm_fwd"):
-        elements = 4 * c["BLOCK_P"] * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
+        elements = w_hh * 4 * c["BLOCK_P"] * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
     else:
-        elements = 4 * c["BLOCK_H"] * c["PROJ_UNITS"] + (c["BLOCK_P"] * c["UNITS"] if c["HAS_PROJ"] else 0)
+        elements = w_hh * 4 * c["BLOCK_H"] * c["PROJ_UNITS"] + (c["BLOCK_P"] * c["UNITS"] if c["HAS_PROJ"] else 0)
     return elements * element
 
 
@@ -111,6 +117,8 @@ def _budgeted_slice_bytes(plan: Plan) -> int:
 
 
 def _num_warps(plan: Plan) -> int:
+    if dict(plan.constexprs).get("W_STREAMED"):
+        return 8  # its slice streams through registers every sub-tile: 4 warps spilled 8-1644 bytes
     if plan.constexpr("HAS_PROJ") and plan.constexpr("UNITS") > FOUR_WARPS_PROJ_MAX_UNITS:
         return 8
     return 4 if resident_slice_bytes(plan) <= FOUR_WARPS_SLICE_BYTES else 8
@@ -139,9 +147,11 @@ def is_tiled(plan: Plan) -> bool:
 
 
 def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name: str, options: GateOptions,
-              limits: DeviceLimits, P: int | None, allow_tf32: bool, rows_per_group: int | None = None) -> Plan:
+              limits: DeviceLimits, P: int | None, allow_tf32: bool, rows_per_group: int | None = None,
+              streamed: bool = False) -> Plan:
     """One split plan; rows_per_group (a multiple of MAX_BLOCK_B) selects the tiled kernels, with
-    cdiv(B, rows_per_group) barrier groups, else one group per MAX_BLOCK_B rows."""
+    cdiv(B, rows_per_group) barrier groups, else one group per MAX_BLOCK_B rows; streamed (tiled
+    only) re-reads each program's W_hh slice from L2 every step instead of holding it."""
     acc, dot_in_fp32, precision = numerics(name, allow_tf32, limits)
     has_proj = P is not None and P != H
     P = H if P is None else P
@@ -200,7 +210,9 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
             signature = signature[:14] + (("dh_state_ptr", a), ("dc_state_ptr", a)) + signature[14:]
     if rows_per_group is not None:
         kernel += "_tiled"
-        constexprs += (("ROWS_PER_GROUP", rows_per_group),)
+        k_width = block_p if direction == "forward" else block_h  # K of the W_hh dot
+        constexprs += (("ROWS_PER_GROUP", rows_per_group), ("W_STREAMED", streamed),
+                       ("BLOCK_K", min(STREAMED_BLOCK_K, k_width)))
     plan = Plan(kernel, "split", grid, 4, 1, maxnreg(4, limits), signature, constexprs)
     num_warps = _num_warps(plan)
     return dataclasses.replace(plan, num_warps=num_warps, maxnreg=maxnreg(num_warps, limits))
@@ -211,18 +223,41 @@ def single_group_rows(B: int) -> int:
     return max(MAX_BLOCK_B, dot_block(B))
 
 
+def _streamed_plans(direction, unit_choices, B, H, P, directions, name, options, limits, occupancy, allow_tf32,
+                    group_rows) -> list[Plan]:
+    """For each group size of 16, 32, ... rows (or group_rows), the streamed tiled plan with the
+    fewest units whose grid is co-resident (what it holds, W_hr's slice, within the limits)."""
+    found, rows = [], MAX_BLOCK_B
+    sizes = [group_rows] if group_rows is not None else []
+    while group_rows is None and rows < 2 * B and rows <= MAX_TILED_ROWS:
+        sizes.append(rows)
+        rows *= 2
+    for rows_per_group in sizes:
+        for units in unit_choices:
+            plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group,
+                             streamed=True)
+            per_sm = occupancy(plan) if occupancy is not None else 1
+            if _budgeted_slice_bytes(plan) <= TILED_BACKWARD_SLICE_MAX_BYTES and \
+                    plan.programs <= limits.num_sms * per_sm:
+                found.append(plan)
+                break
+    return found
+
+
 def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, limits, occupancy,
-                   allow_tf32, group_rows: int | None = None) -> list[Plan]:
+                   allow_tf32, group_rows: int | None = None, streamed_only: bool = False) -> list[Plan]:
     """For one barrier-group size each (16-row groups with the per-tile kernel; groups of
     32, 64, ... rows up to all of B with the tiled kernel), the plan with the fewest units per
     program whose grid is co-resident and whose slice fits."""
     block_h = dot_block(H)
     is_aligned = aligned(H, H if P is None else P)
+    streamed_units = unit_choices  # the resident slice limits below do not bind a streamed backward
     if direction == "forward":
         lengths_slice = ALIGNED_LENGTHS_SLICE_MAX_BYTES if is_aligned else LENGTHS_SLICE_MAX_BYTES
         max_slice = lengths_slice if options.lengths else RESIDENT_SLICE_MAX_BYTES
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
         unit_choices = [u for u in unit_choices if u <= max_units]
+        streamed_units = unit_choices  # with lengths, wider forwards spill whatever holds W
     else:
         max_slice = BACKWARD_SLICE_MAX_BYTES
         max_block_h = ALIGNED_BACKWARD_MAX_BLOCK_H if is_aligned and not options.lengths else BACKWARD_MAX_BLOCK_H
@@ -236,6 +271,13 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
             candidates.append(rows)
             rows *= 2
     found = []
+    # Streamed plans are not auto candidates yet: the compile report has 30 of 112 spilling
+    # (backwards from 255 registers, forwards with 64 units); only streamed=True plans them.
+    if streamed_only:
+        found += _streamed_plans(direction, streamed_units, B, H, P, directions, name, options, limits, occupancy,
+                                 allow_tf32, group_rows)
+    if streamed_only:
+        return found
     for rows_per_group in candidates:
         for units in unit_choices:
             if rows_per_group is not None and direction == "backward" and block_h > TILED_BACKWARD_MAX_BLOCK_H[units]:
@@ -260,7 +302,8 @@ def _fastest(plans: list[Plan], B: int, H: int, P: int | None, directions: int, 
 
 def plan_split(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits: DeviceLimits,
                occupancy: Callable[[Plan], int] | None = None, directions: int = 1,
-               P: int | None = None, allow_tf32: bool = True, group_rows: int | None = None) -> SplitPlans | None:
+               P: int | None = None, allow_tf32: bool = True, group_rows: int | None = None,
+               streamed: bool = False) -> SplitPlans | None:
     """Plan the split forward (and backward when options.store_state) of one layer, all its
     directions in one launch.
 
@@ -275,6 +318,8 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits:
         P: proj_size, or None (or H) without a projection. allow_tf32: fp32 dots in TF32.
         group_rows: plan only the tiled kernels with barrier groups of this many rows (a
             multiple of 16; single_group_rows(B): one group), not the cost model's choice.
+        streamed: plan only streamed tiled plans (W_STREAMED: each program re-reads its W_hh
+            slice every step), not the cost model's choice.
     Returns:
         SplitPlans, each pass the fastest by the cost model of its co-resident candidates
         (per-tile, or tiled with barrier groups of 32 ... 256 rows), or None when none gives
@@ -293,12 +338,12 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits:
     if name == "fp64" and not limits.interpreted:
         return None  # fp64 is for verification in the interpreter; its slices overflow a GPU's shared memory
     forward = _fastest(_fitting_plans("forward", FORWARD_UNITS, B, H, P, directions, name, options, limits,
-                                      occupancy, allow_tf32, group_rows), B, H, P, directions, dtype, limits)
+                                      occupancy, allow_tf32, group_rows, streamed), B, H, P, directions, dtype, limits)
     if forward is None:
         return None
     backward = None
     if options.store_state:
         backward = _fastest(_fitting_plans("backward", BACKWARD_UNITS, B, H, P, directions, name, options, limits,
-                                           occupancy, allow_tf32, group_rows), B, H, P, directions, dtype, limits)
+                                           occupancy, allow_tf32, group_rows, streamed), B, H, P, directions, dtype, limits)
     return SplitPlans(forward, backward)
 
