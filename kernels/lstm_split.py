@@ -386,3 +386,397 @@ def lstm_bwd_kernel_split(
         b_dh = rows_or_carry(dh_prev, b_dh, active, HAS_LENGTHS)  # a row past its end carries dh unchanged
     tl.store(dh0_ptr + offs_b[:, None] * P + offs_q[None, :], b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bq)
     tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bu)
+
+
+# ---- Split for any batch: one barrier group covers many batch rows ---------------------------
+# lstm_fwd_kernel_split_tiled / lstm_bwd_kernel_split_tiled: grid (cdiv(H, UNITS), G, D). The
+# programs of one (group, direction) share a barrier and own rows [pid_b * ROWS_PER_GROUP,
+# (pid_b + 1) * ROWS_PER_GROUP) of B (ROWS_PER_GROUP a multiple of BLOCK_B; G = 1 covers the
+# whole batch): each keeps its weight slice resident, as above, for ALL of those rows, and
+# loops over them in sub-tiles of BLOCK_B rows inside every step, so the grid is bounded by
+# the SMs, not by cdiv(B, 16) x units. The per-row state no longer fits registers, so it goes
+# through program-private buffers, double-buffered by step parity (slot s % 2 read, the other
+# written), so a read and the write that replaces it never touch one slot in one step:
+#   c_state_ptr   (D, 2, G rows, H) compute dtype: forward c of the program's units
+#   exchange_ptr  (D, 2, B, P) y's dtype: the h exchange (every program reads all of it) and
+#                 the program's own carried h (h_n; frozen past a row's end with lengths)
+#   dh_state_ptr  (D, 2, B, P), dc_state_ptr (D, 2, B, H) compute dtype: the backward's carried
+#                 dh (own entries) and dc (own units)
+# What one program wrote to its own slots it reads back in a later step, after a grid barrier
+# or a tl.debug_barrier (all warps' stores done). Forward: h0 goes to exchange slot 1 before
+# the loop and one barrier publishes it, so step s always reads slot (s + 1) % 2 and writes
+# slot s % 2 (why two slots and one barrier per exchange suffice: the module legend).
+
+
+@jit_kernel
+def lstm_fwd_kernel_split_tiled(
+    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
+    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, exchange_ptr, m_exchange_ptr, c_state_ptr, sync_ptr,
+    T, B, H, P, direction0, cell_clip, spin_limit,
+    stride_xw_t, stride_xw_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
+    stride_hr_col, stride_h0_dir, stride_h0_b, stride_c0_dir, stride_c0_b, stride_y_t, stride_y_b,
+    BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_H: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr, ALIGNED: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, ROWS_PER_GROUP: tl.constexpr,
+    W_STREAMED: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    if ALIGNED:
+        H, P = (H // 16) * 16, (P // 16) * 16  # the same values, now visibly multiples of 16
+    if not HAS_PROJ:
+        P = H
+    pid_u = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    pid_d = tl.program_id(2).to(tl.int64)
+    nprog = tl.num_programs(0)
+    is_reverse = (pid_d + direction0) == 1
+    sync_ptr += (pid_d * tl.num_programs(1) + pid_b) * 2
+    cell_clip = clip_bound(cell_clip, ACC_DTYPE)
+    row0 = pid_b * ROWS_PER_GROUP  # this group's first batch row
+    row_end = tl.minimum(row0 + ROWS_PER_GROUP, B)
+    n_sub = tl.cdiv(row_end - row0, BLOCK_B)  # sub-tiles of BLOCK_B rows a step loops over
+    offs_r = tl.arange(0, BLOCK_B)  # [BLOCK_B] rows of a sub-tile
+    offs_u = pid_u * UNITS + tl.arange(0, UNITS)  # [UNITS]
+    mask_u = offs_u < H
+    offs_q = pid_u * PROJ_UNITS + tl.arange(0, PROJ_UNITS)  # [PROJ_UNITS]
+    mask_q = offs_q < P
+    offs_k = tl.arange(0, BLOCK_P)  # [BLOCK_P]
+    mask_k = offs_k < P
+    offs_j = tl.arange(0, 4 * UNITS)  # [4 * UNITS] gate column j: gate j % 4 of unit j // 4
+    unit_j = pid_u * UNITS + offs_j // 4
+    row_j = (offs_j % 4) * H + unit_j
+    mask_j = unit_j < H
+    B64 = tl.cast(B, tl.int64)
+    stride_g_t = B64 * 4 * H
+    stride_c_t = B64 * H
+    stride_x_slot = B64 * P  # exchange (D, 2, B, P)
+    stride_s_slot = B64 * H  # c_state (D, 2, B, H)
+    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr = fwd_inputs_of_direction(
+        xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, pid_d, H,
+        stride_w_dir, stride_hr_dir, stride_h0_dir, stride_c0_dir)
+    y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr = fwd_outputs_of_direction(
+        y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, pid_d, T, B64, H, P, stride_g_t, stride_c_t)
+    exchange_ptr += pid_d * 2 * stride_x_slot
+    c_state_ptr += pid_d * 2 * stride_s_slot
+    m_exchange_ptr += pid_d * B64 * H
+
+    if not W_STREAMED:
+        # Resident for the whole sequence: b_w[k, j] = W_hh[row_j, k] (as lstm_fwd_kernel_split)
+        b_w = dot_operand(w_hh_ptr + row_j[None, :] * stride_w_row + offs_k[:, None] * stride_w_col,
+                          mask_k[:, None] & mask_j[None, :], DOT_IN_FP32)  # [BLOCK_P, 4 * UNITS]
+    if HAS_PROJ:
+        offs_mc = (tl.arange(0, PROJ_CHUNKS)[:, None] * (BLOCK_H // PROJ_CHUNKS)
+                   + tl.arange(0, BLOCK_H // PROJ_CHUNKS)[None, :])  # [PROJ_CHUNKS, BLOCK_H // PROJ_CHUNKS]
+        mask_mc = offs_mc < H
+        b_whr = dot_operand(w_hr_ptr + offs_q[None, None, :] * stride_hr_row + offs_mc[:, :, None] * stride_hr_col,
+                            mask_mc[:, :, None] & mask_q[None, None, :],
+                            DOT_IN_FP32)  # [PROJ_CHUNKS, BLOCK_H // PROJ_CHUNKS, PROJ_UNITS]
+    p_i, p_f, p_o = load_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
+    # h0's entries of this program into exchange slot 1 (what step 0 reads), c0's units into c slot 0
+    for j in range(n_sub):
+        offs_b = row0 + j * BLOCK_B + offs_r
+        mask_b = offs_b < row_end
+        mask_bq = mask_b[:, None] & mask_q[None, :]
+        mask_bu = mask_b[:, None] & mask_u[None, :]
+        b_h0 = tl.load(h0_ptr + offs_b[:, None] * stride_h0_b + offs_q[None, :], mask=mask_bq, other=0.0)
+        tl.store(exchange_ptr + stride_x_slot + offs_b[:, None] * P + offs_q[None, :],
+                 b_h0.to(exchange_ptr.dtype.element_ty), mask=mask_bq)
+        b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :], mask=mask_bu, other=0.0)
+        tl.store(c_state_ptr + offs_b[:, None] * H + offs_u[None, :], b_c0.to(ACC_DTYPE), mask=mask_bu)
+    grid_barrier(sync_ptr, nprog, spin_limit)
+    for s in range(T):
+        s64 = tl.cast(s, tl.int64)
+        read_x = exchange_ptr + ((s64 + 1) % 2) * stride_x_slot  # h_{t-1} of every row: slot (s + 1) % 2
+        write_x = exchange_ptr + (s64 % 2) * stride_x_slot
+        read_c = c_state_ptr + (s64 % 2) * stride_s_slot
+        write_c = c_state_ptr + ((s64 + 1) % 2) * stride_s_slot
+        for j in range(n_sub):
+            offs_b = row0 + j * BLOCK_B + offs_r  # [BLOCK_B]
+            mask_b = offs_b < row_end
+            mask_bu = mask_b[:, None] & mask_u[None, :]
+            mask_bq = mask_b[:, None] & mask_q[None, :]
+            b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
+            active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
+            b_xw = tl.load(xw_ptr + t_row[:, None] * stride_xw_t + offs_b[:, None] * stride_xw_b + row_j[None, :],
+                           mask=(mask_b & active)[:, None] & mask_j[None, :], other=0.0).to(ACC_DTYPE)
+            state_offs = offs_b[:, None] * H + offs_u[None, :]
+            b_c = tl.load(read_c + state_offs, mask=mask_bu, other=0.0)  # [BLOCK_B, UNITS]
+            if W_STREAMED:
+                # the slice is re-read from L2 every sub-tile, BLOCK_K rows of W_hh^T at a time
+                b_pre = b_xw  # [BLOCK_B, 4 * UNITS]
+                for k0 in range(0, BLOCK_P, BLOCK_K):
+                    offs_kk = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
+                    mask_kk = offs_kk < P
+                    h_ptrs = read_x + offs_b[:, None] * P + offs_kk[None, :]  # [BLOCK_B, BLOCK_K]
+                    if ALIGNED:
+                        h_ptrs = tl.multiple_of(h_ptrs, [1, 16])
+                    b_wk = dot_operand(w_hh_ptr + row_j[None, :] * stride_w_row + offs_kk[:, None] * stride_w_col,
+                                       mask_kk[:, None] & mask_j[None, :], DOT_IN_FP32)  # [BLOCK_K, 4 * UNITS]
+                    b_pre = dot_chunk(h_ptrs, mask_b[:, None] & mask_kk[None, :], b_wk, b_pre, INPUT_PRECISION,
+                                      ACC_DTYPE)
+            else:
+                h_ptrs = read_x + offs_b[:, None] * P + offs_k[None, :]  # [BLOCK_B, BLOCK_P]
+                if ALIGNED:
+                    h_ptrs = tl.multiple_of(h_ptrs, [1, 16])
+                b_pre = dot_chunk(h_ptrs, mask_b[:, None] & mask_k[None, :], b_w, b_xw, INPUT_PRECISION,
+                                  ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
+            pre_i, pre_f, pre_g, pre_o = split_gates(b_pre, BLOCK_B, UNITS)
+            b_i, b_f, b_g, b_o, c_new, m_new = lstm_cell_forward(
+                pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
+            tl.store(write_c + state_offs, rows_or_carry(c_new, b_c, active, HAS_LENGTHS), mask=mask_bu)
+            if STORE_STATE:
+                store_step_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H + offs_u[None, :],
+                                 H, b_i, b_f, b_g, b_o, active, mask_bu, HAS_LENGTHS)
+                tl.store(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs,
+                         rows_or_zero(c_new, active, HAS_LENGTHS), mask=mask_bu)
+            if HAS_PROJ:
+                tl.store(m_exchange_ptr + state_offs, m_new.to(m_exchange_ptr.dtype.element_ty), mask=mask_bu)
+            else:
+                split_tiled_emit_h(m_new, read_x, write_x, y_ptr, offs_b, offs_q, mask_bq, t_row, active, P,
+                                   stride_y_t, stride_y_b, HAS_LENGTHS)
+        if HAS_PROJ:
+            # h_t = m_t W_hr^T needs every unit's m_t: the step's first exchange (one slot, as above)
+            grid_barrier(sync_ptr, (2 * s + 2) * nprog, spin_limit)
+            for j in range(n_sub):
+                offs_b = row0 + j * BLOCK_B + offs_r
+                mask_b = offs_b < row_end
+                b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)
+                active, t_row = rows_at_step(s64, b_len, is_reverse)
+                m_ptrs = m_exchange_ptr + offs_b[None, :, None] * H + offs_mc[:, None, :]
+                if ALIGNED:
+                    m_ptrs = tl.multiple_of(m_ptrs, [1, 1, 16])
+                h_part = dot_chunk(m_ptrs, mask_b[None, :, None] & mask_mc[:, None, :], b_whr,
+                                   tl.zeros([PROJ_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE), INPUT_PRECISION,
+                                   ACC_DTYPE)
+                split_tiled_emit_h(tl.sum(h_part, axis=0), read_x, write_x, y_ptr, offs_b, offs_q,
+                                   mask_b[:, None] & mask_q[None, :], t_row, active, P, stride_y_t, stride_y_b,
+                                   HAS_LENGTHS)
+            grid_barrier(sync_ptr, (2 * s + 3) * nprog, spin_limit)
+        else:
+            grid_barrier(sync_ptr, (s + 2) * nprog, spin_limit)
+    last_x = exchange_ptr + ((T + 1) % 2) * stride_x_slot  # step T - 1's slot (slot 1, h0, when T = 0)
+    last_c = c_state_ptr + (T % 2) * stride_s_slot
+    for j in range(n_sub):
+        offs_b = row0 + j * BLOCK_B + offs_r
+        mask_b = offs_b < row_end
+        mask_bq = mask_b[:, None] & mask_q[None, :]
+        mask_bu = mask_b[:, None] & mask_u[None, :]
+        b_h = tl.load(last_x + offs_b[:, None] * P + offs_q[None, :], mask=mask_bq, other=0.0)
+        tl.store(h_n_ptr + offs_b[:, None] * P + offs_q[None, :], b_h.to(h_n_ptr.dtype.element_ty), mask=mask_bq)
+        b_c = tl.load(last_c + offs_b[:, None] * H + offs_u[None, :], mask=mask_bu, other=0.0)
+        tl.store(c_n_ptr + offs_b[:, None] * H + offs_u[None, :], b_c.to(c_n_ptr.dtype.element_ty), mask=mask_bu)
+
+
+@triton.jit
+def split_tiled_emit_h(h_new, read_x, write_x, y_ptr, offs_b, offs_q, mask_bq, t_row, active, P, stride_y_t,
+                       stride_y_b, HAS_LENGTHS: tl.constexpr):
+    """Publish a sub-tile's entries of h_t: y (zero past a row's end) and the exchange slot
+    being written, which carries a finished row's frozen h (read back from the other slot)."""
+    own = offs_b[:, None] * P + offs_q[None, :]  # [BLOCK_B, PROJ_UNITS]
+    if HAS_LENGTHS:
+        h_old = tl.load(read_x + own, mask=mask_bq, other=0.0).to(h_new.dtype)
+        b_h = tl.where(active[:, None], h_new, h_old)
+    else:
+        b_h = h_new
+    y_rows = y_ptr + t_row[:, None] * stride_y_t + offs_b[:, None] * stride_y_b
+    tl.store(y_rows + offs_q[None, :], rows_or_zero(h_new, active, HAS_LENGTHS).to(y_ptr.dtype.element_ty),
+             mask=mask_bq)
+    tl.store(write_x + own, b_h.to(write_x.dtype.element_ty), mask=mask_bq)
+
+
+@jit_kernel
+def lstm_bwd_kernel_split_tiled(
+    dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, lengths_ptr,
+    dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_state_ptr, dc_state_ptr, sync_ptr,
+    T, B, H, P, direction0, cell_clip, grad_clip, spin_limit,
+    stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
+    stride_hr_col, stride_c0_dir, stride_c0_b,
+    BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_H: tl.constexpr, K_CHUNKS: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr,
+    USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, ALIGNED: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, ROWS_PER_GROUP: tl.constexpr,
+    W_STREAMED: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    if ALIGNED:
+        H, P = (H // 16) * 16, (P // 16) * 16
+    if not HAS_PROJ:
+        P = H
+    pid_u = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    pid_d = tl.program_id(2).to(tl.int64)
+    nprog = tl.num_programs(0)
+    num_d = tl.num_programs(2)
+    is_reverse = (pid_d + direction0) == 1
+    sync_ptr += (pid_d * tl.num_programs(1) + pid_b) * 2
+    cell_clip = clip_bound(cell_clip, ACC_DTYPE)
+    grad_clip = clip_bound(grad_clip, ACC_DTYPE)
+    row0 = pid_b * ROWS_PER_GROUP
+    row_end = tl.minimum(row0 + ROWS_PER_GROUP, B)
+    n_sub = tl.cdiv(row_end - row0, BLOCK_B)
+    offs_r = tl.arange(0, BLOCK_B)
+    offs_u = pid_u * UNITS + tl.arange(0, UNITS)  # [UNITS]
+    mask_u = offs_u < H
+    offs_q = pid_u * PROJ_UNITS + tl.arange(0, PROJ_UNITS)  # [PROJ_UNITS]
+    mask_q = offs_q < P
+    offs_ck = (tl.arange(0, K_CHUNKS)[:, None] * (BLOCK_H // K_CHUNKS)
+               + tl.arange(0, BLOCK_H // K_CHUNKS)[None, :])  # [K_CHUNKS, BLOCK_H // K_CHUNKS]
+    mask_ck = offs_ck < H
+    B64 = tl.cast(B, tl.int64)
+    stride_g_t = B64 * 4 * H
+    stride_c_t = B64 * H
+    stride_h_t = B64 * P
+    stride_dpre_b = num_d * 4 * H
+    stride_dpre_t = B64 * stride_dpre_b
+    dy_ptr, dh_n_ptr, dc_n_ptr = bwd_inputs_of_direction(dy_ptr, dh_n_ptr, dc_n_ptr, pid_d, B64, H, P)
+    w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr = fwd_saved_of_direction(
+        w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, pid_d, T, H,
+        stride_w_dir, stride_hr_dir, stride_c0_dir, stride_g_t, stride_c_t)
+    dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr = bwd_outputs_of_direction(
+        dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, pid_d, T, B64, H, P, stride_h_t)
+    dh_state_ptr += pid_d * 2 * stride_h_t  # (D, 2, B, P)
+    dc_state_ptr += pid_d * 2 * stride_c_t  # (D, 2, B, H)
+
+    if not W_STREAMED:
+        # Resident for the whole sequence (as lstm_bwd_kernel_split): per gate, W_hh's rows of
+        # every unit at this program's entries of h, in K_CHUNKS chunks along K
+        w_ptrs = w_hh_ptr + offs_ck[:, :, None] * stride_w_row + offs_q[None, None, :] * stride_w_col
+        mask_w = mask_ck[:, :, None] & mask_q[None, None, :]
+        b_w_i = dot_operand(w_ptrs, mask_w, DOT_IN_FP32)  # [K_CHUNKS, BLOCK_H // K_CHUNKS, PROJ_UNITS]
+        b_w_f = dot_operand(w_ptrs + H * stride_w_row, mask_w, DOT_IN_FP32)
+        b_w_g = dot_operand(w_ptrs + 2 * H * stride_w_row, mask_w, DOT_IN_FP32)
+        b_w_o = dot_operand(w_ptrs + 3 * H * stride_w_row, mask_w, DOT_IN_FP32)
+    if HAS_PROJ:
+        offs_pc = (tl.arange(0, PROJ_CHUNKS)[:, None] * (BLOCK_P // PROJ_CHUNKS)
+                   + tl.arange(0, BLOCK_P // PROJ_CHUNKS)[None, :])  # [PROJ_CHUNKS, BLOCK_P // PROJ_CHUNKS]
+        mask_pc = offs_pc < P
+        b_whr = dot_operand(w_hr_ptr + offs_pc[:, :, None] * stride_hr_row + offs_u[None, None, :] * stride_hr_col,
+                            mask_pc[:, :, None] & mask_u[None, None, :],
+                            DOT_IN_FP32)  # [PROJ_CHUNKS, BLOCK_P // PROJ_CHUNKS, UNITS]
+    p_i, p_f, p_o = load_peephole(peephole_ptr, offs_u, mask_u, H, ACC_DTYPE, HAS_PEEPHOLE)  # [1, UNITS]
+    # dh_n's entries and dc_n's units of this program into state slot 0
+    for j in range(n_sub):
+        offs_b = row0 + j * BLOCK_B + offs_r
+        mask_b = offs_b < row_end
+        mask_bq = mask_b[:, None] & mask_q[None, :]
+        mask_bu = mask_b[:, None] & mask_u[None, :]
+        own_q = offs_b[:, None] * P + offs_q[None, :]
+        own_u = offs_b[:, None] * H + offs_u[None, :]
+        tl.store(dh_state_ptr + own_q, tl.load(dh_n_ptr + own_q, mask=mask_bq, other=0.0).to(ACC_DTYPE), mask=mask_bq)
+        tl.store(dc_state_ptr + own_u, tl.load(dc_n_ptr + own_u, mask=mask_bu, other=0.0).to(ACC_DTYPE), mask=mask_bu)
+    tl.debug_barrier()  # every warp's state stores done before any warp reads them back
+    for tt in range(T):
+        s64 = tl.cast(T - 1 - tt, tl.int64)
+        tt64 = tl.cast(tt, tl.int64)
+        read_dh = dh_state_ptr + (tt64 % 2) * stride_h_t
+        write_dh = dh_state_ptr + ((tt64 + 1) % 2) * stride_h_t
+        read_dc = dc_state_ptr + (tt64 % 2) * stride_c_t
+        write_dc = dc_state_ptr + ((tt64 + 1) % 2) * stride_c_t
+        if HAS_PROJ:
+            # dh_t = dh carried + dy_t of every entry goes to dh_hist: the step's first exchange
+            for j in range(n_sub):
+                offs_b = row0 + j * BLOCK_B + offs_r
+                mask_b = offs_b < row_end
+                mask_bq = mask_b[:, None] & mask_q[None, :]
+                b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)
+                active, t_row = rows_at_step(s64, b_len, is_reverse)
+                own_q = offs_b[:, None] * P + offs_q[None, :]
+                dy_rows = dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b
+                dh_total = tl.load(read_dh + own_q, mask=mask_bq, other=0.0) + tl.load(
+                    dy_rows + offs_q[None, :], mask=mask_bq & active[:, None], other=0.0).to(ACC_DTYPE)
+                dh_rows = dh_hist_ptr + t_row[:, None] * stride_h_t + offs_b[:, None] * P
+                tl.store(dh_rows + offs_q[None, :], rows_or_zero(dh_total, active, HAS_LENGTHS).to(
+                    dh_hist_ptr.dtype.element_ty), mask=mask_bq)
+            grid_barrier(sync_ptr, (2 * tt + 1) * nprog, spin_limit)
+        for j in range(n_sub):
+            offs_b = row0 + j * BLOCK_B + offs_r
+            mask_b = offs_b < row_end
+            mask_bu = mask_b[:, None] & mask_u[None, :]
+            b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)
+            active, t_row = rows_at_step(s64, b_len, is_reverse)
+            mask_act = mask_bu & active[:, None]
+            state_offs = offs_b[:, None] * H + offs_u[None, :]
+            if HAS_PROJ:
+                dh_rows = dh_hist_ptr + t_row[:, None] * stride_h_t + offs_b[:, None] * P
+                dh_ptrs = dh_rows[None, :, :] + offs_pc[:, None, :]  # [PROJ_CHUNKS, BLOCK_B, BLOCK_P // PROJ_CHUNKS]
+                if ALIGNED:
+                    dh_ptrs = tl.multiple_of(dh_ptrs, [1, 1, 16])
+                dm_part = dot_chunk(dh_ptrs, mask_b[None, :, None] & mask_pc[:, None, :], b_whr,
+                                    tl.zeros([PROJ_CHUNKS, BLOCK_B, UNITS], ACC_DTYPE), INPUT_PRECISION, ACC_DTYPE)
+                b_dm = tl.sum(dm_part, axis=0)  # [BLOCK_B, UNITS]
+            else:
+                dy_rows = dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b
+                b_dm = tl.load(read_dh + offs_b[:, None] * P + offs_u[None, :], mask=mask_bu, other=0.0) + tl.load(
+                    dy_rows + offs_u[None, :], mask=mask_act, other=0.0).to(ACC_DTYPE)
+            b_dc = tl.load(read_dc + state_offs, mask=mask_bu, other=0.0)  # [BLOCK_B, UNITS]
+            b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act, other=0.0).to(
+                ACC_DTYPE)
+            b_i, b_f, b_g, b_o = load_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + offs_b[:, None] * 4 * H
+                                                 + offs_u[None, :], H, mask_act, ACC_DTYPE)
+            b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :], mask=mask_bu,
+                           other=0.0).to(ACC_DTYPE)
+            b_c_prev = load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t,
+                                   mask_act).to(ACC_DTYPE)
+            dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(
+                b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
+                HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
+            tl.store(write_dc + state_offs, rows_or_carry(dc_prev, b_dc, active, HAS_LENGTHS), mask=mask_bu)
+            dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
+            store_step_tiles(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, active, mask_bu,
+                             HAS_LENGTHS)
+        if HAS_PROJ:
+            barriers = 2 * tt + 2
+        else:
+            barriers = tt + 1
+        grid_barrier(sync_ptr, barriers * nprog, spin_limit)
+        for j in range(n_sub):
+            offs_b = row0 + j * BLOCK_B + offs_r
+            mask_b = offs_b < row_end
+            mask_bq = mask_b[:, None] & mask_q[None, :]
+            b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)
+            active, t_row = rows_at_step(s64, b_len, is_reverse)
+            dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
+            if W_STREAMED:
+                # W_hh's rows of every gate re-read from L2 every sub-tile, BLOCK_K units at a time
+                b_dh = tl.zeros([BLOCK_B, PROJ_UNITS], ACC_DTYPE)
+                for k0 in range(0, BLOCK_H, BLOCK_K):
+                    offs_kk = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
+                    mask_kk = offs_kk < H
+                    for g in tl.static_range(4):
+                        d_ptrs = dpre_rows + g * H + offs_kk[None, :]  # [BLOCK_B, BLOCK_K]
+                        if ALIGNED:
+                            d_ptrs = tl.multiple_of(d_ptrs, [1, 16])
+                        b_wk = dot_operand(w_hh_ptr + (g * H + offs_kk)[:, None] * stride_w_row
+                                           + offs_q[None, :] * stride_w_col, mask_kk[:, None] & mask_q[None, :],
+                                           DOT_IN_FP32)  # [BLOCK_K, PROJ_UNITS]
+                        b_dh = dot_chunk(d_ptrs, mask_b[:, None] & mask_kk[None, :], b_wk, b_dh, INPUT_PRECISION,
+                                         ACC_DTYPE)
+            else:
+                dpre_ptrs = dpre_rows[None, :, :] + offs_ck[:, None, :]  # [K_CHUNKS, BLOCK_B, BLOCK_H // K_CHUNKS]
+                if ALIGNED:
+                    dpre_ptrs = tl.multiple_of(dpre_ptrs, [1, 1, 16])
+                mask_dpre = mask_b[None, :, None] & mask_ck[:, None, :]
+                dh_part = dot_chunk(dpre_ptrs, mask_dpre, b_w_i, tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE),
+                                    INPUT_PRECISION, ACC_DTYPE)
+                dh_part = dot_chunk(dpre_ptrs + H, mask_dpre, b_w_f, dh_part, INPUT_PRECISION, ACC_DTYPE)
+                dh_part = dot_chunk(dpre_ptrs + 2 * H, mask_dpre, b_w_g, dh_part, INPUT_PRECISION, ACC_DTYPE)
+                dh_part = dot_chunk(dpre_ptrs + 3 * H, mask_dpre, b_w_o, dh_part, INPUT_PRECISION, ACC_DTYPE)
+                b_dh = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} from the recurrence
+            own_q = offs_b[:, None] * P + offs_q[None, :]
+            if HAS_LENGTHS:  # a row past its end carries dh unchanged
+                b_dh = tl.where(active[:, None], b_dh, tl.load(read_dh + own_q, mask=mask_bq, other=0.0))
+            tl.store(write_dh + own_q, b_dh, mask=mask_bq)
+        tl.debug_barrier()  # this step's dh and dc stores done before the next step reads them
+    last_dh = dh_state_ptr + (T % 2) * stride_h_t
+    last_dc = dc_state_ptr + (T % 2) * stride_c_t
+    for j in range(n_sub):
+        offs_b = row0 + j * BLOCK_B + offs_r
+        mask_b = offs_b < row_end
+        mask_bq = mask_b[:, None] & mask_q[None, :]
+        mask_bu = mask_b[:, None] & mask_u[None, :]
+        own_q = offs_b[:, None] * P + offs_q[None, :]
+        own_u = offs_b[:, None] * H + offs_u[None, :]
+        tl.store(dh0_ptr + own_q, tl.load(last_dh + own_q, mask=mask_bq, other=0.0).to(dh0_ptr.dtype.element_ty),
+                 mask=mask_bq)
+        tl.store(dc0_ptr + own_u, tl.load(last_dc + own_u, mask=mask_bu, other=0.0).to(dc0_ptr.dtype.element_ty),
+                 mask=mask_bu)

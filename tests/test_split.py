@@ -13,10 +13,10 @@ import torch
 from conftest import ON_GPU, SPLIT_FP64_REASON, TOLERANCE, assert_close, interpreter_only, slow
 
 import triton_lstm
-from triton_lstm import barrier, compile_check, device, launcher, reference, split, split_report
+from triton_lstm import barrier, compile_check, cost, device, launcher, reference, split, split_report, variants
 from triton_lstm.batch import plan_forward
 from triton_lstm.interpreter_threads import concurrent_programs
-from triton_lstm.planning import DeviceLimits
+from triton_lstm.planning import DeviceLimits, LayerShape
 from triton_lstm.planning import GateOptions as Options
 
 needs_interpreter = interpreter_only("exercises Triton's sequential or threaded interpreter executors")
@@ -297,8 +297,11 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     assert plans.forward.constexpr("HAS_LENGTHS") is True
     assert plans.backward.grid == (16, 3, 2) and plans.backward.constexpr("K_CHUNKS") == 4
     # with lengths a forward slice over 32 KB spills (64 KB when ALIGNED, H % 16 == 0): fp32 needs
-    # 64 KB for 16 units at H = 256 and at H = 250
-    assert split.plan_split(40, 250, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2) is None
+    # 64 KB for 16 units at H = 256 and at H = 250; at H = 250 no per-tile plan fits (8 units x 3 tiles x 2
+    # directions = 192 programs), but the tiled kernels' two groups of 32 rows on 8 units do (128)
+    tiled = split.plan_split(40, 250, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2).forward
+    assert tiled.kernel == "lstm_fwd_kernel_split_tiled" and tiled.grid == (32, 2, 2)
+    assert tiled.constexpr("ROWS_PER_GROUP") == 32 and tiled.constexpr("UNITS") == 8
     plans = split.plan_split(40, 256, torch.float32, Options(lengths=True), DeviceLimits.sm90(), directions=2)
     assert plans.forward.grid == (16, 3, 2) and split.resident_slice_bytes(plans.forward) == 64 * 1024
     assert split.plan_split(40, 64, torch.float32, Options(lengths=True), DeviceLimits.sm90(),
@@ -338,20 +341,19 @@ def test_aligned_follows_h_and_p_and_an_aligned_plan_refuses_other_shapes():
 def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_streams():
     opts = Options()
     for B, H in ((1, 1024), (16, 512), (3, 256)):
-        batch = plan_forward(B, H, H, 1, torch.bfloat16, opts, DeviceLimits.interpreter())
-        assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.interpreter(), batch) is None
-        gpu_batch = plan_forward(B, H, H, 1, torch.bfloat16, opts, DeviceLimits.sm90())
-        assert split.prefer_split(B, H, torch.bfloat16, opts, DeviceLimits.sm90(), gpu_batch) is not None
-    batch = plan_forward(16, 512, 512, 1, torch.bfloat16, opts, DeviceLimits.sm90())
-    traffic = split.forward_traffic_per_step(
-        16, 512, torch.bfloat16, batch, split.plan_split(16, 512, torch.bfloat16, opts, DeviceLimits.sm90()).forward)
-    # the rule's premise at H = 512, B = 16: split busies 64x the programs, moves half the bytes
-    # in all, and over 100x fewer through its busiest program (one SM's path to L2)
-    assert traffic["split_programs"] == 64 * traffic["batch_programs"]
-    assert traffic["batch_bytes"] > 1.5 * traffic["split_bytes"]
-    assert traffic["batch_bytes_per_program"] > 100 * traffic["split_bytes_per_program"]
-    small = plan_forward(16, 32, 32, 1, torch.bfloat16, opts, DeviceLimits.sm90())  # W_hh resident: batch wins
-    assert split.prefer_split(16, 32, torch.bfloat16, opts, DeviceLimits.sm90(), small) is None
+        shape = LayerShape(B, H, H, 1, torch.bfloat16)
+        for pass_ in ("forward", "backward"):
+            assert variants.choose(pass_, shape, opts, DeviceLimits.interpreter()).variant != "split"
+        assert variants.choose("forward", shape, opts, DeviceLimits.sm90()).variant == "split"
+    shape = LayerShape(16, 512, 512, 1, torch.bfloat16)
+    batch = cost.step_work(plan_forward(16, 512, 512, 1, torch.bfloat16, opts, DeviceLimits.sm90()), shape)
+    spl = cost.step_work(split.plan_split(16, 512, torch.bfloat16, opts, DeviceLimits.sm90()).forward, shape)
+    # the premise at H = 512, B = 16: split busies 64x the programs and reads over 100x fewer
+    # bytes per program and step (one SM's path to L2), W_hh staying resident
+    assert spl.programs == 64 * batch.programs and spl.weights_on_chip and not batch.weights_on_chip
+    assert batch.exchanged_bytes > 100 * spl.exchanged_bytes
+    small = LayerShape(16, 32, 32, 1, torch.bfloat16)  # W_hh resident in one program: batch wins
+    assert variants.choose("forward", small, opts, DeviceLimits.sm90()).variant == "batch_resident"
 
 
 # ---- PTX and resources of the compiled kernels (sm_80, sm_90; no GPU needed) ---------------
@@ -394,15 +396,15 @@ def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
     assert big[0]["slice_bytes"] == 128 * 1024
 
 
-def test_auto_picks_split_for_a_projection_only_when_its_weights_would_leave_one_sm():
+def test_auto_picks_split_for_a_projection_when_the_cost_model_says_so():
     sm90, opts = DeviceLimits.sm90(), Options()
-    for H, P, picks in ((64, 32, False), (96, 24, False), (96, 40, True), (512, 128, True)):
+    for H, P, picks in ((64, 32, False), (96, 40, True), (512, 128, True)):
         batch = plan_forward(16, H, P, 1, torch.bfloat16, opts, sm90)
         assert batch.variant == "batch_streamed"  # every projection streams in the batch kernel
-        chosen = split.prefer_split(16, H, torch.bfloat16, opts, sm90, batch, P=P)
-        assert (chosen is not None) == picks, (H, P)
+        chosen = variants.choose("forward", LayerShape(16, H, P, 1, torch.bfloat16), opts, sm90)
+        assert (chosen.variant == "split") == picks, (H, P)
         if picks:
-            assert chosen.forward.constexpr("HAS_PROJ")
+            assert chosen.constexpr("HAS_PROJ")
 
 
 def test_projection_plans_keep_both_slices_within_the_spill_free_limits():

@@ -173,9 +173,12 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         batch_first: x and y are (B, T, .) instead of (T, B, .).
         reverse: run each row from its last step (lengths[b] - 1) back to step 0.
         kernel: "auto", "batch" (batch-tiled, W_hh resident when it fits),
-            "batch_streamed" (batch-tiled, W_hh streamed from L2 each step) or "split"
-            (hidden units across co-resident programs with a grid barrier at each exchange;
-            see triton_lstm/split.py; kernel="auto" is variants.choose).
+            "batch_streamed" (batch-tiled, W_hh streamed from L2 each step), "split"
+            (hidden units across co-resident programs with a grid barrier at each exchange,
+            its barrier groups chosen by the cost model; see triton_lstm/split_planning.py)
+            or "split_tiled" (split with ONE barrier group per direction for the whole
+            batch, each program looping over 16-row sub-tiles); kernel="auto" is
+            variants.choose (least predicted time, triton_lstm.cost).
         backend: "auto" (the Triton kernels for CUDA tensors, or CPU tensors under
             TRITON_INTERPRET=1; the reference otherwise), "triton" or "reference".
         return_gates: also return a GateRecord (i, f, g, o, c), each (T, B, H) (or

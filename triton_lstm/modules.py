@@ -82,7 +82,7 @@ class LSTM(nn.Module):
             bias_hh to 0 at init, so the gate starts open; None keeps torch's init exactly.
         grad_clip: clamp d(loss)/d(gate pre-activation) to [-grad_clip, grad_clip] every step.
         cell_clip: clamp c_t to [-cell_clip, cell_clip] every step.
-        kernel: "auto", "batch", "batch_streamed" or "split" (see triton_lstm.lstm).
+        kernel: "auto", "batch", "batch_streamed", "split" or "split_tiled" (see triton_lstm.lstm).
         backend: "auto", "triton" or "reference".
 
     forward(input, hx=None) takes and returns exactly what torch.nn.LSTM does: input

@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-KERNEL_CHOICES = ("auto", "batch", "batch_streamed", "split")
+KERNEL_CHOICES = ("auto", "batch", "batch_streamed", "split", "split_tiled")
 
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
@@ -121,7 +121,7 @@ class Plan:
     def describe(self) -> str:
         c = dict(self.constexprs)
         tiles = " ".join(f"{k}={c[k]}" for k in ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS",
-                                                 "PROJ_UNITS") if k in c)
+                                                 "PROJ_UNITS", "ROWS_PER_GROUP") if k in c)
         return (f"{self.kernel}[{self.variant}] grid={self.grid} warps={self.num_warps} "
                 f"stages={self.num_stages} maxnreg={self.maxnreg} {tiles} dot={c.get('INPUT_PRECISION')}")
 

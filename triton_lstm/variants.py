@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from . import batch, cell, split
+from . import batch, cell, cost, split
 from .planning import KERNEL_CHOICES, DeviceLimits, GateOptions, LayerShape, Plan, Variant
 
 VARIANTS: tuple[Variant, ...] = (batch.VARIANT, split.VARIANT, cell.VARIANT)
@@ -39,10 +39,13 @@ def choose(pass_: str, shape: LayerShape, gates: GateOptions, limits: DeviceLimi
            allow_tf32: bool = True) -> Plan:
     """The plan of one recurrent pass ("forward" or "backward") of one layer.
 
-    A forced `kernel=` runs its variant, or raises when that variant has no plan. "auto" is
-    batch-tiled unless the split rule (split.prefer_split, documented there) says the
-    batch-tiled plan would stream W_hh through too few SMs and a co-resident split plan
-    exists. Pure: the same arguments give the same plan.
+    A forced `kernel=` runs its variant, or raises when that variant has no plan. "auto" runs
+    the plan of least predicted time per step (triton_lstm.cost, an estimate calibrated on
+    DESIGN.md section 6's H100 figures) among every layer variant's plan for the shape; on a
+    tie the variant listed first (batch-tiled: no barrier). Under the interpreter a launch's
+    programs run one after another, so auto never picks a grid-synchronised variant there.
+    Forward and backward are chosen independently: every variant saves the same state.
+    Pure: the same arguments give the same plan.
     """
     if kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
@@ -51,7 +54,19 @@ def choose(pass_: str, shape: LayerShape, gates: GateOptions, limits: DeviceLimi
         if plan is None:
             raise ValueError(f"kernel={kernel!r} has no plan for " + split.no_plan_message(shape, limits))
         return plan
-    baseline = batch.plan_layer(pass_, shape, gates, limits, False, allow_tf32)
-    B, H, P, D, dtype = shape
-    plans = split.prefer_split(B, H, dtype, gates, limits, baseline, directions=D, P=P, allow_tf32=allow_tf32)
-    return split.plan_pass(pass_, plans, shape, gates, limits, allow_tf32) or baseline
+    return candidates(pass_, shape, gates, limits, allow_tf32)[0][1]
+
+
+@functools.lru_cache(maxsize=4096)
+def candidates(pass_: str, shape: LayerShape, gates: GateOptions, limits: DeviceLimits,
+               allow_tf32: bool = True) -> tuple[tuple[cost.Estimate, Plan], ...]:
+    """(prediction, plan) of every variant that `kernel="auto"` may run for this pass, the
+    least predicted time per step first (stable: ties keep VARIANTS' order)."""
+    found = []
+    for v in LAYER_VARIANTS:
+        if limits.interpreted and v.grid_synchronised:
+            continue  # the barrier cannot complete with programs run one after another
+        plan = v.plan(pass_, shape, gates, limits, v.choices[0], allow_tf32)
+        if plan is not None:
+            found.append((cost.predict(plan, shape, limits), plan))
+    return tuple(sorted(found, key=lambda item: item[0].us_per_step))

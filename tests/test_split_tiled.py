@@ -1,0 +1,181 @@
+"""Split for any batch (lstm_*_kernel_split_tiled): one barrier group covers many batch rows,
+each program keeps its weight slice for all of them and loops over 16-row sub-tiles inside
+every step. Against torch.nn.LSTM and the reference in the concurrent interpreter (a thread
+per program), planning that keeps the grid within the SMs, and the compiled plans' resources.
+"""
+import dataclasses
+
+import pytest
+import torch
+from conftest import ON_GPU, TOLERANCE, assert_close, slow
+from test_split import random_lengths
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import triton_lstm
+from triton_lstm import compile_check, cost, device, launcher, split, variants
+from triton_lstm.interpreter_threads import concurrent_programs
+from triton_lstm.planning import DeviceLimits, LayerShape
+from triton_lstm.planning import GateOptions as Options
+
+DEVICE = "cuda" if ON_GPU else "cpu"
+TILED = ("lstm_fwd_kernel_split_tiled", "lstm_bwd_kernel_split_tiled")
+
+
+@pytest.fixture
+def tiled_launches(monkeypatch):
+    """(kernel, grid, ROWS_PER_GROUP) of every tiled launch of the test, every launch under a
+    thread-per-program executor (the stand-in for co-resident programs)."""
+    calls = []
+    original = launcher.launch
+
+    def recording(plan, *args, **kwargs):
+        if plan.kernel in TILED:
+            calls.append((plan.kernel, plan.grid, plan.constexpr("ROWS_PER_GROUP")))
+        return original(plan, *args, **kwargs)
+
+    monkeypatch.setattr(launcher, "launch", recording)
+    if ON_GPU:
+        yield calls
+    else:
+        with concurrent_programs():
+            yield calls
+
+
+def weighted_loss(y, h, c, seed):
+    g = torch.Generator().manual_seed(seed + 1)
+    return sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.device, o.dtype)).sum()
+               for o in (y, h, c))
+
+
+@pytest.mark.parametrize("P", [0, 16], ids=["no-proj", "proj16"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_split_tiled_module_matches_torch_lstm_at_a_ragged_batch_of_40(tiled_launches, dtype, P, seed):
+    # B = 40 in ONE barrier group per direction: three 16-row sub-tiles per step, the last
+    # with 8 rows; both directions in one launch, unsorted packed lengths; outputs and every
+    # parameter gradient against torch.nn.LSTM in float64 after load_state_dict
+    torch.manual_seed(seed)
+    T, B, I, H = 4, 40, 5, 24
+    theirs = torch.nn.LSTM(I, H, bidirectional=True, proj_size=P, dtype=torch.float64, device=DEVICE)
+    ours = triton_lstm.LSTM(I, H, bidirectional=True, proj_size=P, dtype=dtype, device=DEVICE, kernel="split_tiled",
+                            backend="triton")
+    ours.load_state_dict({k: v.to(dtype) for k, v in theirs.state_dict().items()}, strict=True)
+    lengths = random_lengths(B, T, torch.Generator().manual_seed(seed))
+    x = torch.randn(T, B, I, dtype=torch.float64, device=DEVICE)
+    results = []
+    for m, dt in ((ours, dtype), (theirs, torch.float64)):
+        out, (h, c) = m(pack_padded_sequence(x.to(dt), lengths, enforce_sorted=False))
+        y = pad_packed_sequence(out, total_length=T)[0]
+        results.append([y, h, c, *torch.autograd.grad(weighted_loss(y, h, c, seed), list(m.parameters()))])
+    assert [(k, g[1:], r) for k, g, r in tiled_launches] == [(TILED[0], (1, 2), 64), (TILED[1], (1, 2), 64)]
+    names = ["y", "h_n", "c_n", *(n for n, _ in theirs.named_parameters())]
+    for name, a, b in zip(names, *results):
+        assert_close(a, b, TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
+@pytest.mark.parametrize("H,P", [(24, 16), pytest.param(33, 0, marks=slow)], ids=["H24-P16", "H33"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_split_tiled_peepholes_and_clips_match_the_reference(tiled_launches, dtype, H, P, seed):
+    # what nn.LSTM lacks: peepholes, cell_clip, grad_clip, against the module on the reference
+    # backend (float64), bidirectional with lengths and a projection, B = 40 in one group
+    torch.manual_seed(seed)
+    T, B, I = 5, 40, 6
+    kw = dict(bidirectional=True, proj_size=P, peephole=True, cell_clip=0.5, grad_clip=0.25)
+    ref = triton_lstm.LSTM(I, H, dtype=torch.float64, backend="reference", **kw)
+    with torch.no_grad():
+        ref.weight_peephole_l0.uniform_(-0.5, 0.5)
+        ref.weight_peephole_l0_reverse.uniform_(-0.5, 0.5)
+    ours = triton_lstm.LSTM(I, H, dtype=dtype, device=DEVICE, kernel="split_tiled", backend="triton", **kw)
+    ours.load_state_dict({k: v.to(dtype) for k, v in ref.state_dict().items()}, strict=True)
+    lengths = random_lengths(B, T, torch.Generator().manual_seed(seed))
+    x = torch.randn(T, B, I, dtype=torch.float64) * 2  # large enough that both clips bite
+    results = []
+    for m, dt, dev in ((ours, dtype, DEVICE), (ref, torch.float64, "cpu")):
+        out, (h, c) = m(pack_padded_sequence(x.to(dev, dt), lengths, enforce_sorted=False))
+        y = pad_packed_sequence(out, total_length=T)[0]
+        results.append([y, h, c, *torch.autograd.grad(weighted_loss(y, h, c, seed), list(m.parameters()))])
+    assert {k for k, _, _ in tiled_launches} == set(TILED)
+    names = ["y", "h_n", "c_n", *(n for n, _ in ref.named_parameters())]
+    for name, a, b in zip(names, *results):
+        assert_close(a.cpu(), b, TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["resident", "streamed"])
+@pytest.mark.parametrize("P", [None, 24], ids=["no-proj", "proj24"])
+def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tiled_launches, P, streamed, seed):
+    # two barrier groups of 32 rows (the second holds 8) per direction, D = 2 with lengths and
+    # every gate option: every output of both passes, saved state included, against the
+    # batch-tiled kernels (themselves tested against the reference), float64; streamed: each
+    # program re-reads its W_hh slice in BLOCK_K chunks every sub-tile (W_STREAMED)
+    T, B, H, D, dtype = 4, 40, 40, 2, torch.float64
+    g = torch.Generator().manual_seed(seed)
+    lengths = random_lengths(B, T, g).to(DEVICE)
+    proj = P is not None
+    P = P or H
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE, dtype)
+
+    xw, w_hh = r(T, B, D * 4 * H), r(D, 4 * H, P, scale=P ** -0.5)
+    w_hr = r(D, P, H, scale=H ** -0.5) if proj else None
+    h0, c0, peephole = r(D, B, P, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
+    dy, dh_n, dc_n = r(T, B, D * P), r(D, B, P), r(D, B, H)
+    options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True)
+    plans = split.plan_split(B, H, dtype, options, device.device_limits(torch.device(DEVICE)), directions=D,
+                             P=P, group_rows=32, streamed=streamed)
+    assert plans.forward.grid[1:] == (2, 2) and plans.backward.grid[1:] == (2, 2)
+    assert all(p.constexpr("W_STREAMED") is streamed for p in (plans.forward, plans.backward))
+    if streamed:  # BLOCK_K = 16 where K = 64 (40 padded), so the chunk loop runs more than once
+        plans = split.SplitPlans(*(dataclasses.replace(p, constexprs=tuple((k, 16 if k == "BLOCK_K" else v)
+                                                                             for k, v in p.constexprs))
+                                   for p in (plans.forward, plans.backward)))
+    outputs = {}
+    for kernel, fwd_plan, bwd_plan in (("split_tiled", plans.forward, plans.backward), ("batch", None, None)):
+        y, h_n, c_n, gates, c_hist = launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, 0.5, False, False,
+                                                      True, kernel, plan=fwd_plan)
+        dpre, dh0, dc0, dh_hist = launcher.backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole,
+                                                    lengths, 0.5, 0.25, False, False, kernel, plan=bwd_plan)
+        outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0,
+                               dh_hist=dh_hist)
+    assert [k for k, _, _ in tiled_launches] == list(TILED)
+    past_end = torch.arange(T, device=DEVICE)[:, None] >= lengths[None, :]  # [T, B]
+    ours = outputs["split_tiled"]
+    assert (ours["y"][past_end] == 0).all() and (ours["dpre"][past_end] == 0).all()
+    assert (ours["gates"][:, past_end] == 0).all() and (ours["c_hist"][:, past_end] == 0).all()
+    for name, ref in outputs["batch"].items():
+        assert_close(ours[name], ref, TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
+def test_tiled_plans_keep_the_grid_within_the_sms_for_any_batch():
+    sm90 = DeviceLimits.sm90()
+    for B in (40, 64, 128, 256):
+        for D in (1, 2):
+            plans = split.plan_split(B, 512, torch.bfloat16, Options(), sm90, directions=D)
+            for plan in (plans.forward, plans.backward):
+                assert plan.programs <= sm90.num_sms, plan.describe()
+    # B = 64 at H = 1024 bf16: the per-tile grid needs 4 x 128 programs; one tiled group of 64
+    # rows runs on 128 programs with the 64 KB W_hh slices resident, and auto picks it
+    shape = LayerShape(64, 1024, 1024, 1, torch.bfloat16)
+    chosen = variants.choose("forward", shape, Options(), sm90)
+    assert chosen.kernel == TILED[0] and chosen.grid == (128, 1, 1) and chosen.constexpr("ROWS_PER_GROUP") == 64
+    estimate = cost.predict(chosen, shape, sm90)
+    assert estimate.work.weights_on_chip and estimate.us_per_step < 11
+    # forcing one group: ROWS_PER_GROUP covers B; backward falls back to batch where no tiled plan fits
+    forced = variants.choose("forward", LayerShape(200, 64, 64, 2, torch.float32), Options(), sm90, "split_tiled")
+    assert forced.kernel == TILED[0] and forced.grid[1] == 1 and forced.constexpr("ROWS_PER_GROUP") == 256
+
+
+def test_tiled_plans_compile_spill_free_on_sm80_and_sm90():
+    full = Options(peephole=True, cell_clip=True, grad_clip=True)
+    items = []
+    for cc, limits in ((80, DeviceLimits.sm80()), (90, DeviceLimits.sm90())):
+        for B, H, dtype, options, D, P in ((64, 1024 if cc == 90 else 768, torch.bfloat16, full, 1, None),
+                                           (256, 256, torch.float32, dataclasses.replace(full, lengths=True), 2, None),
+                                           (128, 512, torch.float16, full, 1, 128)):
+            plans = split.plan_split(B, H, dtype, options, limits, directions=D, P=P, group_rows=B)
+            items += [(p, cc) for p in (plans.forward, plans.backward) if p is not None and split.is_tiled(p)]
+    assert len(items) >= 8
+    for (plan, cc), result in compile_check.compile_plans(items).items():
+        assert result.ok, (plan.describe(), result.error)
+        assert result.spill_bytes == 0, (cc, plan.describe(), result)
+        assert result.shared_bytes <= compile_check.TARGETS[cc].max_shared_bytes, (cc, plan.describe(), result)
+        assert result.release_atomic and result.acquire_atomic and result.cg_loads >= 1
