@@ -62,13 +62,24 @@ SECTIONS = (
     ("timings", 110, 10, "do_bench medians vs torch.nn.LSTM (cuDNN), fwd and fwd+bwd"),
 )
 TOTAL_BUDGET_GPU = 470  # seconds: under the 8 minutes a lent H100/H200 gets, with room to start
-COLUMNS = ("section", "check", "variant", "dtype", "shape", "value", "limit", "unit", "status", "note")
+COLUMNS = ("section", "check", "variant", "dtype", "shape", "value", "predicted", "limit", "unit", "status", "note")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def row(section, check, status, variant="", dtype="", shape="", value="", limit="", unit="", note=""):
+def row(section, check, status, variant="", dtype="", shape="", value="", limit="", unit="", note="", predicted=""):
     return dict(section=section, check=check, variant=variant, dtype=dtype, shape=shape, value=value,
-                limit=limit, unit=unit, status=status, note=note)
+                predicted=predicted, limit=limit, unit=unit, status=status, note=note)
+
+
+def predicted_us_per_step(dtype: str, B: int, H: int, layers: int, D: int, limits=None) -> dict:
+    """The cost model's estimate (triton_lstm.cost) for a model of `layers` equal layers, per
+    mode, as the timings measure it (TF32 off) on `limits` (default: the GPU at hand): beside
+    each measurement, never instead of one."""
+    from triton_lstm import plan
+
+    layer = plan.describe(limits or plan.device_limits("cuda"), B, H, dtype, D, allow_tf32=False)
+    forward = layers * layer["forward"]["predicted_us_per_step"]
+    return {"forward": forward, "forward+backward": forward + layers * layer["backward"]["predicted_us_per_step"]}
 
 
 def fmt(x) -> str:
@@ -502,6 +513,7 @@ def section_timings() -> list[dict]:
         ours.load_state_dict(theirs.state_dict())
         x = torch.randn(TIMING_T, B, H, device="cuda", dtype=DTYPES[dtype], requires_grad=True)
         dy = torch.randn(TIMING_T, B, D * H, device="cuda", dtype=DTYPES[dtype])
+        predicted = predicted_us_per_step(dtype, B, H, layers, D)
         for mode in ("forward", "forward+backward"):
             for provider, model in (("cudnn", theirs), ("triton_lstm", ours)):
                 def call(model=model, mode=mode):
@@ -513,9 +525,11 @@ def section_timings() -> list[dict]:
                 try:
                     ms = triton.testing.do_bench(call, warmup=5, rep=40, quantiles=[0.5, 0.2, 0.8],
                                                  grad_to_none=[x, *model.parameters()])
+                    estimate = predicted[mode] if provider == "triton_lstm" else ""
                     rows.append(row("timings", mode, "info", provider, dtype, shape, value=1000 * ms[0] / TIMING_T,
-                                    unit="us/step", note=f"p20 {1000 * ms[1] / TIMING_T:.3g}, p80 "
-                                    f"{1000 * ms[2] / TIMING_T:.3g}; prediction: no cost model in this tree"))
+                                    predicted=estimate, unit="us/step", note=f"p20 {1000 * ms[1] / TIMING_T:.3g}, "
+                                    f"p80 {1000 * ms[2] / TIMING_T:.3g}" + ("; predicted: cost-model estimate, "
+                                                                            "recurrent kernels only" if estimate else "")))
                 except Exception as e:
                     rows.append(row("timings", mode, "fail", provider, dtype, shape, note=f"{type(e).__name__}: {e}"[:300]))
     return rows

@@ -43,3 +43,21 @@ def test_a_section_that_overruns_is_killed_and_fails_the_run(tmp_path, monkeypat
 
     rows, seconds, _ = gpu_check.run_section("correctness", 0.5, tmp_path)
     assert rows[0]["status"] == "timeout" and seconds < 5
+
+
+def test_the_timings_predictions_sum_the_cost_model_over_layers_and_passes():
+    # what the GPU's timing rows print beside each measurement: a 3-layer bidirectional model
+    # is three layers' predicted forward (plus three backwards), TF32 off as the timings run
+    sys.path.insert(0, str(REPO))
+    from perf import gpu_check
+
+    from triton_lstm import plan
+    from triton_lstm.planning import DeviceLimits
+
+    sm90 = DeviceLimits.sm90()
+    layer = plan.describe(sm90, 16, 256, "fp32", 2, allow_tf32=False)
+    assert layer["forward"]["dot_precision"] == "ieee"
+    got = gpu_check.predicted_us_per_step("fp32", 16, 256, 3, 2, limits=sm90)
+    forward, backward = (layer[p]["predicted_us_per_step"] for p in ("forward", "backward"))
+    assert got == {"forward": pytest.approx(3 * forward), "forward+backward": pytest.approx(3 * (forward + backward))}
+    assert 0 < forward < got["forward"] < got["forward+backward"]

@@ -99,13 +99,15 @@ def test_split_tiled_peepholes_and_clips_match_the_reference(tiled_launches, dty
         assert_close(a.cpu(), b, TOLERANCE[dtype], f"{name} (seed {seed})")
 
 
-@pytest.mark.parametrize("streamed", [False, True], ids=["resident", "streamed"])
+@pytest.mark.parametrize("layout", ["resident", "streamed", "16-chunks"])
 @pytest.mark.parametrize("P", [None, 24], ids=["no-proj", "proj24"])
-def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tiled_launches, P, streamed, seed):
+def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tiled_launches, P, layout, seed):
     # two barrier groups of 32 rows (the second holds 8) per direction, D = 2 with lengths and
     # every gate option: every output of both passes, saved state included, against the
     # batch-tiled kernels (themselves tested against the reference), float64; streamed: each
-    # program re-reads its W_hh slice in BLOCK_K chunks every sub-tile (W_STREAMED)
+    # program re-reads its W_hh slice in BLOCK_K chunks every sub-tile (W_STREAMED); 16-chunks:
+    # every chunked dot in 16 chunks along K, as the widest tiled plans take them (the planner
+    # chooses 16 only at K >= 256, too large for the interpreter)
     T, B, H, D, dtype = 4, 40, 40, 2, torch.float64
     g = torch.Generator().manual_seed(seed)
     lengths = random_lengths(B, T, g).to(DEVICE)
@@ -120,14 +122,16 @@ def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tile
     h0, c0, peephole = r(D, B, P, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
     dy, dh_n, dc_n = r(T, B, D * P), r(D, B, P), r(D, B, H)
     options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True)
+    streamed = layout == "streamed"
     plans = split.plan_split(B, H, dtype, options, device.device_limits(torch.device(DEVICE)), directions=D,
                              P=P, group_rows=32, streamed=streamed)
     assert plans.forward.grid[1:] == (2, 2) and plans.backward.grid[1:] == (2, 2)
     assert all(p.constexpr("W_STREAMED") is streamed for p in (plans.forward, plans.backward))
-    if streamed:  # BLOCK_K = 16 where K = 64 (40 padded), so the chunk loop runs more than once
-        plans = split.SplitPlans(*(dataclasses.replace(p, constexprs=tuple((k, 16 if k == "BLOCK_K" else v)
-                                                                             for k, v in p.constexprs))
-                                   for p in (plans.forward, plans.backward)))
+    # streamed: BLOCK_K = 16 where K = 64 (40 padded), so the chunk loop runs more than once
+    overridden = {"streamed": ("BLOCK_K",), "16-chunks": ("K_CHUNKS", "PROJ_CHUNKS"), "resident": ()}[layout]
+    plans = split.SplitPlans(*(dataclasses.replace(p, constexprs=tuple((k, 16 if k in overridden else v)
+                                                                         for k, v in p.constexprs))
+                               for p in (plans.forward, plans.backward)))
     outputs = {}
     for kernel, fwd_plan, bwd_plan in (("split_tiled", plans.forward, plans.backward), ("batch", None, None)):
         y, h_n, c_n, gates, c_hist = launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, 0.5, False, False,

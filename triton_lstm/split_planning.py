@@ -73,7 +73,10 @@ MAX_TILED_ROWS = 256
 # chunks, none with 16 (244-254 registers); H = 256 with P = 255 and lengths spills 40-64 bytes
 # with 4 or 8, none with 16. So its widest H is the unaligned table's, at BLOCK_H >= 16
 # PROJ_UNITS it takes 16 chunks along K, and its slices stay within 64 KB (fp32 H = 512, 128 KB,
-# spills 40-260 bytes; with lengths 68 KB slices spill 60-104 bytes on sm_90).
+# spills 40-260 bytes; with lengths 68 KB slices spill 60-104 bytes on sm_90). Its dm dot takes
+# 16 chunks along BLOCK_P >= 16 UNITS too: with 4, H = 256, P = 255, lengths and every gate
+# option spilled 24-40 bytes once the matrix compiled what a launch runs (jit_kernel, aligned
+# pointers); 16 chunks: 234-252 registers, 0 spills.
 TILED_BACKWARD_MAX_BLOCK_H = {16: 512, 32: 256, 64: 128}
 TILED_WIDE_K_CHUNKS = 16
 TILED_BACKWARD_SLICE_MAX_BYTES = 64 * 1024
@@ -202,6 +205,8 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         if rows_per_group is not None and block_h >= 16 * punits:
             k_chunks = TILED_WIDE_K_CHUNKS  # the sub-tile loop's extra live values: see TILED_BACKWARD_MAX_BLOCK_H
         proj_chunks = BACKWARD_K_CHUNKS if has_proj and block_p >= 8 * units else 1  # dm dot: K = BLOCK_P, N = UNITS
+        if rows_per_group is not None and has_proj and block_p >= 16 * units:
+            proj_chunks = TILED_WIDE_K_CHUNKS  # see TILED_BACKWARD_MAX_BLOCK_H
         constexprs = common + (("K_CHUNKS", k_chunks), ("PROJ_CHUNKS", proj_chunks)) + gate_flags + (
             ("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
         kernel = "lstm_bwd_kernel_split"
