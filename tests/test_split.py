@@ -306,17 +306,25 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     assert plans.forward.grid == (16, 3, 2) and split.resident_slice_bytes(plans.forward) == 64 * 1024
     assert split.plan_split(40, 64, torch.float32, Options(lengths=True), DeviceLimits.sm90(),
                             directions=2).backward.grid == (4, 3, 2)
-    assert split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90(), directions=2) is None
+    # two directions at H = 1024: 8 units x 2 = 256 programs, and a 16-unit forward slice (128 KB)
+    # spills; so the forward streams each program's slice (W_STREAMED) on 128 programs, and the
+    # backward's 16-unit resident slices (128 KB, spill-free) fit 64 x 2 programs
+    bidir = split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90(), directions=2)
+    assert bidir.forward.grid == (64, 1, 2) and bidir.forward.constexpr("W_STREAMED") is True
+    assert bidir.backward.grid == (64, 1, 2) and not dict(bidir.backward.constexprs).get("W_STREAMED")
     # the backward's K-chunked dot is spill-free up to H = 512 (compile report), to H = 1024 when
-    # ALIGNED and without lengths; beyond, no plan
+    # ALIGNED and without lengths; beyond, 16-bit backwards stream their slices, others have no plan
     plans = split.plan_split(16, 512, torch.bfloat16, Options(lengths=True), DeviceLimits.sm90())
     assert plans.backward.constexpr("UNITS") == 16 and plans.backward.constexpr("K_CHUNKS") == 4
     wide = split.plan_split(16, 1024, torch.bfloat16, Options(), DeviceLimits.sm90()).backward
     assert wide.grid == (64, 1, 1) and wide.constexpr("ALIGNED") and split.resident_slice_bytes(wide) == 128 * 1024
     assert wide.constexpr("K_CHUNKS") == 8  # one 128-wide chunk of K per warp
-    assert split.plan_split(16, 1024, torch.bfloat16, Options(lengths=True), DeviceLimits.sm90()).backward is None
-    assert split.plan_split(16, 1008, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is not None
-    assert split.plan_split(16, 1000, torch.bfloat16, Options(), DeviceLimits.sm90()).backward is None
+    streamed = split.plan_split(16, 1024, torch.bfloat16, Options(lengths=True), DeviceLimits.sm90()).backward
+    assert streamed.constexpr("W_STREAMED") is True and streamed.constexpr("UNITS") == 16
+    assert not dict(split.plan_split(16, 1008, torch.bfloat16, Options(), DeviceLimits.sm90()
+                                     ).backward.constexprs).get("W_STREAMED")
+    assert split.plan_split(16, 1000, torch.bfloat16, Options(), DeviceLimits.sm90()).backward.constexpr("W_STREAMED")
+    assert split.plan_split(16, 1000, torch.float32, Options(), DeviceLimits.sm90()).backward is None  # fp32 spills
     assert split.plan_split(16, 512, torch.bfloat16, Options(store_state=False), DeviceLimits.sm90()).backward is None
 
 

@@ -7,6 +7,8 @@ Two kernel families, both keeping each program's weight slice on chip for the wh
   barrier groups of ROWS_PER_GROUP rows each (G = 1: the whole batch), every program looping
   over its group's rows in 16-row sub-tiles inside each step, the per-row state in
   program-private buffers. So the grid is bounded by the SMs, not by cdiv(B, 16) x units.
+  Where no resident slice fits, a tiled plan may stream it (W_STREAMED): each program
+  re-reads only its own slice every sub-tile, so W_hh is spread over every SM of the grid.
 `plan_split` plans every co-resident, spill-free candidate of both and keeps the one the cost
 model (triton_lstm.cost) predicts fastest, per pass. The limits below come from the compile
 matrix; the tiled kernels hold the same per-step tiles, so the same limits apply to them.
@@ -85,6 +87,16 @@ TILED_BACKWARD_SLICE_MAX_BYTES = 64 * 1024
 # sub-tile, BLOCK_K rows at a time, so the weights are spread over every SM instead of streamed
 # whole through a few; the cost model charges those bytes per sub-tile.
 STREAMED_BLOCK_K = 64
+# The streamed compile report (sm_80 and sm_90; B 1-256, H 256-1024, bf16 and fp32, every gate
+# option, lengths, projections, one and two directions: 1674 plans) has 289 spilling: every
+# 64-unit forward with a projection, and backwards from 255 registers: most in fp32 (TF32 or
+# not) and with a projection, and every 64-unit one. The compile matrix then found forwards
+# with a projection at BLOCK_P = 1024 (P = H - 1) spilling too, and on sm_86 / sm_89 some over
+# the 99 KB of shared memory. Spill-free and within shared memory: without a projection,
+# forwards of up to 32 units and 16-bit backwards of up to 32 units; those are the streamed
+# plans kernel="auto" weighs (by the cost model, against every resident plan); the rest stay
+# behind streamed=True.
+STREAMED_AUTO_MAX_UNITS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,13 +290,9 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
             rows *= 2
     shared_limit = limits.max_shared_bytes * 4 // 5
     found = []
-    # Streamed plans are not auto candidates yet: the compile report has 30 of 112 spilling
-    # (backwards from 255 registers, forwards with 64 units); only streamed=True plans them.
-    if streamed_only:
-        found += _streamed_plans(direction, streamed_units, B, H, P, directions, name, options, limits, occupancy,
-                                 allow_tf32, group_rows)
-    if streamed_only:
-        return found
+    if streamed_only:  # every streamed plan, spill-free or not (the compile report's breadth)
+        return _streamed_plans(direction, streamed_units, B, H, P, directions, name, options, limits, occupancy,
+                               allow_tf32, group_rows)
     for rows_per_group in candidates:
         for units in unit_choices:
             if rows_per_group is not None and direction == "backward" and block_h > TILED_BACKWARD_MAX_BLOCK_H[units]:
@@ -299,7 +307,17 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
             if plan.programs <= limits.num_sms * per_sm:
                 found.append(plan)
                 break
-    return found
+    return found + _streamed_plans(direction, auto_streamed_units(direction, streamed_units, name, P, H), B, H, P,
+                                   directions, name, options, limits, occupancy, allow_tf32, group_rows)
+
+
+def auto_streamed_units(direction: str, unit_choices, name: str, P: int | None, H: int) -> list[int]:
+    """The units per program of the streamed plans kernel="auto" may run: the spill-free part of
+    the streamed compile report (STREAMED_AUTO_MAX_UNITS); none with a projection, or for the
+    backwards that spill."""
+    if (P is not None and P != H) or (direction == "backward" and ELEMENT_BYTES[name] > 2):
+        return []
+    return [u for u in unit_choices if u <= STREAMED_AUTO_MAX_UNITS]
 
 
 def _fastest(plans: list[Plan], B: int, H: int, P: int | None, directions: int, dtype: torch.dtype,
@@ -331,10 +349,10 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits:
             slice every step), not the cost model's choice.
     Returns:
         SplitPlans, each pass the fastest by the cost model of its co-resident candidates
-        (per-tile, or tiled with barrier groups of 32 ... 256 rows), or None when none gives
-        the forward a co-resident grid with a resident W_hh slice (the caller falls back to
-        batch-tiled). Its backward is None
-        when store_state is off or no backward plan fits (batch-tiled backward then).
+        (per-tile, or tiled with barrier groups of 32 ... 256 rows, resident or, within
+        auto_streamed_units, streamed), or None when no forward candidate has a co-resident
+        grid (the caller falls back to batch-tiled). Its backward is None when store_state
+        is off or no backward plan fits (batch-tiled backward then).
 
     Example:
         >>> plans = plan_split(16, 1024, torch.bfloat16, GateOptions(), DeviceLimits.sm90())
