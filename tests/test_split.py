@@ -703,3 +703,24 @@ def test_forced_bidirectional_split_with_lengths_fails_fast_in_the_sequential_in
     with pytest.raises(RuntimeError, match="grid barrier timed out"):
         m(packed)
     assert time.perf_counter() - started < 20
+
+
+def test_backward_limits_follow_the_installed_triton_release():
+    # triton 3.6 (the lent GPU machine's) spills at triton 3.9's widest backwards: there a
+    # backward keeps 16 units, BLOCK_H <= 256 per tile and <= 128 tiled (split_planning)
+    new = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 9))
+    old = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 6))
+    assert split.plan_split(16, 512, torch.bfloat16, Options(), new).backward.constexpr("UNITS") == 16
+    # at H = 512 no resident backward is left there: it streams its slices
+    assert split.plan_split(16, 512, torch.bfloat16, Options(), old).backward.constexpr("W_STREAMED") is True
+    for B, H in ((16, 256), (64, 256), (3, 128), (64, 128)):
+        plans = split.plan_split(B, H, torch.bfloat16, Options(), old)
+        assert plans.backward is not None and plans.backward.constexpr("UNITS") == 16, (B, H)
+        c = dict(plans.backward.constexprs)
+        if plans.backward.kernel.endswith("_tiled") and not c["W_STREAMED"]:
+            assert c["BLOCK_H"] <= 128
+        assert c["BLOCK_H"] <= 256 or c["W_STREAMED"]
+    sm89_old = dataclasses.replace(DeviceLimits.sm89(), triton=(3, 6))
+    for H in (64, 128, 256):
+        backward = split.plan_split(16, H, torch.bfloat16, Options(), sm89_old).backward
+        assert backward.kernel == "lstm_bwd_kernel_split" and backward.constexpr("UNITS") == 16, H

@@ -97,6 +97,15 @@ STREAMED_BLOCK_K = 64
 # plans kernel="auto" weighs (by the cost model, against every resident plan); the rest stay
 # behind streamed=True.
 STREAMED_AUTO_MAX_UNITS = 32
+# Register allocation differs across triton releases (DeviceLimits.triton). On triton 3.6 (the
+# lent GPU machine's) the whole matrix of triton 3.9's limits had 182 of 11752 plans spilling,
+# most of them split and tiled backwards at the widest BLOCK_H of their units (16 units at 512,
+# 32 at 256, 64 at 128) on every target. With half those widths 38 still spilled: every 32- and
+# 64-unit backward on sm_86 / sm_89, and tiled 16-unit backwards at BLOCK_H = 256 on sm_90. So
+# before 3.7 a backward has 16 units, per-tile up to BLOCK_H = 256, tiled up to 128.
+OLDEST_FULL_LIMITS_TRITON = (3, 7)
+OLD_TRITON_BACKWARD_MAX_BLOCK_H = {16: 256, 32: 0, 64: 0}
+OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H = {16: 128, 32: 0, 64: 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +288,7 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
     else:
         max_slice = BACKWARD_SLICE_MAX_BYTES
         max_block_h = ALIGNED_BACKWARD_MAX_BLOCK_H if is_aligned and not options.lengths else BACKWARD_MAX_BLOCK_H
-        unit_choices = [u for u in unit_choices if block_h <= max_block_h[u]]
+        unit_choices = [u for u in unit_choices if block_h <= release_block_h(max_block_h, u, limits)]
     if group_rows is not None:
         candidates = [group_rows]  # forced: the tiled kernels with groups of that many rows
     else:
@@ -295,7 +304,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                                allow_tf32, group_rows)
     for rows_per_group in candidates:
         for units in unit_choices:
-            if rows_per_group is not None and direction == "backward" and block_h > TILED_BACKWARD_MAX_BLOCK_H[units]:
+            if rows_per_group is not None and direction == "backward" and \
+                    block_h > release_block_h(TILED_BACKWARD_MAX_BLOCK_H, units, limits):
                 continue
             plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group)
             tiled_bwd = rows_per_group is not None and direction == "backward"
@@ -309,6 +319,16 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                 break
     return found + _streamed_plans(direction, auto_streamed_units(direction, streamed_units, name, P, H), B, H, P,
                                    directions, name, options, limits, occupancy, allow_tf32, group_rows)
+
+
+def release_block_h(table: dict, units: int, limits: DeviceLimits) -> int:
+    """A backward's widest BLOCK_H for `units` from `table` (read off triton 3.9), for the
+    installed triton: releases before OLDEST_FULL_LIMITS_TRITON get OLD_TRITON_BACKWARD_MAX_BLOCK_H
+    (per-tile) or OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H (tiled) instead; 0: no such plan."""
+    if limits.triton >= OLDEST_FULL_LIMITS_TRITON:
+        return table[units]
+    old = OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H if table is TILED_BACKWARD_MAX_BLOCK_H else OLD_TRITON_BACKWARD_MAX_BLOCK_H
+    return old[units]
 
 
 def auto_streamed_units(direction: str, unit_choices, name: str, P: int | None, H: int) -> list[int]:
