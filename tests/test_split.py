@@ -706,7 +706,7 @@ def test_forced_bidirectional_split_with_lengths_fails_fast_in_the_sequential_in
 
 
 def test_backward_limits_follow_the_installed_triton_release():
-    # triton 3.6 (the lent GPU machine's) spills at triton 3.9's widest backwards: there a
+    # triton 3.6 (the lent GPU machine's) spills at triton 3.9's widest backwards: before 3.8 a
     # backward keeps 16 units, BLOCK_H <= 256 per tile and <= 128 tiled (split_planning)
     new = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 9))
     old = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 6))

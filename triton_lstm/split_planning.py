@@ -102,10 +102,14 @@ STREAMED_AUTO_MAX_UNITS = 32
 # most of them split and tiled backwards at the widest BLOCK_H of their units (16 units at 512,
 # 32 at 256, 64 at 128) on every target. With half those widths 38 still spilled: every 32- and
 # 64-unit backward on sm_86 / sm_89, and tiled 16-unit backwards at BLOCK_H = 256 on sm_90. So
-# before 3.7 a backward has 16 units, per-tile up to BLOCK_H = 256, tiled up to 128.
-OLDEST_FULL_LIMITS_TRITON = (3, 7)
+# before 3.8 a backward has 16 units, per-tile up to BLOCK_H = 256, tiled up to 128. (3.7.1,
+# torch 2.13's pin, spilled at the same widest backwards in an earlier matrix run: 40-768 bytes,
+# sm_80 BLOCK_H = 512 and 64 units at 128, sm_90 BLOCK_H = 1024; not rerun with this rule.)
+OLDEST_FULL_LIMITS_TRITON = (3, 8)
 OLD_TRITON_BACKWARD_MAX_BLOCK_H = {16: 256, 32: 0, 64: 0}
 OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H = {16: 128, 32: 0, 64: 0}
+# and tiled 8-unit forwards with a projection (PROJ_UNITS 16) spilled 120 bytes on sm_80 at H = 256
+OLD_TRITON_TILED_PROJ_MIN_UNITS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,6 +310,9 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
         for units in unit_choices:
             if rows_per_group is not None and direction == "backward" and \
                     block_h > release_block_h(TILED_BACKWARD_MAX_BLOCK_H, units, limits):
+                continue
+            if rows_per_group is not None and direction == "forward" and P is not None and P != H and \
+                    units < OLD_TRITON_TILED_PROJ_MIN_UNITS and limits.triton < OLDEST_FULL_LIMITS_TRITON:
                 continue
             plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group)
             tiled_bwd = rows_per_group is not None and direction == "backward"
