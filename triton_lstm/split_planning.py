@@ -266,7 +266,7 @@ def _streamed_plans(direction, unit_choices, B, H, P, directions, name, options,
             plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group,
                              streamed=True)
             per_sm = occupancy(plan) if occupancy is not None else 1
-            if _budgeted_slice_bytes(plan) <= min(TILED_BACKWARD_SLICE_MAX_BYTES, limits.max_shared_bytes * 4 // 5) and \
+            if _budgeted_slice_bytes(plan) <= min(TILED_BACKWARD_SLICE_MAX_BYTES, shared_slice_limit(limits)) and \
                     plan.programs <= limits.num_sms * per_sm:
                 found.append(plan)
                 break
@@ -292,7 +292,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
     else:
         max_slice = BACKWARD_SLICE_MAX_BYTES
         max_block_h = ALIGNED_BACKWARD_MAX_BLOCK_H if is_aligned and not options.lengths else BACKWARD_MAX_BLOCK_H
-        unit_choices = [u for u in unit_choices if block_h <= release_block_h(max_block_h, u, limits)]
+        unit_choices = [u for u in unit_choices
+                        if block_h <= release_block_h(max_block_h, OLD_TRITON_BACKWARD_MAX_BLOCK_H, u, limits)]
     if group_rows is not None:
         candidates = [group_rows]  # forced: the tiled kernels with groups of that many rows
     else:
@@ -301,7 +302,7 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
         while B > MAX_BLOCK_B and rows < 2 * B and rows <= MAX_TILED_ROWS:
             candidates.append(rows)
             rows *= 2
-    shared_limit = limits.max_shared_bytes * 4 // 5
+    shared_limit = shared_slice_limit(limits)
     found = []
     if streamed_only:  # every streamed plan, spill-free or not (the compile report's breadth)
         return _streamed_plans(direction, streamed_units, B, H, P, directions, name, options, limits, occupancy,
@@ -309,14 +310,14 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
     for rows_per_group in candidates:
         for units in unit_choices:
             if rows_per_group is not None and direction == "backward" and \
-                    block_h > release_block_h(TILED_BACKWARD_MAX_BLOCK_H, units, limits):
+                    block_h > release_block_h(TILED_BACKWARD_MAX_BLOCK_H, OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H, units,
+                                               limits):
                 continue
             if rows_per_group is not None and direction == "forward" and P is not None and P != H and \
                     units < OLD_TRITON_TILED_PROJ_MIN_UNITS and limits.triton < OLDEST_FULL_LIMITS_TRITON:
                 continue
             plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group)
             tiled_bwd = rows_per_group is not None and direction == "backward"
-            # the slice and the step's tiles in shared memory: 1.25x the slice (compile matrix)
             slice_limit = min(TILED_BACKWARD_SLICE_MAX_BYTES if tiled_bwd else max_slice, shared_limit)
             if _budgeted_slice_bytes(plan) > slice_limit:
                 continue
@@ -328,14 +329,16 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                                    directions, name, options, limits, occupancy, allow_tf32, group_rows)
 
 
-def release_block_h(table: dict, units: int, limits: DeviceLimits) -> int:
-    """A backward's widest BLOCK_H for `units` from `table` (read off triton 3.9), for the
-    installed triton: releases before OLDEST_FULL_LIMITS_TRITON get OLD_TRITON_BACKWARD_MAX_BLOCK_H
-    (per-tile) or OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H (tiled) instead; 0: no such plan."""
-    if limits.triton >= OLDEST_FULL_LIMITS_TRITON:
-        return table[units]
-    old = OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H if table is TILED_BACKWARD_MAX_BLOCK_H else OLD_TRITON_BACKWARD_MAX_BLOCK_H
-    return old[units]
+def release_block_h(table: dict, old_table: dict, units: int, limits: DeviceLimits) -> int:
+    """A backward's widest BLOCK_H for `units`: from `table` (read off triton 3.9), or from
+    `old_table` on releases before OLDEST_FULL_LIMITS_TRITON; 0: no such plan."""
+    return (table if limits.triton >= OLDEST_FULL_LIMITS_TRITON else old_table)[units]
+
+
+def shared_slice_limit(limits: DeviceLimits) -> int:
+    """The largest slice a program may hold: its step's tiles take shared memory too, about
+    1.25x the slice in all (compile matrix)."""
+    return limits.max_shared_bytes * 4 // 5
 
 
 def auto_streamed_units(direction: str, unit_choices, name: str, P: int | None, H: int) -> list[int]:
