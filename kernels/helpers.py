@@ -237,6 +237,31 @@ def rows_or_carry(b_new, b_old, active, HAS_LENGTHS: tl.constexpr):
     return b_new
 
 
+# ---- Per-row resets (HAS_RESETS): where a new segment starts, the state entering a step is zeros.
+# resets_ptr is (D, T, B) int8 by time, per direction, made by the host from the user's resets
+# and lengths (triton_lstm.reference.state_resets): 1 where the state entering time t of
+# direction d is zeros. A row past its end never has one, so what it carries is untouched.
+
+
+@triton.jit
+def load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS: tl.constexpr):
+    """[BLOCK_B] the rows whose state entering time t_row carries over (mask_b without resets)."""
+    keep = mask_b
+    if HAS_RESETS:
+        reset = tl.load(resets_ptr + t_row * B64 + offs_b, mask=mask_b, other=0)
+        keep = mask_b & (reset == 0)
+    return keep
+
+
+@triton.jit
+def rows_or_fresh(b_x, keep, HAS_RESETS: tl.constexpr):
+    """b_x with the rows that start a new segment zeroed: a state (or a gradient) that does not
+    cross the reset."""
+    if HAS_RESETS:
+        b_x = tl.where(keep[:, None], b_x, tl.zeros_like(b_x))
+    return b_x
+
+
 @triton.jit
 def load_c_prev(c_hist_ptr, c0_tile, s64, t_row, is_reverse, offs, stride_c_t, mask):
     """c before the step: c at the row's previous time, or c0 at its first step (s = 0)."""

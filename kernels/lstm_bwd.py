@@ -10,6 +10,8 @@ Legend (see lstm_fwd.py for the forward's and for steps versus time)
                 each row's end
   dh_hist_ptr   (D, T, B, P) grad of h_t (output + recurrent) by time, for dW_hr (HAS_PROJ)
   dh0, dc0      (D, B, P), (D, B, H) grads of the initial state
+  resets_ptr    (D, T, B) int8 (HAS_RESETS), as the forward's: where the state entering time t
+                was zeros, c_{t-1} is zero and no gradient flows to step t - 1
   *_scratch     per direction, double-buffered dh (2, B, P) and dc (2, B, H); streamed path
 Per step s = T-1 .. 0, for the rows that ran at s: dh = dy_t + dpre_{next} W_hh; with a
 projection dm = dh W_hr; fused gate derivatives (kernels/helpers.py), optional clipping of
@@ -20,20 +22,21 @@ import triton
 import triton.language as tl
 
 from .helpers import (bwd_inputs_of_direction, bwd_outputs_of_direction, clip_bound, dot_acc, dot_operand,
-                      fwd_saved_of_direction, jit_kernel, load_c_prev, load_gate_tiles, load_lengths, load_peephole, load_w_tiles, lstm_cell_backward,
-                      rows_at_step, rows_or_carry, store_step_tiles)
+                      fwd_saved_of_direction, jit_kernel, load_c_prev, load_gate_tiles, load_keep, load_lengths,
+                      load_peephole, load_w_tiles, lstm_cell_backward, rows_at_step, rows_or_carry, rows_or_fresh,
+                      store_step_tiles)
 
 
 @jit_kernel
 def lstm_bwd_kernel_batch(
     dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr,
-    lengths_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_scratch_ptr, dc_scratch_ptr,
+    lengths_ptr, resets_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_scratch_ptr, dc_scratch_ptr,
     T, B, H, P, direction0, cell_clip, grad_clip,
     stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col,
     stride_hr_dir, stride_hr_row, stride_hr_col, stride_c0_dir, stride_c0_b,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
     W_RESIDENT: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
-    USE_GRAD_CLIP: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr,
+    USE_GRAD_CLIP: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr, HAS_PROJ: tl.constexpr,
     DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
 ):
     pid_b = tl.program_id(0).to(tl.int64)
@@ -58,6 +61,7 @@ def lstm_bwd_kernel_batch(
         dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, pid_d, T, B64, H, P, stride_h_t)
     dh_scratch_ptr += pid_d * 2 * stride_h_t
     dc_scratch_ptr += pid_d * 2 * stride_c_t
+    resets_ptr += pid_d * T * B64
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
 
     if W_RESIDENT:
@@ -79,13 +83,15 @@ def lstm_bwd_kernel_batch(
         for tt in range(T):
             s64 = tl.cast(T - 1 - tt, tl.int64)
             active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
+            keep = load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS)  # [BLOCK_B]
             mask_act_n = mask_bn & active[:, None]
             b_dm = b_dh + tl.load(dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b
                                   + offs_n[None, :], mask=mask_act_n, other=0.0).to(ACC_DTYPE)
             b_i, b_f, b_g, b_o = load_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + gate_offs, H,
                                                  mask_act_n, ACC_DTYPE)
             b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act_n, other=0.0)
-            b_c_prev = load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t, mask_act_n)
+            b_c_prev = rows_or_fresh(load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t,
+                                                 mask_act_n), keep, HAS_RESETS)
             dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(
                 b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
                 HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
@@ -95,8 +101,8 @@ def lstm_bwd_kernel_batch(
             dh_prev += dot_acc(dpre_f, b_wf, INPUT_PRECISION, ACC_DTYPE)
             dh_prev += dot_acc(dpre_g, b_wg, INPUT_PRECISION, ACC_DTYPE)
             dh_prev += dot_acc(dpre_o, b_wo, INPUT_PRECISION, ACC_DTYPE)
-            b_dh = rows_or_carry(dh_prev, b_dh, active, HAS_LENGTHS)
-            b_dc = rows_or_carry(dc_prev, b_dc, active, HAS_LENGTHS)
+            b_dh = rows_or_carry(rows_or_fresh(dh_prev, keep, HAS_RESETS), b_dh, active, HAS_LENGTHS)
+            b_dc = rows_or_carry(rows_or_fresh(dc_prev, keep, HAS_RESETS), b_dc, active, HAS_LENGTHS)
         tl.store(dh0_ptr + state_offs, b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bn)
         tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bn)
     else:
@@ -114,6 +120,7 @@ def lstm_bwd_kernel_batch(
         for tt in range(T):
             s64 = tl.cast(T - 1 - tt, tl.int64)
             active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
+            keep = load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS)  # [BLOCK_B]
             cur = tl.cast(tt % 2, tl.int64)
             nxt = 1 - cur
             dy_row_ptr = dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b  # [BLOCK_B, 1]
@@ -159,13 +166,13 @@ def lstm_bwd_kernel_batch(
                 b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act_n, other=0.0)
                 b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_n[None, :],
                                mask=mask_act_n & ((tl.zeros_like(t_row) + s64) == 0)[:, None], other=0.0).to(ACC_DTYPE)
-                b_c_prev = load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t, mask_act_n)
+                b_c_prev = rows_or_fresh(load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t,
+                                                     mask_act_n), keep, HAS_RESETS)
                 p_i, p_f, p_o = load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE, HAS_PEEPHOLE)
                 dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(
                     b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
                     HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
-                if HAS_LENGTHS:
-                    dc_prev = tl.where(active[:, None], dc_prev, b_dc)
+                dc_prev = rows_or_carry(rows_or_fresh(dc_prev, keep, HAS_RESETS), b_dc, active, HAS_LENGTHS)
                 store_step_tiles(dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
                                  + offs_n[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, active, mask_bn, HAS_LENGTHS)
                 tl.store(dc_scratch_ptr + nxt * stride_c_t + state_offs, dc_prev, mask=mask_bn)
@@ -190,6 +197,7 @@ def lstm_bwd_kernel_batch(
                     b_acc += dot_acc(dpre_g, b_wg, INPUT_PRECISION, ACC_DTYPE)
                     b_acc += dot_acc(dpre_o, b_wo, INPUT_PRECISION, ACC_DTYPE)
                 h_offs = offs_b[:, None] * P + offs_k[None, :]
+                b_acc = rows_or_fresh(b_acc, keep, HAS_RESETS)
                 if HAS_LENGTHS:
                     dh_carry = tl.load(dh_scratch_ptr + cur * stride_h_t + h_offs, mask=mask_bk, other=0.0)
                     b_acc = tl.where(active[:, None], b_acc, dh_carry)

@@ -8,6 +8,8 @@ Legend
   w_hr_ptr     (D, P, H) output projection (HAS_PROJ): h_t = (o_t * tanh(c_t)) W_hr^T
   h0, c0       (D, B, P), (D, B, H);  h_n, c_n likewise, contiguous
   lengths_ptr  (B,) int64 (HAS_LENGTHS): row b runs steps 0 .. len_b - 1
+  resets_ptr   (D, T, B) int8 (HAS_RESETS): 1 where direction d's state entering time t is
+               zeros, a new segment (kernels/helpers.py, load_keep)
   y_ptr        (T, B, D * P) h_t of every step, direction d in columns d*P .. d*P+P-1
                (any strides for T and B: batch_first writes in place)
   gates_ptr    (D, T, B, 4H) activations [i | f | g | o] by time, compute dtype (STORE_STATE)
@@ -27,13 +29,13 @@ import triton
 import triton.language as tl
 
 from .helpers import (clip_bound, dot_acc, dot_operand, fwd_inputs_of_direction, fwd_outputs_of_direction, jit_kernel,
-                      load_gate_tiles, load_lengths, load_peephole, load_w_tiles, lstm_cell_forward, rows_at_step,
-                      rows_or_carry, rows_or_zero, store_step_tiles)
+                      load_gate_tiles, load_keep, load_lengths, load_peephole, load_w_tiles, lstm_cell_forward,
+                      rows_at_step, rows_or_carry, rows_or_fresh, rows_or_zero, store_step_tiles)
 
 
 @jit_kernel
 def lstm_fwd_kernel_batch(
-    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
+    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr, resets_ptr,
     y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, h_scratch_ptr, c_scratch_ptr, m_scratch_ptr,
     T, B, H, P, direction0, cell_clip,
     stride_xw_t, stride_xw_b, stride_w_dir, stride_w_row, stride_w_col,
@@ -41,7 +43,7 @@ def lstm_fwd_kernel_batch(
     stride_h0_dir, stride_h0_b, stride_c0_dir, stride_c0_b, stride_y_t, stride_y_b,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
     W_RESIDENT: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr, HAS_PROJ: tl.constexpr,
     STORE_STATE: tl.constexpr, DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
@@ -64,6 +66,7 @@ def lstm_fwd_kernel_batch(
     h_scratch_ptr += pid_d * 2 * stride_h_t
     c_scratch_ptr += pid_d * 2 * stride_c_t
     m_scratch_ptr += pid_d * stride_c_t
+    resets_ptr += pid_d * T * B64
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
 
     if W_RESIDENT:
@@ -83,6 +86,9 @@ def lstm_fwd_kernel_batch(
                       mask=mask_bn, other=0.0).to(ACC_DTYPE)  # [BLOCK_B, BLOCK_N]
         for s in range(T):
             active, t_row = rows_at_step(tl.cast(s, tl.int64), b_len, is_reverse)  # [BLOCK_B]
+            keep = load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS)  # [BLOCK_B]
+            b_h = rows_or_fresh(b_h, keep, HAS_RESETS)
+            b_c = rows_or_fresh(b_c, keep, HAS_RESETS)
             xw_ptrs = xw_ptr + t_row[:, None] * stride_xw_t + offs_b[:, None] * stride_xw_b + offs_n[None, :]
             pre_i, pre_f, pre_g, pre_o = load_gate_tiles(xw_ptrs, H, mask_bn & active[:, None], ACC_DTYPE)
             pre_i += dot_acc(b_h, b_wi, INPUT_PRECISION, ACC_DTYPE)
@@ -118,6 +124,7 @@ def lstm_fwd_kernel_batch(
         tl.debug_barrier()
         for s in range(T):
             active, t_row = rows_at_step(tl.cast(s, tl.int64), b_len, is_reverse)  # [BLOCK_B]
+            keep = load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS)  # [BLOCK_B]
             cur = tl.cast(s % 2, tl.int64)
             nxt = 1 - cur
             for n0 in range(0, H, BLOCK_N):
@@ -131,7 +138,7 @@ def lstm_fwd_kernel_batch(
                     offs_k = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
                     mask_k = offs_k < P
                     b_h = tl.load(h_scratch_ptr + cur * stride_h_t + offs_b[:, None] * P + offs_k[None, :],
-                                  mask=mask_b[:, None] & mask_k[None, :], other=0.0)  # [BLOCK_B, BLOCK_K]
+                                  mask=keep[:, None] & mask_k[None, :], other=0.0)  # [BLOCK_B, BLOCK_K]
                     w_ptrs = w_hh_ptr + offs_n[None, :] * stride_w_row + offs_k[:, None] * stride_w_col
                     b_wi, b_wf, b_wg, b_wo = load_w_tiles(
                         w_ptrs, H * stride_w_row, mask_k[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_K, BLOCK_N]
@@ -141,7 +148,8 @@ def lstm_fwd_kernel_batch(
                     pre_o += dot_acc(b_h, b_wo, INPUT_PRECISION, ACC_DTYPE)
                 p_i, p_f, p_o = load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE, HAS_PEEPHOLE)
                 state_offs = offs_b[:, None] * H + offs_n[None, :]
-                b_c = tl.load(c_scratch_ptr + cur * stride_c_t + state_offs, mask=mask_bn, other=0.0)
+                b_c = tl.load(c_scratch_ptr + cur * stride_c_t + state_offs, mask=keep[:, None] & mask_n[None, :],
+                              other=0.0)
                 b_i, b_f, b_g, b_o, c_new, m_new = lstm_cell_forward(
                     pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
                 if HAS_LENGTHS:

@@ -9,6 +9,9 @@ Legend (the storage contract of the batch-tiled kernels, lstm_fwd.py / lstm_bwd.
   w_hr_ptr      (D, P, H) output projection (HAS_PROJ): h_t = m_t W_hr^T, m_t = o_t * tanh(c_t)
   h0 (D, B, P), c0 (D, B, H) (strides stride_h0_dir, stride_h0_b, ...); peephole_ptr (D, 3, H) [p_i; p_f; p_o]
   lengths_ptr   (B,) int64 (HAS_LENGTHS): row b runs steps 0 .. len_b - 1
+  resets_ptr    (D, T, B) int8 (HAS_RESETS): 1 where direction d's state entering time t is zeros
+                (a new segment): the forward reads h_{t-1} and c_{t-1} of those rows as zeros,
+                the backward sends them no gradient (kernels/helpers.py, load_keep)
   y_ptr         (T, B, D * P) h_t of every step, direction d in columns d*P .. d*P+P-1 (strides
                 stride_y_t, stride_y_b: batch_first writes in place)
   h_n (D, B, P), c_n (D, B, H), contiguous
@@ -90,8 +93,8 @@ import triton.language as tl
 
 from .helpers import (bwd_inputs_of_direction, bwd_outputs_of_direction, clip_bound, dot_operand, fwd_inputs_of_direction,
                       fwd_outputs_of_direction, fwd_saved_of_direction, grid_barrier, jit_kernel, load_c_prev,
-                      load_gate_tiles, load_lengths, load_peephole, lstm_cell_backward, lstm_cell_forward,
-                      rows_at_step, rows_or_carry, rows_or_zero, store_step_tiles)
+                      load_gate_tiles, load_keep, load_lengths, load_peephole, lstm_cell_backward,
+                      lstm_cell_forward, rows_at_step, rows_or_carry, rows_or_fresh, rows_or_zero, store_step_tiles)
 
 
 @triton.jit
@@ -113,14 +116,15 @@ def dot_chunk(ptrs, mask, b_w, acc, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl
 
 @jit_kernel
 def lstm_fwd_kernel_split(
-    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
+    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr, resets_ptr,
     y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, exchange_ptr, m_exchange_ptr, sync_ptr,
     T, B, H, P, direction0, cell_clip, spin_limit,
     stride_xw_t, stride_xw_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
     stride_hr_col, stride_h0_dir, stride_h0_b, stride_c0_dir, stride_c0_b, stride_y_t, stride_y_b,
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_H: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr, ALIGNED: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr, HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr,
+    ALIGNED: tl.constexpr,
     DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
 ):
     if ALIGNED:
@@ -162,6 +166,7 @@ def lstm_fwd_kernel_split(
         y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, pid_d, T, B64, H, P, stride_g_t, stride_c_t)
     exchange_ptr += pid_d * 2 * stride_x_slot
     m_exchange_ptr += pid_d * B64 * H
+    resets_ptr += pid_d * T * B64
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
     state_offs = offs_b[:, None] * H + offs_u[None, :]
 
@@ -194,6 +199,9 @@ def lstm_fwd_kernel_split(
     for s in range(T):
         s64 = tl.cast(s, tl.int64)
         active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
+        keep = load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS)  # [BLOCK_B]
+        b_h_all = rows_or_fresh(b_h_all, keep, HAS_RESETS)
+        b_c = rows_or_fresh(b_c, keep, HAS_RESETS)
         b_pre = b_xw + tl.dot(b_h_all.to(b_w.dtype), b_w, input_precision=INPUT_PRECISION,
                               out_dtype=ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
         pre_i, pre_f, pre_g, pre_o = split_gates(b_pre, BLOCK_B, UNITS)  # [BLOCK_B, UNITS]
@@ -251,14 +259,15 @@ def lstm_fwd_kernel_split(
 @jit_kernel
 def lstm_bwd_kernel_split(
     dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, lengths_ptr,
-    dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, sync_ptr,
+    resets_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, sync_ptr,
     T, B, H, P, direction0, cell_clip, grad_clip, spin_limit,
     stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
     stride_hr_col, stride_c0_dir, stride_c0_b,
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_H: tl.constexpr, K_CHUNKS: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr,
     USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, ALIGNED: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr, HAS_PROJ: tl.constexpr, ALIGNED: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
 ):
     if ALIGNED:
@@ -299,6 +308,7 @@ def lstm_bwd_kernel_split(
         stride_w_dir, stride_hr_dir, stride_c0_dir, stride_g_t, stride_c_t)
     dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr = bwd_outputs_of_direction(
         dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, pid_d, T, B64, H, P, stride_h_t)
+    resets_ptr += pid_d * T * B64
     b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
     state_offs = offs_b[:, None] * H + offs_u[None, :]
     gate_offs = offs_b[:, None] * 4 * H + offs_u[None, :]
@@ -329,6 +339,7 @@ def lstm_bwd_kernel_split(
     for tt in range(T):
         s64 = tl.cast(T - 1 - tt, tl.int64)
         active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
+        keep = load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS)  # [BLOCK_B]
         mask_act = mask_bu & active[:, None]
         dy_rows = dy_ptr + t_row[:, None] * stride_dy_t + offs_b[:, None] * stride_dy_b  # [BLOCK_B, 1]
         if HAS_PROJ:
@@ -354,12 +365,12 @@ def lstm_bwd_kernel_split(
         b_c = tl.load(c_hist_ptr + t_row[:, None] * stride_c_t + state_offs, mask=mask_act, other=0.0).to(ACC_DTYPE)
         b_i, b_f, b_g, b_o = load_gate_tiles(gates_ptr + t_row[:, None] * stride_g_t + gate_offs, H, mask_act,
                                              ACC_DTYPE)
-        b_c_prev = load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t,
-                               mask_act).to(ACC_DTYPE)
+        b_c_prev = rows_or_fresh(load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t,
+                                             mask_act).to(ACC_DTYPE), keep, HAS_RESETS)
         dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(
             b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
             HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
-        b_dc = rows_or_carry(dc_prev, b_dc, active, HAS_LENGTHS)
+        b_dc = rows_or_carry(rows_or_fresh(dc_prev, keep, HAS_RESETS), b_dc, active, HAS_LENGTHS)
         # dpre is also the exchange: each (row, time) is written exactly once (rows past their
         # end write zeros at time s >= len, a time no active step uses), so no slot is rewritten
         dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b  # [BLOCK_B, 1]
@@ -382,7 +393,7 @@ def lstm_bwd_kernel_split(
         dh_part = dot_chunk(dpre_ptrs + H, mask_dpre, b_w_f, dh_part, INPUT_PRECISION, ACC_DTYPE)
         dh_part = dot_chunk(dpre_ptrs + 2 * H, mask_dpre, b_w_g, dh_part, INPUT_PRECISION, ACC_DTYPE)
         dh_part = dot_chunk(dpre_ptrs + 3 * H, mask_dpre, b_w_o, dh_part, INPUT_PRECISION, ACC_DTYPE)
-        dh_prev = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} from the recurrence
+        dh_prev = rows_or_fresh(tl.sum(dh_part, axis=0), keep, HAS_RESETS)  # [BLOCK_B, PROJ_UNITS] dh_{t-1}
         b_dh = rows_or_carry(dh_prev, b_dh, active, HAS_LENGTHS)  # a row past its end carries dh unchanged
     tl.store(dh0_ptr + offs_b[:, None] * P + offs_q[None, :], b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bq)
     tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bu)
@@ -410,14 +421,15 @@ def lstm_bwd_kernel_split(
 
 @jit_kernel
 def lstm_fwd_kernel_split_tiled(
-    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr,
+    xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr, resets_ptr,
     y_ptr, h_n_ptr, c_n_ptr, gates_ptr, c_hist_ptr, exchange_ptr, m_exchange_ptr, c_state_ptr, sync_ptr,
     T, B, H, P, direction0, cell_clip, spin_limit,
     stride_xw_t, stride_xw_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
     stride_hr_col, stride_h0_dir, stride_h0_b, stride_c0_dir, stride_c0_b, stride_y_t, stride_y_b,
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_H: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr, USE_CELL_CLIP: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr, ALIGNED: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr, HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr,
+    ALIGNED: tl.constexpr,
     DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, ROWS_PER_GROUP: tl.constexpr,
     W_STREAMED: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -459,6 +471,7 @@ def lstm_fwd_kernel_split_tiled(
     exchange_ptr += pid_d * 2 * stride_x_slot
     c_state_ptr += pid_d * 2 * stride_s_slot
     m_exchange_ptr += pid_d * B64 * H
+    resets_ptr += pid_d * T * B64
 
     if not W_STREAMED:
         # Resident for the whole sequence: b_w[k, j] = W_hh[row_j, k] (as lstm_fwd_kernel_split)
@@ -497,10 +510,11 @@ def lstm_fwd_kernel_split_tiled(
             mask_bq = mask_b[:, None] & mask_q[None, :]
             b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
             active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
+            keep = load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS)  # [BLOCK_B]
             b_xw = tl.load(xw_ptr + t_row[:, None] * stride_xw_t + offs_b[:, None] * stride_xw_b + row_j[None, :],
                            mask=(mask_b & active)[:, None] & mask_j[None, :], other=0.0).to(ACC_DTYPE)
             state_offs = offs_b[:, None] * H + offs_u[None, :]
-            b_c = tl.load(read_c + state_offs, mask=mask_bu, other=0.0)  # [BLOCK_B, UNITS]
+            b_c = tl.load(read_c + state_offs, mask=keep[:, None] & mask_u[None, :], other=0.0)  # [BLOCK_B, UNITS]
             if W_STREAMED:
                 # the slice is re-read from L2 every sub-tile, BLOCK_K rows of W_hh^T at a time
                 b_pre = b_xw  # [BLOCK_B, 4 * UNITS]
@@ -512,13 +526,13 @@ def lstm_fwd_kernel_split_tiled(
                         h_ptrs = tl.multiple_of(h_ptrs, [1, 16])
                     b_wk = dot_operand(w_hh_ptr + row_j[None, :] * stride_w_row + offs_kk[:, None] * stride_w_col,
                                        mask_kk[:, None] & mask_j[None, :], DOT_IN_FP32)  # [BLOCK_K, 4 * UNITS]
-                    b_pre = dot_chunk(h_ptrs, mask_b[:, None] & mask_kk[None, :], b_wk, b_pre, INPUT_PRECISION,
+                    b_pre = dot_chunk(h_ptrs, keep[:, None] & mask_kk[None, :], b_wk, b_pre, INPUT_PRECISION,
                                       ACC_DTYPE)
             else:
                 h_ptrs = read_x + offs_b[:, None] * P + offs_k[None, :]  # [BLOCK_B, BLOCK_P]
                 if ALIGNED:
                     h_ptrs = tl.multiple_of(h_ptrs, [1, 16])
-                b_pre = dot_chunk(h_ptrs, mask_b[:, None] & mask_k[None, :], b_w, b_xw, INPUT_PRECISION,
+                b_pre = dot_chunk(h_ptrs, keep[:, None] & mask_k[None, :], b_w, b_xw, INPUT_PRECISION,
                                   ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
             pre_i, pre_f, pre_g, pre_o = split_gates(b_pre, BLOCK_B, UNITS)
             b_i, b_f, b_g, b_o, c_new, m_new = lstm_cell_forward(
@@ -587,14 +601,15 @@ def split_tiled_emit_h(h_new, read_x, write_x, y_ptr, offs_b, offs_q, mask_bq, t
 @jit_kernel
 def lstm_bwd_kernel_split_tiled(
     dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, lengths_ptr,
-    dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_state_ptr, dc_state_ptr, sync_ptr,
+    resets_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_state_ptr, dc_state_ptr, sync_ptr,
     T, B, H, P, direction0, cell_clip, grad_clip, spin_limit,
     stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
     stride_hr_col, stride_c0_dir, stride_c0_b,
     BLOCK_B: tl.constexpr, UNITS: tl.constexpr, PROJ_UNITS: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_H: tl.constexpr, K_CHUNKS: tl.constexpr, PROJ_CHUNKS: tl.constexpr, HAS_PEEPHOLE: tl.constexpr,
     USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, HAS_PROJ: tl.constexpr, ALIGNED: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr, HAS_PROJ: tl.constexpr, ALIGNED: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, ROWS_PER_GROUP: tl.constexpr,
     W_STREAMED: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -634,6 +649,7 @@ def lstm_bwd_kernel_split_tiled(
         stride_w_dir, stride_hr_dir, stride_c0_dir, stride_g_t, stride_c_t)
     dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr = bwd_outputs_of_direction(
         dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, pid_d, T, B64, H, P, stride_h_t)
+    resets_ptr += pid_d * T * B64
     dh_state_ptr += pid_d * 2 * stride_h_t  # (D, 2, B, P)
     dc_state_ptr += pid_d * 2 * stride_c_t  # (D, 2, B, H)
 
@@ -694,6 +710,7 @@ def lstm_bwd_kernel_split_tiled(
             mask_bu = mask_b[:, None] & mask_u[None, :]
             b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)
             active, t_row = rows_at_step(s64, b_len, is_reverse)
+            keep = load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS)  # [BLOCK_B]
             mask_act = mask_bu & active[:, None]
             state_offs = offs_b[:, None] * H + offs_u[None, :]
             if HAS_PROJ:
@@ -715,12 +732,13 @@ def lstm_bwd_kernel_split_tiled(
                                                  + offs_u[None, :], H, mask_act, ACC_DTYPE)
             b_c0 = tl.load(c0_ptr + offs_b[:, None] * stride_c0_b + offs_u[None, :], mask=mask_bu,
                            other=0.0).to(ACC_DTYPE)
-            b_c_prev = load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t,
-                                   mask_act).to(ACC_DTYPE)
+            b_c_prev = rows_or_fresh(load_c_prev(c_hist_ptr, b_c0, s64, t_row, is_reverse, state_offs, stride_c_t,
+                                                 mask_act).to(ACC_DTYPE), keep, HAS_RESETS)
             dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(
                 b_dm, b_dc, b_i, b_f, b_g, b_o, b_c_prev, b_c, p_i, p_f, p_o, cell_clip, grad_clip,
                 HAS_PEEPHOLE, USE_CELL_CLIP, USE_GRAD_CLIP)
-            tl.store(write_dc + state_offs, rows_or_carry(dc_prev, b_dc, active, HAS_LENGTHS), mask=mask_bu)
+            tl.store(write_dc + state_offs, rows_or_carry(rows_or_fresh(dc_prev, keep, HAS_RESETS), b_dc, active,
+                                                          HAS_LENGTHS), mask=mask_bu)
             dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
             store_step_tiles(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, active, mask_bu,
                              HAS_LENGTHS)
@@ -763,6 +781,7 @@ def lstm_bwd_kernel_split_tiled(
                 dh_part = dot_chunk(dpre_ptrs + 3 * H, mask_dpre, b_w_o, dh_part, INPUT_PRECISION, ACC_DTYPE)
                 b_dh = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} from the recurrence
             own_q = offs_b[:, None] * P + offs_q[None, :]
+            b_dh = rows_or_fresh(b_dh, load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS), HAS_RESETS)
             if HAS_LENGTHS:  # a row past its end carries dh unchanged
                 b_dh = tl.where(active[:, None], b_dh, tl.load(read_dh + own_q, mask=mask_bq, other=0.0))
             tl.store(write_dh + own_q, b_dh, mask=mask_bq)

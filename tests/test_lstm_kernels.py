@@ -111,7 +111,7 @@ def test_gradcheck_with_lengths_projection_and_peepholes(kernel, reverse):
     assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-8, rtol=1e-6, fast_mode=True)
 
 
-@pytest.mark.parametrize("proj,lengths", [(False, False), (True, True)], ids=["plain", "proj-lengths"])
+@pytest.mark.parametrize("proj,lengths", [(False, False), (True, True)], ids=["plain", "proj-lengths-resets"])
 def test_opcheck_registered_ops(proj, lengths):
     # Two directions, so the fake (meta) shapes of the stacked layout are checked too.
     T, B, H, D = 3, 2, 16, 2
@@ -125,12 +125,13 @@ def test_opcheck_registered_ops(proj, lengths):
     w_hr = rand(D, P, H, scale=0.3) if proj else None
     h0, c0 = rand(D, B, P), rand(D, B, H)
     lens = torch.tensor([3, 1]).to(DEVICE) if lengths else None
-    args = (x, w_ih, bias, w_hh, w_hr, h0, c0, None, lens, None, None, False, False, True, "auto")
+    resets = torch.tensor([[True, False], [False, False], [True, True]]).to(DEVICE) if lengths else None
+    args = (x, w_ih, bias, w_hh, w_hr, h0, c0, None, lens, resets, None, None, False, False, True, "auto")
     torch.library.opcheck(ops.lstm_recurrence, args)
     y, h_n, c_n, gates, c_hist = ops.lstm_recurrence(*args)
     bwd_args = (torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n), w_hh.detach(),
                 None if w_hr is None else w_hr.detach(), gates.detach(), c_hist.detach(), c0.detach(), None,
-                lens, None, None, False, False, "auto")
+                lens, resets, None, None, False, False, "auto")
     torch.library.opcheck(ops.lstm_recurrence_bwd, bwd_args)
 
 
@@ -182,8 +183,8 @@ def test_inference_saves_no_state(monkeypatch):
     seen = []
     original = launcher.forward
 
-    def spy(*args):
-        out = original(*args)
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
         seen.append(out)
         return out
 
@@ -256,7 +257,7 @@ def test_registered_backwards_return_one_gradient_per_op_input():
         return (torch.randn(*shape, generator=g, dtype=torch.float64) * 0.3).to(DEVICE)
 
     x, w_ih, w_hh, h0, c0 = rand(T, B, I), rand(4 * H, I), rand(1, 4 * H, H), rand(1, B, H), rand(1, B, H)
-    inputs = (x, w_ih, None, w_hh, None, h0, c0, rand(1, 3, H), None, None, None, False, False, True, "auto")
+    inputs = (x, w_ih, None, w_hh, None, h0, c0, rand(1, 3, H), None, None, None, None, False, False, True, "auto")
     cell_inputs = (rand(B, I), rand(4 * H, I), rand(4 * H, H), rand(4 * H), None, rand(B, H), rand(B, H), None,
                    None, None, True)
     cases = ((ops.lstm_recurrence, "lstm_recurrence", inputs, ops.recurrence_setup_context, ops.recurrence_backward),

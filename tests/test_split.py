@@ -635,15 +635,17 @@ def test_split_keeps_the_batch_kernels_storage_contract_both_directions(concurre
     w_hr = r(D, P, H, scale=H ** -0.5) if proj else None
     h0, c0, peephole = r(D, B, P, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
     dy, dh_n, dc_n = r(T, B, D * P), r(D, B, P), r(D, B, H)
+    resets = (torch.rand(T, B, generator=g) < 0.3).to(DEVICE)  # new segments, per row and step
     assert split.plan_split(B, H, dtype, Options(peephole=True, cell_clip=True, grad_clip=True,
-                                                 lengths=lengths is not None),
+                                                 lengths=lengths is not None, resets=True),
                             device.device_limits(torch.device(DEVICE)), directions=D, P=P).backward is not None
     outputs = {}
     for kernel in ("split", "batch"):
-        fwd = launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, 0.5, False, False, True, kernel)
+        fwd = launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, 0.5, False, False, True, kernel,
+                               resets=resets)
         y, h_n, c_n, gates, c_hist = fwd
         dpre, dh0, dc0, dh_hist = launcher.backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole,
-                                                    lengths, 0.5, 0.25, False, False, kernel)
+                                                    lengths, 0.5, 0.25, False, False, kernel, resets=resets)
         outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0,
                                dh_hist=dh_hist)
     split_out = outputs["split"]

@@ -121,7 +121,8 @@ def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tile
     w_hr = r(D, P, H, scale=H ** -0.5) if proj else None
     h0, c0, peephole = r(D, B, P, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
     dy, dh_n, dc_n = r(T, B, D * P), r(D, B, P), r(D, B, H)
-    options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True)
+    resets = (torch.rand(T, B, generator=g) < 0.3).to(DEVICE)  # new segments, per row and step
+    options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True)
     streamed = layout == "streamed"
     plans = split.plan_split(B, H, dtype, options, device.device_limits(torch.device(DEVICE)), directions=D,
                              P=P, group_rows=32, streamed=streamed)
@@ -135,9 +136,10 @@ def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tile
     outputs = {}
     for kernel, fwd_plan, bwd_plan in (("split_tiled", plans.forward, plans.backward), ("batch", None, None)):
         y, h_n, c_n, gates, c_hist = launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, 0.5, False, False,
-                                                      True, kernel, plan=fwd_plan)
+                                                      True, kernel, resets=resets, plan=fwd_plan)
         dpre, dh0, dc0, dh_hist = launcher.backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole,
-                                                    lengths, 0.5, 0.25, False, False, kernel, plan=bwd_plan)
+                                                    lengths, 0.5, 0.25, False, False, kernel, resets=resets,
+                                                    plan=bwd_plan)
         outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0,
                                dh_hist=dh_hist)
     assert [k for k, _, _ in tiled_launches] == list(TILED)

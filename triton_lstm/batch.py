@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from .planning import (ELEMENT_BYTES, MIN_DOT, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant,
+from .planning import (ELEMENT_BYTES, MIN_DOT, OLDEST_FULL_LIMITS_TRITON, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant,
                        clip_type, dot_block, dtype_name, maxnreg, numerics)
 
 # A resident W_hh^T (four [BLOCK_H, BLOCK_H] gate blocks in the dot operand dtype) of at
@@ -20,9 +20,14 @@ RESIDENT_W_FOUR_WARPS_BYTES = 16 * 1024
 # Streamed tiles: 32 x 32 with 8 warps and one stage is spill-free in every dtype
 # (64 x 64 spills in fp64, and with 4 warps in every dtype).
 STREAMED_TILE = 32
+# Before triton 3.8, fp64 streamed plans with every gate option and lengths spilled 8-112 bytes
+# at those tiles (triton 3.6.0: forwards at H = 24 on sm_80 and H >= 64 on sm_90, backwards
+# with a projection on both). A probe of N, K in {16, 32} found K = 16 clean everywhere, with
+# N = 32 for the forward (246-254 registers) and N = 16 for the backward (230-238).
+OLD_TRITON_FP64_STREAMED_NK = {"forward": (32, 16), "backward": (16, 16)}
 
 
-def tiles(H: int, P: int, dtype: str, streamed: bool):
+def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", limits: DeviceLimits | None = None):
     """(variant, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_P, num_warps, num_stages) of the batch-tiled kernels."""
     block_b = MIN_DOT  # the smallest dot M: most programs for a given B, fewest registers
     block_h = dot_block(H)
@@ -37,12 +42,15 @@ def tiles(H: int, P: int, dtype: str, streamed: bool):
         return "batch_resident", block_b, block_h, block_h, block_h, num_warps, 1
     # At most half of BLOCK_H, so a forced streamed plan on a small H still loops over tiles.
     tile = min(STREAMED_TILE, max(MIN_DOT, block_h // 2))
-    return "batch_streamed", block_b, tile, tile, tile, 8, 1
+    block_n = block_k = tile
+    if dtype == "fp64" and limits is not None and limits.triton < OLDEST_FULL_LIMITS_TRITON:
+        block_n, block_k = OLD_TRITON_FP64_STREAMED_NK[pass_]
+    return "batch_streamed", block_b, block_n, block_k, tile, 8, 1
 
 
 FORWARD_SIGNATURE = (
     ("xw_ptr", "p"), ("w_hh_ptr", "p"), ("w_hr_ptr", "p"), ("h0_ptr", "p"), ("c0_ptr", "p"), ("peephole_ptr", "p"),
-    ("lengths_ptr", "*i64"), ("y_ptr", "p"), ("h_n_ptr", "p"), ("c_n_ptr", "p"), ("gates_ptr", "a"),
+    ("lengths_ptr", "*i64"), ("resets_ptr", "*i8"), ("y_ptr", "p"), ("h_n_ptr", "p"), ("c_n_ptr", "p"), ("gates_ptr", "a"),
     ("c_hist_ptr", "a"), ("h_scratch_ptr", "a"), ("c_scratch_ptr", "a"), ("m_scratch_ptr", "a"),
     ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", "s"),
     ("stride_xw_t", "i32"), ("stride_xw_b", "i32"),
@@ -53,7 +61,8 @@ FORWARD_SIGNATURE = (
 )
 BACKWARD_SIGNATURE = (
     ("dy_ptr", "p"), ("dh_n_ptr", "p"), ("dc_n_ptr", "p"), ("w_hh_ptr", "p"), ("w_hr_ptr", "p"), ("gates_ptr", "a"),
-    ("c_hist_ptr", "a"), ("c0_ptr", "p"), ("peephole_ptr", "p"), ("lengths_ptr", "*i64"), ("dpre_ptr", "p"),
+    ("c_hist_ptr", "a"), ("c0_ptr", "p"), ("peephole_ptr", "p"), ("lengths_ptr", "*i64"), ("resets_ptr", "*i8"),
+    ("dpre_ptr", "p"),
     ("dh_hist_ptr", "a"), ("dh0_ptr", "p"), ("dc0_ptr", "p"), ("dh_scratch_ptr", "a"), ("dc_scratch_ptr", "a"),
     ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"),
     ("cell_clip", "s"), ("grad_clip", "s"),
@@ -74,16 +83,16 @@ def typed_signature(template, dtype: str, acc: str) -> tuple[tuple[str, str], ..
 @functools.lru_cache(maxsize=4096)
 def plan_layer(pass_: str, shape: LayerShape, gates: GateOptions, limits: DeviceLimits, streamed: bool = False,
                allow_tf32: bool = True) -> Plan:
-    """Plan the forward or backward recurrence of one layer (both use the same tiles)."""
+    """Plan the forward or backward recurrence of one layer (the same tiles, but for fp64 on old tritons)."""
     B, H, P, directions, dtype = shape
     name = dtype_name(dtype)
-    variant, block_b, block_n, block_k, block_p, num_warps, num_stages = tiles(H, P, name, streamed)
+    variant, block_b, block_n, block_k, block_p, num_warps, num_stages = tiles(H, P, name, streamed, pass_, limits)
     num = numerics(name, allow_tf32, limits)
     flags = (("W_RESIDENT", variant == "batch_resident"), ("HAS_PEEPHOLE", gates.peephole),
              ("USE_CELL_CLIP", gates.cell_clip))
     if pass_ == "backward":
         flags += (("USE_GRAD_CLIP", gates.grad_clip),)
-    flags += (("HAS_LENGTHS", gates.lengths), ("HAS_PROJ", P != H))
+    flags += (("HAS_LENGTHS", gates.lengths), ("HAS_RESETS", gates.resets), ("HAS_PROJ", P != H))
     if pass_ == "forward":
         flags += (("STORE_STATE", gates.store_state),)
     constexprs = (("BLOCK_B", block_b), ("BLOCK_N", block_n), ("BLOCK_K", block_k), ("BLOCK_P", block_p)) + flags + (
@@ -102,7 +111,7 @@ def plan_forward(B, H, P, directions, dtype, gates: GateOptions, limits: DeviceL
 
 def plan_backward(B, H, P, directions, dtype, gates: GateOptions, limits: DeviceLimits, *, streamed=False,
                   allow_tf32=True) -> Plan:
-    """The backward of one layer; same tiles as the forward of the same shapes."""
+    """The backward of one layer (the forward's tiles, but for fp64 before triton 3.8: see tiles)."""
     return plan_layer("backward", LayerShape(B, H, P, directions, dtype), gates, limits, streamed, allow_tf32)
 
 

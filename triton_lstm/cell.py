@@ -79,7 +79,7 @@ def _matrix(limits: DeviceLimits, grid: MatrixGrid) -> list[Plan]:
     plans = []
     for B, H, dtype in Variant.shapes(grid):
         for gates in grid.options + (GateOptions(bias=False),):
-            plans.append(plan_cell_forward(B, H, dtype, dataclasses.replace(gates, lengths=False), limits))
+            plans.append(plan_cell_forward(B, H, dtype, dataclasses.replace(gates, lengths=False, resets=False), limits))
             if gates.store_state:
                 plans.append(plan_cell_backward(B, H, dtype, gates, limits))
     return plans

@@ -34,11 +34,11 @@ from .planning import DeviceLimits, GateOptions, MatrixGrid, Plan, occupancy  # 
 
 TARGETS = {80: DeviceLimits.sm80(), 86: DeviceLimits.sm86(), 89: DeviceLimits.sm89(), 90: DeviceLimits.sm90()}
 # Options that change the code: the default training forward, inference (nothing stored),
-# and every gate-mechanics branch at once with variable lengths; a projection changes the
-# code too (P is runtime, only BLOCK_P varies). At H = 768 a split forward fits sm_80's 108
+# and every gate-mechanics branch at once with variable lengths and resets; a projection changes
+# the code too (P is runtime, only BLOCK_P varies). At H = 768 a split forward fits sm_80's 108
 # SMs (96 programs) where H = 1024's does not, so its BLOCK_H = 1024 backward is reachable.
 _OPTIONS = (GateOptions(), GateOptions(store_state=False),
-            GateOptions(peephole=True, cell_clip=True, grad_clip=True, lengths=True))
+            GateOptions(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True))
 FULL_GRID = MatrixGrid(Bs=(1, 3, 64, 256), Hs=(24, 64, 128, 256, 512, 1024),
                        dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64),
                        options=_OPTIONS, proj_options=(_OPTIONS[0], _OPTIONS[2]), split_Hs=(768,))

@@ -13,7 +13,7 @@ from .device import triton_unavailable_reason
 from .ops import lstm_recurrence
 from .planning import KERNEL_CHOICES
 from .records import GateRecord
-from .validation import BACKENDS, check_lengths, check_lstm_args, clip_value
+from .validation import BACKENDS, check_lengths, check_lstm_args, check_resets, clip_value
 
 
 def resolve_backend(backend: str, device: torch.device, aten: bool = False) -> str:
@@ -99,28 +99,30 @@ def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
-def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=None, batch_first=False,
+def lstm_layer(x, weights, h0, c0, *, lengths=None, resets=None, grad_clip=None, cell_clip=None, batch_first=False,
                reverse=False, kernel="auto", backend="triton", return_gates=False):
     """One layer, all its directions (1 or 2) in one recurrent kernel launch. Checked arguments.
 
     Args:
         x: (T, B, I) or (B, T, I). weights: a list of LayerWeights, one per direction
         (forward first). h0: (D, B, P), c0: (D, B, H). lengths: (B,) int64 on x's device or None.
-        reverse: with one direction, run it in reverse. backend: resolve_backend's answer
-        ("aten" serves only calls without peephole, clips or return_gates; B = 0 runs the
-        reference, which launches nothing).
+        resets: (T, B) bool on x's device, time-major whatever batch_first, or None (checked:
+        validation.check_resets). reverse: with one direction, run it in reverse. backend: resolve_backend's answer
+        ("aten" serves only calls without peephole, clips, resets or return_gates; B = 0 runs
+        the reference, which launches nothing).
     Returns:
         y (T, B, D*P) (or (B, T, D*P)), h_n (D, B, P), c_n (D, B, H), and a list of
         GateRecord per direction when return_gates, else None.
     """
     D = len(weights)
     grad_clip, cell_clip = clip_value("grad_clip", grad_clip, x.dtype), clip_value("cell_clip", cell_clip, x.dtype)
-    if backend == "aten" and not return_gates:
+    if backend == "aten" and not return_gates and resets is None:
         y, h_n, c_n = aten_layer(x, weights, h0, c0, lengths, batch_first, reverse)
         return y, h_n, c_n, None
     if backend != "triton" or x.shape[0 if batch_first else 1] == 0:  # an empty batch launches nothing
         outs = [reference.lstm(x, *w[:4], hx=(h0[d], c0[d]), peephole=w.peephole, weight_hr=w.weight_hr,
                                grad_clip=grad_clip, cell_clip=cell_clip, lengths=lengths,
+                               resets=None if resets is None or not batch_first else resets.t(),
                                batch_first=batch_first, reverse=(d + int(reverse)) == 1,
                                return_gates=return_gates)
                 for d, w in enumerate(weights)]
@@ -137,8 +139,8 @@ def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=No
     state_inputs = [t for t in (x, w_ih, bias, w_hh, w_hr, h0, c0, peephole) if t is not None]
     store_state = return_gates or (torch.is_grad_enabled() and any(t.requires_grad for t in state_inputs))
     # the op runs the input projection (one GEMM for all steps and directions), then the recurrence
-    y, h_n, c_n, gates, c_hist = lstm_recurrence(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip,
-                                                 grad_clip, batch_first, reverse, store_state, kernel)
+    y, h_n, c_n, gates, c_hist = lstm_recurrence(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, resets,
+                                                 cell_clip, grad_clip, batch_first, reverse, store_state, kernel)
     records = None
     if return_gates:
         H = c_hist.shape[-1]
@@ -150,7 +152,7 @@ def lstm_layer(x, weights, h0, c0, *, lengths=None, grad_clip=None, cell_clip=No
 
 
 def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peephole=None, weight_hr=None,
-         grad_clip=None, cell_clip=None, lengths=None, batch_first=False, reverse=False, kernel="auto",
+         grad_clip=None, cell_clip=None, lengths=None, resets=None, batch_first=False, reverse=False, kernel="auto",
          backend="auto", return_gates=False):
     """Single-layer LSTM over a whole sequence: one kernel launch forward, one backward.
 
@@ -170,6 +172,12 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
             past its end its state is frozen and its output is zero. Values are checked when
             lengths is on the CPU, asserted on the device otherwise (reading them on a GPU
             would synchronise); the kernels clamp them to [0, T] as well.
+        resets: (T, B) bool (or 0/1 integers), (B, T) with batch_first, on x's device, or
+            None: resets[t, b] starts a new segment (episode, document) of row b at step t,
+            computed as its own sequence. The state entering step t is zeros (at t = 0 the row
+            ignores hx); in reverse the state entering t - 1 is zeros, so each segment is also
+            read backwards on its own. No gradient crosses a reset; past a row's end a reset
+            has no effect. Inside the kernels: no extra launch, one byte per row and step.
         batch_first: x and y are (B, T, .) instead of (T, B, .).
         reverse: run each row from its last step (lengths[b] - 1) back to step 0.
         kernel: "auto", "batch" (batch-tiled, W_hh resident when it fits),
@@ -205,14 +213,15 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
     grad_clip = clip_value("grad_clip", grad_clip, x.dtype)
     cell_clip = clip_value("cell_clip", cell_clip, x.dtype)
     lengths = check_lengths(lengths, T, B, x.device)
+    resets = check_resets(resets, T, B, x.device, batch_first)
     if kernel not in KERNEL_CHOICES:
         raise ValueError(f"kernel must be one of {KERNEL_CHOICES}, got {kernel!r}")
-    aten = (peephole is None and grad_clip is None and cell_clip is None and not return_gates
+    aten = (peephole is None and grad_clip is None and cell_clip is None and not return_gates and resets is None
             and not (reverse and lengths is not None))
     backend = resolve_backend(backend, x.device, aten)
     h0, c0 = (x.new_zeros(B, P), x.new_zeros(B, H)) if hx is None else hx
     weights = [LayerWeights(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, peephole)]
-    y, h_n, c_n, records = lstm_layer(x, weights, h0.unsqueeze(0), c0.unsqueeze(0), lengths=lengths,
+    y, h_n, c_n, records = lstm_layer(x, weights, h0.unsqueeze(0), c0.unsqueeze(0), lengths=lengths, resets=resets,
                                       grad_clip=grad_clip, cell_clip=cell_clip, batch_first=batch_first,
                                       reverse=reverse, kernel=kernel, backend=backend,
                                       return_gates=return_gates)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import device, variants
+from . import device, reference, variants
 from .cell import plan_cell_backward, plan_cell_forward
 from .device import compute_dtype, output
 from .planning import GateOptions, LayerShape, Plan, clip_argument
@@ -76,23 +76,39 @@ def layer_dims(w_hh: torch.Tensor, w_hr: torch.Tensor | None) -> tuple[int, int,
     return D, H, P
 
 
-def _weight_args(w_hh, w_hr, peephole, lengths, like) -> dict:
+def direction_resets(resets: torch.Tensor | None, lengths: torch.Tensor | None, D: int, reverse: bool,
+                     device_of: torch.Tensor) -> torch.Tensor:
+    """The kernels' resets_ptr: (D, T, B) int8, 1 where direction d's state entering time t is
+    zeros (reference.state_resets of the (T, B) bool resets); a placeholder without resets."""
+    if resets is None:
+        return torch.empty(1, dtype=torch.int8, device=device_of.device)
+    T, B = resets.shape
+    if resets.device != device_of.device or (lengths is not None and tuple(lengths.shape) != (B,)):
+        raise ValueError(f"resets must be (T, B) on {device_of.device} with lengths (B,); got {tuple(resets.shape)} "
+                         f"on {resets.device}")
+    return torch.stack([reference.state_resets(resets, lengths, (d + int(reverse)) == 1)
+                        for d in range(D)]).to(torch.int8)
+
+
+def _weight_args(w_hh, w_hr, peephole, lengths, like, resets=None) -> dict:
     # Arguments a plan does not read still need a valid pointer of the right dtype.
     w_hr_arg = w_hr if w_hr is not None else w_hh
     return dict(
         w_hh_ptr=w_hh, w_hr_ptr=w_hr_arg, peephole_ptr=peephole if peephole is not None else w_hh,
+        resets_ptr=resets,
         lengths_ptr=lengths if lengths is not None else torch.empty(1, dtype=torch.int64, device=like.device),
         stride_w_dir=w_hh.stride(0), stride_w_row=w_hh.stride(1), stride_w_col=w_hh.stride(2),
         stride_hr_dir=w_hr_arg.stride(0), stride_hr_row=w_hr_arg.stride(1), stride_hr_col=w_hr_arg.stride(2))
 
 
 def forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, reverse, store_state, kernel, *,
-            plan: Plan | None = None, **controls):
+            resets: torch.Tensor | None = None, plan: Plan | None = None, **controls):
     """Run the forward recurrence of one layer, all its directions in one launch.
 
     xw (T, B, D*4H) (or (B, T, D*4H)), w_hh (D, 4H, P), w_hr (D, P, H) or None, h0 (D, B, P),
     c0 (D, B, H), peephole (D, 3, H) or None, lengths (B,) int64 or None, each in [1, T].
     reverse: with D = 1, run the direction in reverse (from each row's last step).
+    resets: (T, B) bool, time-major, or None: where a row starts a new segment (reference.lstm).
     plan: a forward plan made for these shapes (default: variants.choose picks one).
     Returns y (T, B, D*P) (or (B, T, D*P)), h_n (D, B, P), c_n (D, B, H), gates
     (D, T, B, 4H) and c_hist (D, T, B, H) (the last two empty unless store_state).
@@ -108,7 +124,7 @@ def forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, r
     check_contiguous(peephole=peephole)
     if plan is None:
         gates = GateOptions(peephole=peephole is not None, cell_clip=cell_clip is not None, store_state=store_state,
-                            lengths=lengths is not None)
+                            lengths=lengths is not None, resets=resets is not None)
         plan = variants.choose("forward", LayerShape(B, H, P, D, xw.dtype), gates, device.device_limits(xw.device),
                                kernel, device.allow_tf32())
     acc = compute_dtype(xw.dtype)
@@ -124,14 +140,16 @@ def forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, r
         T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip,
         stride_xw_t=stride_xw_t, stride_xw_b=stride_xw_b, stride_h0_dir=h0.stride(0), stride_h0_b=h0.stride(1),
         stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1), stride_y_t=stride_y_t, stride_y_b=stride_y_b,
-        **_weight_args(w_hh, w_hr, peephole, lengths, xw)), **controls)
+        **_weight_args(w_hh, w_hr, peephole, lengths, xw, direction_resets(resets, lengths, D, reverse, xw))),
+           **controls)
     if not store_state:
         gates, c_hist = xw.new_empty(0, dtype=acc), xw.new_empty(0, dtype=acc)
     return y, h_n, c_n, gates, c_hist
 
 
 def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, cell_clip, grad_clip,
-             batch_first, reverse, kernel, *, plan: Plan | None = None, **controls):
+             batch_first, reverse, kernel, *, resets: torch.Tensor | None = None, plan: Plan | None = None,
+             **controls):
     """Run the backward recurrence of one layer, all its directions in one launch.
 
     dy (T, B, D*P) (or (B, T, D*P)), last dim contiguous; dh_n (D, B, P), dc_n (D, B, H),
@@ -154,7 +172,8 @@ def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, c
     check_last_dim_contiguous(dy=dy, c0=c0)
     if plan is None:
         options = GateOptions(peephole=peephole is not None, cell_clip=cell_clip is not None,
-                              grad_clip=grad_clip is not None, lengths=lengths is not None)
+                              grad_clip=grad_clip is not None, lengths=lengths is not None,
+                              resets=resets is not None)
         plan = variants.choose("backward", LayerShape(B, H, P, D, dy.dtype), options,
                                device.device_limits(dy.device), kernel, device.allow_tf32())
     dpre = output(dy, T, B, D * 4 * H)
@@ -167,7 +186,8 @@ def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, c
         T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip,
         grad_clip=grad_clip, stride_dy_t=stride_dy_t, stride_dy_b=stride_dy_b,
         stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
-        **_weight_args(w_hh, w_hr, peephole, lengths, dy)), **controls)
+        **_weight_args(w_hh, w_hr, peephole, lengths, dy, direction_resets(resets, lengths, D, reverse, dy))),
+           **controls)
     return dpre, dh0, dc0, dh_hist
 
 

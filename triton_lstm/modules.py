@@ -21,7 +21,7 @@ from .ops import lstm_cell_step
 from .reference import combined_bias
 from .reference import lstm_cell as reference_cell
 from .planning import KERNEL_CHOICES
-from .validation import BACKENDS, SUPPORTED_DTYPES, clip_value, host_to_device
+from .validation import BACKENDS, SUPPORTED_DTYPES, check_resets, clip_value, host_to_device
 
 
 def _positive_int(name: str, value) -> int:
@@ -89,6 +89,15 @@ class LSTM(nn.Module):
     (T, B, I), (B, T, I) with batch_first, unbatched (T, I), or a PackedSequence; returns
     output and (h_n, c_n) with h_n (num_layers * D, B, proj_size or hidden_size) and c_n
     (num_layers * D, B, hidden_size). Backward works in eval mode too.
+
+    forward(input, hx=None, resets=None): resets marks where a new segment (an episode, a
+    packed document) starts inside a row, so each segment is computed as its own sequence in
+    every layer: bool (or 0/1 integer) of shape (T, B), (B, T) with batch_first, (T,) for an
+    unbatched input; for a PackedSequence, padded as pad_packed_sequence(input,
+    batch_first=self.batch_first) would pad the input (original batch order). The state
+    entering a reset step is zeros (hx is used only where a row does not reset at t = 0);
+    backwards, the reverse direction restarts at each segment's last step. No gradient
+    crosses a reset (triton_lstm.lstm has the full semantics).
 
     Example:
         >>> import torch, triton_lstm
@@ -216,7 +225,7 @@ class LSTM(nn.Module):
                 s += f", {name}={getattr(self, name)!r}"
         return s
 
-    def forward(self, input, hx=None):
+    def forward(self, input, hx=None, resets=None):
         like = self.weight_ih_l0
         D, L, H = self.num_directions, self.num_layers, self.hidden_size
         P = self.proj_size or H
@@ -248,7 +257,21 @@ class LSTM(nn.Module):
                 h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
             elif sorted_indices is not None:
                 h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
-        plain = not self.peephole and self.grad_clip is None and self.cell_clip is None and self._recording is None
+        if resets is not None:
+            T = x.shape[0]  # packed and unbatched inputs are time-major here
+            if isinstance(input, PackedSequence):
+                resets = check_resets(resets, T, B, x.device, self.batch_first)
+                if sorted_indices is not None:  # to the packed (sorted) rows x is in
+                    resets = resets.index_select(1, sorted_indices)
+            elif unbatched:
+                if isinstance(resets, torch.Tensor) and resets.dim() != 1:
+                    raise ValueError(f"resets must have shape ({T},) for an unbatched input, got {tuple(resets.shape)}")
+                resets = check_resets(resets.unsqueeze(1) if isinstance(resets, torch.Tensor) else resets, T, 1,
+                                      x.device)
+            else:
+                resets = check_resets(resets, x.shape[1 if batch_first else 0], B, x.device, batch_first)
+        plain = (not self.peephole and self.grad_clip is None and self.cell_clip is None and self._recording is None
+                 and resets is None)
         backend = resolve_backend(self.backend, x.device, aten=plain)
         low = autocast_dtype(x.device.type, "lstm")
         if low is not None:
@@ -262,7 +285,8 @@ class LSTM(nn.Module):
                 weights = [cast_weights(w, low) for w in weights]
             rows = slice(layer * D, (layer + 1) * D)
             y, h, c, rec = lstm_layer(layer_input, weights, h0[rows].contiguous(), c0[rows].contiguous(),
-                                      lengths=lengths_dev, grad_clip=self.grad_clip, cell_clip=self.cell_clip,
+                                      lengths=lengths_dev, resets=resets, grad_clip=self.grad_clip,
+                                      cell_clip=self.cell_clip,
                                       batch_first=batch_first, kernel=self.kernel, backend=backend,
                                       return_gates=self._recording is not None)
             h_n.append(h)
@@ -293,7 +317,8 @@ class LSTMCell(nn.Module):
     grad_clip, cell_clip, kernel, backend as for LSTM.
 
     forward(input, hx=None): input (B, I) or unbatched (I,); hx = (h, c) each (B, H) or
-    (H,); returns (h_1, c_1). The step is ONE fused kernel launch (kernels/lstm_cell.py:
+    (H,); returns (h_1, c_1). No `resets`: the caller owns the state between steps, so it
+    zeroes h and c itself where a new episode starts. The step is ONE fused kernel launch (kernels/lstm_cell.py:
     x W_ih^T + h W_hh^T + b, the gates and the state update); its backward is one fused
     launch for the gate derivatives, then torch GEMMs for dx, dh and the weights.
 

@@ -35,22 +35,23 @@ def gradients(op_fn, **grads) -> tuple:
 
 
 def _recurrence(x: Tensor, w_ih: Tensor, bias: Tensor | None, w_hh: Tensor, w_hr: Tensor | None, h0: Tensor,
-                c0: Tensor, peephole: Tensor | None, lengths: Tensor | None, cell_clip: float | None,
-                grad_clip: float | None, batch_first: bool, reverse: bool, store_state: bool,
+                c0: Tensor, peephole: Tensor | None, lengths: Tensor | None, resets: Tensor | None,
+                cell_clip: float | None, grad_clip: float | None, batch_first: bool, reverse: bool, store_state: bool,
                 kernel: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One layer: the input projection xw = x W_ih^T + b (one GEMM for all steps and directions),
-    then the forward recurrence in one kernel launch. grad_clip is only carried to the backward."""
+    then the forward recurrence in one kernel launch. grad_clip is only carried to the backward.
+    resets: (T, B) bool, time-major, or None."""
     xw = F.linear(x, w_ih, bias)
     return launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, reverse,
-                            store_state, kernel)
+                            store_state, kernel, resets=resets)
 
 
 lstm_recurrence = torch.library.custom_op("triton_lstm::lstm_recurrence", _recurrence, mutates_args=())
 
 
 @lstm_recurrence.register_fake
-def _(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first, reverse, store_state,
-      kernel):
+def _(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, resets, cell_clip, grad_clip, batch_first, reverse,
+      store_state, kernel):
     T, B = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
     D, H, P = w_hh.shape[0], w_hh.shape[1] // 4, w_hh.shape[2]
     acc = compute_dtype(x.dtype)
@@ -65,15 +66,16 @@ def _(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip
 @torch.library.custom_op("triton_lstm::lstm_recurrence_bwd", mutates_args=())
 def lstm_recurrence_bwd(dy: Tensor, dh_n: Tensor, dc_n: Tensor, w_hh: Tensor, w_hr: Tensor | None,
                         gates: Tensor, c_hist: Tensor, c0: Tensor, peephole: Tensor | None,
-                        lengths: Tensor | None, cell_clip: float | None, grad_clip: float | None,
-                        batch_first: bool, reverse: bool, kernel: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                        lengths: Tensor | None, resets: Tensor | None, cell_clip: float | None,
+                        grad_clip: float | None, batch_first: bool, reverse: bool,
+                        kernel: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Backward recurrence in one kernel launch: dpre (T, B, D*4H) after grad_clip, dh0, dc0, dh_hist."""
     return launcher.backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, cell_clip,
-                             grad_clip, batch_first, reverse, kernel)
+                             grad_clip, batch_first, reverse, kernel, resets=resets)
 
 
 @lstm_recurrence_bwd.register_fake
-def _(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, cell_clip, grad_clip, batch_first,
+def _(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, resets, cell_clip, grad_clip, batch_first,
       reverse, kernel):
     D, T, B = gates.shape[0], gates.shape[1], gates.shape[2]
     H, P = w_hh.shape[1] // 4, w_hh.shape[2]
@@ -81,20 +83,26 @@ def _(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, cell_cli
     return dy.new_empty(T, B, D * 4 * H), dy.new_empty(D, B, P), dy.new_empty(D, B, H), dh_hist
 
 
-def previous_by_time(hist: Tensor, init: Tensor, lengths: Tensor | None, reverse: bool) -> Tensor:
+def previous_by_time(hist: Tensor, init: Tensor, lengths: Tensor | None, reverse: bool,
+                     resets: Tensor | None = None) -> Tensor:
     """The state each time index started from: hist (T, B, N) by time, init (B, N) before a
     row's first step. Forward: hist[t-1]; reverse: hist[t+1], or init at the row's last
-    time. Entries past a row's end are meaningless (their dpre is zero)."""
+    time; zeros where resets (T, B) start a new segment (reference.state_resets). Entries
+    past a row's end are meaningless (their dpre is zero)."""
     if not reverse:
-        return torch.cat([init.unsqueeze(0), hist[:-1]], dim=0)
-    shifted = torch.cat([hist[1:], init.unsqueeze(0)], dim=0)
-    if lengths is None:
-        return shifted
-    t = torch.arange(hist.shape[0], device=hist.device)[:, None]  # [T, 1]
-    return torch.where((t + 1 < lengths[None, :])[:, :, None], shifted, init.unsqueeze(0))
+        previous = torch.cat([init.unsqueeze(0), hist[:-1]], dim=0)
+    else:
+        previous = torch.cat([hist[1:], init.unsqueeze(0)], dim=0)
+        if lengths is not None:
+            t = torch.arange(hist.shape[0], device=hist.device)[:, None]  # [T, 1]
+            previous = torch.where((t + 1 < lengths[None, :])[:, :, None], previous, init.unsqueeze(0))
+    if resets is not None:
+        fresh = reference.state_resets(resets, lengths, reverse)  # [T, B]
+        previous = torch.where(fresh[:, :, None], previous.new_zeros(()), previous)
+    return previous
 
 
-def reference_layer(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first,
+def reference_layer(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, resets, cell_clip, grad_clip, batch_first,
                     reverse):
     """What lstm_recurrence computes, in the reference (differentiable to any order): y, h_n, c_n."""
     D, H4 = w_hh.shape[0], w_hh.shape[1]
@@ -104,8 +112,9 @@ def reference_layer(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_c
         y, (h, c) = reference.lstm(x, w_ih[rows], w_hh[d], None if bias is None else bias[rows], None,
                                    hx=(h0[d], c0[d]), peephole=None if peephole is None else peephole[d],
                                    weight_hr=None if w_hr is None else w_hr[d], grad_clip=grad_clip,
-                                   cell_clip=cell_clip, lengths=lengths, batch_first=batch_first,
-                                   reverse=(d + int(reverse)) == 1)
+                                   cell_clip=cell_clip, lengths=lengths,
+                                   resets=None if resets is None or not batch_first else resets.t(),
+                                   batch_first=batch_first, reverse=(d + int(reverse)) == 1)
         ys.append(y)
         hs.append(h)
         cs.append(c)
@@ -131,18 +140,18 @@ def differentiable_backward(op_fn, recompute, inputs: dict, needs_input_grad, gr
 
 
 def recurrence_setup_context(ctx, inputs, output):
-    (x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, grad_clip, batch_first, reverse, store_state,
-     kernel) = inputs
+    (x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, resets, cell_clip, grad_clip, batch_first, reverse,
+     store_state, kernel) = inputs
     y, _, _, gates, c_hist = output
     ctx.mark_non_differentiable(gates, c_hist)
     # x and W_ih are what F.linear would save for the input projection anyway; the bias only
     # serves a double backward's recompute.
-    ctx.save_for_backward(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, y, gates, c_hist)
+    ctx.save_for_backward(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, resets, y, gates, c_hist)
     ctx.options = (cell_clip, grad_clip, batch_first, reverse, store_state, kernel)
 
 
 def recurrence_backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
-    x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, y, gates, c_hist = ctx.saved_tensors
+    x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, resets, y, gates, c_hist = ctx.saved_tensors
     cell_clip, grad_clip, batch_first, reverse, store_state, kernel = ctx.options
     if not store_state:
         raise RuntimeError("triton_lstm: the forward ran without saving state for backward "
@@ -150,8 +159,8 @@ def recurrence_backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
     if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
         inputs = dict(x=x, w_ih=w_ih, bias=bias, w_hh=w_hh, w_hr=w_hr, h0=h0, c0=c0, peephole=peephole)
         return differentiable_backward(
-            _recurrence, lambda **t: reference_layer(**t, lengths=lengths, cell_clip=cell_clip, grad_clip=grad_clip,
-                                                     batch_first=batch_first, reverse=reverse),
+            _recurrence, lambda **t: reference_layer(**t, lengths=lengths, resets=resets, cell_clip=cell_clip,
+                                                     grad_clip=grad_clip, batch_first=batch_first, reverse=reverse),
             inputs, ctx.needs_input_grad, (dy, dh_n, dc_n))
     dy = torch.zeros_like(y) if dy is None else dy
     dh_n = torch.zeros_like(h0) if dh_n is None else dh_n.contiguous()
@@ -159,7 +168,7 @@ def recurrence_backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
     if dy.stride(-1) != 1:
         dy = dy.contiguous()
     dpre, dh0, dc0, dh_hist = lstm_recurrence_bwd(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole,
-                                                  lengths, cell_clip, grad_clip, batch_first, reverse, kernel)
+                                                  lengths, resets, cell_clip, grad_clip, batch_first, reverse, kernel)
     D, T, B, H4 = gates.shape
     H, P = H4 // 4, w_hh.shape[2]
     # Weight and peephole gradients are big reductions over all steps: torch GEMMs.
@@ -168,14 +177,14 @@ def recurrence_backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
     dw_hh, dw_hr, dpeephole = [], [], []
     for d in range(D):
         is_reverse = (d + int(reverse)) == 1
-        h_prev = previous_by_time(y_tm[:, :, d], h0[d], lengths, is_reverse)  # [T, B, P]
+        h_prev = previous_by_time(y_tm[:, :, d], h0[d], lengths, is_reverse, resets)  # [T, B, P]
         dw_hh.append(dpre_d[:, :, d].reshape(T * B, H4).T @ h_prev.reshape(T * B, P))
         if w_hr is not None:
             m = gates[d, ..., 3 * H:] * torch.tanh(c_hist[d])  # o * tanh(c), [T, B, H]
             dw_hr.append((dh_hist[d].reshape(T * B, P).T @ m.reshape(T * B, H)).to(w_hr.dtype))
         if peephole is not None:
             acc = dpre_d[:, :, d].to(c_hist.dtype).view(T, B, 4, H)
-            c_prev = previous_by_time(c_hist[d], c0[d].to(c_hist.dtype), lengths, is_reverse)
+            c_prev = previous_by_time(c_hist[d], c0[d].to(c_hist.dtype), lengths, is_reverse, resets)
             dpeephole.append(torch.stack([
                 (acc[:, :, 0] * c_prev).sum((0, 1)),
                 (acc[:, :, 1] * c_prev).sum((0, 1)),

@@ -41,6 +41,12 @@ def installed_triton() -> tuple[int, int]:
     return (0, 0)
 
 
+# Register allocation differs across triton releases (DeviceLimits.triton): where a release
+# before this one spills at a plan that later ones compile cleanly, the planners keep a
+# narrower plan for it (split_planning.py, batch.py say which and why).
+OLDEST_FULL_LIMITS_TRITON = (3, 8)
+
+
 @dataclasses.dataclass(frozen=True)
 class DeviceLimits:
     """What planning needs to know about the device and the compiler that builds for it.
@@ -137,6 +143,7 @@ class GateOptions:
     grad_clip: bool = False
     store_state: bool = True  # forward only: save gates and c for the backward
     lengths: bool = False  # rows carry their own lengths (variable-length input)
+    resets: bool = False  # rows restart from a zero state where a new segment begins
     bias: bool = True  # LSTMCell only: the fused step adds b_ih + b_hh itself
 
 

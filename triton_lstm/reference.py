@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .records import GateRecord
-from .validation import check_lengths, check_lstm_args, clip_value
+from .validation import check_lengths, check_lstm_args, check_resets, clip_value
 
 
 def _clip_grad_hook(bound: float):
@@ -63,6 +63,24 @@ def step_to_time(s: int, lengths: torch.Tensor, reverse: bool) -> torch.Tensor:
     return lengths - 1 - s if reverse else torch.full_like(lengths, s)
 
 
+def state_resets(resets: torch.Tensor, lengths: torch.Tensor | None, reverse: bool) -> torch.Tensor:
+    """(T, B) bool by time: True where the state entering time t is zeros, for one direction.
+
+    resets (T, B) bool, time-major: resets[t, b] starts a new segment of row b at step t.
+    Forward, the state entering t is zeroed where resets[t]; in reverse the direction enters
+    time t from t + 1, so it starts afresh at t where resets[t + 1] (the segment ends at t).
+    Never past a row's end, nor where the reverse direction enters a row at its last step
+    (it starts from hx there)."""
+    T, B = resets.shape
+    if reverse:
+        resets = torch.cat([resets[1:], resets.new_zeros(1, B)])
+        if lengths is not None:  # t + 1 < length: the step entered from t + 1 is inside the row
+            resets = resets & (torch.arange(T, device=resets.device)[:, None] + 1 < lengths[None, :])
+    elif lengths is not None:
+        resets = resets & (torch.arange(T, device=resets.device)[:, None] < lengths[None, :])
+    return resets
+
+
 def _steps_to_time(per_step: list[torch.Tensor], lengths: torch.Tensor, reverse: bool) -> torch.Tensor:
     """Stack (B, N) tensors indexed by step into (T, B, N) indexed by time; zeros past each row's end."""
     stacked = torch.stack(per_step)  # [T, B, N], by step
@@ -76,7 +94,7 @@ def _steps_to_time(per_step: list[torch.Tensor], lengths: torch.Tensor, reverse:
 
 
 def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peephole=None,
-         weight_hr=None, grad_clip=None, cell_clip=None, lengths=None, batch_first=False,
+         weight_hr=None, grad_clip=None, cell_clip=None, lengths=None, resets=None, batch_first=False,
          reverse=False, return_gates=False):
     """Single-layer, single-direction LSTM over a whole sequence, in plain torch.
 
@@ -90,6 +108,11 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         cell_clip: clamp c_t to [-cell_clip, cell_clip] each step.
         lengths: (B,) integers in [1, T] or None: row b runs steps 0..lengths[b]-1; past
             its end its state is frozen and its output is zero.
+        resets: (T, B) bool (or 0/1 integers), (B, T) with batch_first, or None:
+            resets[t, b] starts a new segment of row b at step t, computed as its own
+            sequence: the forward state entering step t is zeros (hx is ignored where a row
+            resets at t = 0); in reverse, the state entering t - 1 is zeros (state_resets).
+            No gradient crosses a reset. Past a row's end a reset has no effect.
         reverse: run from each row's last step back to its first.
         return_gates: also return a GateRecord of i, f, g, o and c by time.
     Returns:
@@ -107,6 +130,8 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
     grad_clip = clip_value("grad_clip", grad_clip, x.dtype)
     cell_clip = clip_value("cell_clip", cell_clip, x.dtype)
     lengths = check_lengths(lengths, T, B, x.device)
+    resets = check_resets(resets, T, B, x.device, batch_first)
+    fresh = None if resets is None else state_resets(resets, lengths, reverse)  # [T, B] by time
     if lengths is None:
         lengths = torch.full((B,), T, dtype=torch.int64, device=x.device)
     xw = F.linear(x, weight_ih, combined_bias(bias_ih, bias_hh))
@@ -121,6 +146,9 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
     for s in range(T):
         t = step_to_time(s, lengths, reverse).clamp(min=0)
         active = (s < lengths)[:, None]  # [B, 1]
+        if fresh is not None:
+            keep = ~fresh[t, rows][:, None]  # [B, 1]; a new segment starts from zeros
+            h, c = torch.where(keep, h, h.new_zeros(())), torch.where(keep, c, c.new_zeros(()))
         h_new, c_new, gates = lstm_cell(xw[t, rows], h, c, weight_hh, peephole, grad_clip, cell_clip, weight_hr)
         h = torch.where(active, h_new, h)
         c = torch.where(active, c_new, c)

@@ -21,8 +21,8 @@ from typing import Callable
 import torch
 
 from . import cost
-from .planning import (ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, Plan, dot_block, clip_type, dtype_name,
-                       maxnreg, numerics)
+from .planning import (ELEMENT_BYTES, OLDEST_FULL_LIMITS_TRITON, DeviceLimits, GateOptions, LayerShape, Plan,
+                       clip_type, dot_block, dtype_name, maxnreg, numerics)
 
 # From the split compile report (sm_80 and sm_90, `python -m triton_lstm.split_report`):
 # - BLOCK_B = 64 spills in almost every plan; 16 never does, so a larger batch gets more
@@ -105,7 +105,6 @@ STREAMED_AUTO_MAX_UNITS = 32
 # before 3.8 a backward has 16 units, per-tile up to BLOCK_H = 256, tiled up to 128. (3.7.1,
 # torch 2.13's pin, spilled at the same widest backwards in an earlier matrix run: 40-768 bytes,
 # sm_80 BLOCK_H = 512 and 64 units at 128, sm_90 BLOCK_H = 1024; not rerun with this rule.)
-OLDEST_FULL_LIMITS_TRITON = (3, 8)
 OLD_TRITON_BACKWARD_MAX_BLOCK_H = {16: 256, 32: 0, 64: 0}
 OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H = {16: 128, 32: 0, 64: 0}
 # and tiled 8-unit forwards with a projection (PROJ_UNITS 16) spilled 120 bytes on sm_80 at H = 256
@@ -173,6 +172,12 @@ def is_tiled(plan: Plan) -> bool:
     return plan.kernel.endswith("_tiled")
 
 
+def before_sync(signature, params):
+    """`signature` with `params` inserted before sync_ptr (the kernels' parameter order)."""
+    at = [name for name, _ in signature].index("sync_ptr")
+    return signature[:at] + params + signature[at:]
+
+
 def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name: str, options: GateOptions,
               limits: DeviceLimits, P: int | None, allow_tf32: bool, rows_per_group: int | None = None,
               streamed: bool = False) -> Plan:
@@ -198,7 +203,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
     if direction == "forward":
         signature = (
             ("xw_ptr", p), ("w_hh_ptr", p), ("w_hr_ptr", p), ("h0_ptr", p), ("c0_ptr", p), ("peephole_ptr", p),
-            ("lengths_ptr", "*i64"), ("y_ptr", p), ("h_n_ptr", p), ("c_n_ptr", p), ("gates_ptr", a),
+            ("lengths_ptr", "*i64"), ("resets_ptr", "*i8"), ("y_ptr", p), ("h_n_ptr", p), ("c_n_ptr", p), ("gates_ptr", a),
             ("c_hist_ptr", a), ("exchange_ptr", p), ("m_exchange_ptr", m), ("sync_ptr", "*i32"),
             ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", clip),
             ("spin_limit", "i32"),
@@ -210,14 +215,16 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         # the projection dot, K = BLOCK_H and N = PROJ_UNITS, chunked like the backward's dh dot
         proj_chunks = BACKWARD_K_CHUNKS if has_proj and block_h >= 8 * punits else 1
         constexprs = common + (("PROJ_CHUNKS", proj_chunks),) + gate_flags + (
-            ("HAS_LENGTHS", options.lengths), ("STORE_STATE", options.store_state)) + tail
+            ("HAS_LENGTHS", options.lengths), ("HAS_RESETS", options.resets),
+            ("STORE_STATE", options.store_state)) + tail
         kernel = "lstm_fwd_kernel_split"
         if rows_per_group is not None:  # and the program's c of all its rows (double-buffered)
-            signature = signature[:14] + (("c_state_ptr", a),) + signature[14:]
+            signature = before_sync(signature, (("c_state_ptr", a),))
     else:
         signature = (
             ("dy_ptr", p), ("dh_n_ptr", p), ("dc_n_ptr", p), ("w_hh_ptr", p), ("w_hr_ptr", p), ("gates_ptr", a),
-            ("c_hist_ptr", a), ("c0_ptr", p), ("peephole_ptr", p), ("lengths_ptr", "*i64"), ("dpre_ptr", p),
+            ("c_hist_ptr", a), ("c0_ptr", p), ("peephole_ptr", p), ("lengths_ptr", "*i64"),
+            ("resets_ptr", "*i8"), ("dpre_ptr", p),
             ("dh_hist_ptr", a), ("dh0_ptr", p), ("dc0_ptr", p), ("sync_ptr", "*i32"),
             ("T", "i32"), ("B", "i32"), ("H", "i32"), ("P", "i32"), ("direction0", "i32"), ("cell_clip", clip),
             ("grad_clip", clip), ("spin_limit", "i32"),
@@ -233,10 +240,11 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         if rows_per_group is not None and has_proj and block_p >= 16 * units:
             proj_chunks = TILED_WIDE_K_CHUNKS  # see TILED_BACKWARD_MAX_BLOCK_H
         constexprs = common + (("K_CHUNKS", k_chunks), ("PROJ_CHUNKS", proj_chunks)) + gate_flags + (
-            ("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths)) + tail
+            ("USE_GRAD_CLIP", options.grad_clip), ("HAS_LENGTHS", options.lengths),
+            ("HAS_RESETS", options.resets)) + tail
         kernel = "lstm_bwd_kernel_split"
         if rows_per_group is not None:  # and the program's carried dh and dc of all its rows
-            signature = signature[:14] + (("dh_state_ptr", a), ("dc_state_ptr", a)) + signature[14:]
+            signature = before_sync(signature, (("dh_state_ptr", a), ("dc_state_ptr", a)))
     if rows_per_group is not None:
         kernel += "_tiled"
         k_width = block_p if direction == "forward" else block_h  # K of the W_hh dot

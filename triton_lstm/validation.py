@@ -82,6 +82,31 @@ def check_lengths(lengths, T: int, B: int, device: torch.device) -> torch.Tensor
     return host_to_device(lengths.to(dtype=torch.int64), device)
 
 
+def check_resets(resets, T: int, B: int, device: torch.device, batch_first: bool = False) -> torch.Tensor | None:
+    """resets as the kernels read them: None, or a (T, B) bool tensor on `device`, time-major.
+
+    resets is (T, B), or (B, T) with batch_first, bool or integers of 0 and 1 (converted; the
+    values are checked when on the CPU, asserted on the device otherwise, as for lengths). It
+    must be on `device` (the device of x): a per-step mask is made where the data is."""
+    if resets is None:
+        return None
+    _tensor("resets", resets, 2)
+    if resets.dtype != torch.bool and (resets.dtype.is_floating_point or resets.dtype.is_complex):
+        raise TypeError(f"resets must be a bool tensor (or integers 0 and 1), got dtype {resets.dtype}")
+    _shape("resets", resets, (B, T) if batch_first else (T, B))
+    if resets.device != torch.device(device):
+        raise ValueError(f"resets is on {resets.device}, expected {device} (the device of x)")
+    if resets.dtype != torch.bool:
+        message = "resets must hold only 0 and 1 (or be a bool tensor)"
+        if resets.device.type == "cpu":
+            if resets.numel() and not bool(((resets == 0) | (resets == 1)).all()):
+                raise ValueError(f"{message}, got values from {int(resets.min())} to {int(resets.max())}")
+        else:
+            torch._assert_async(((resets == 0) | (resets == 1)).all(), message)
+        resets = resets != 0
+    return resets.t() if batch_first else resets
+
+
 def host_to_device(t: torch.Tensor, device) -> torch.Tensor:
     """`t` on `device` without a stream sync: a pageable host-to-device copy synchronises (and
     fails under torch.cuda.set_sync_debug_mode("error")), one from pinned memory does not."""
