@@ -32,6 +32,7 @@ class Case:
     dtype: str = "fp32"
     mode: str = "forward_backward"
     kernel: str = "auto"
+    resets: bool = False  # random segment starts inside the rows (LSTM.forward's resets)
 
     def columns(self) -> dict:
         return dict(T=self.T, B=self.B, I=self.I, H=self.H, layers=self.layers, directions=self.directions,
@@ -52,6 +53,13 @@ def seeded_module(case: Case, seed: int = 0) -> tuple[torch.nn.LSTM, torch.Tenso
     return module, torch.randn(case.T, case.B, case.I, dtype=torch.float64)
 
 
+def random_resets(T: int, B: int, seed: int) -> torch.Tensor:
+    """(T, B) bool: about one step in three starts a new segment, and row 0 resets at t = 0."""
+    resets = torch.rand(T, B, generator=torch.Generator().manual_seed(seed)) < 0.3
+    resets[0, 0] = True
+    return resets
+
+
 def interpreter_rows(cases: list[Case], env: dict, progress=iter) -> list[dict]:
     """Each case run by triton_lstm in the interpreter against the reference in float64:
     relative errors of y (and of x's and the first layer's W_hh gradients) and launches per
@@ -67,14 +75,21 @@ def interpreter_rows(cases: list[Case], env: dict, progress=iter) -> list[dict]:
         train = case.mode != "forward_inference"
         x = x64.to(DTYPES[case.dtype]).requires_grad_(train)
         run, how = models.triton_stack(module, kernel=case.kernel)
-        common = dict(kernel="lstm", provider="triton_lstm", config=how, **case.columns())
+        resets = random_resets(case.T, case.B, seed) if case.resets else None
+        common = dict(kernel="lstm", provider="triton_lstm", config=how + (", resets" if case.resets else ""),
+                      **case.columns())
         with InterpreterCounter() as forward_count, torch.set_grad_enabled(train):
-            y, (h_n, c_n) = run(x)
+            y, (h_n, c_n) = run(x, resets=resets)
         rows.append(row(env, metric="launches_per_sequence", unit="count", p50=len(forward_count.launches),
                         **dict(common, mode="forward_training" if train else "forward_inference")))
         x64 = x64.clone().requires_grad_(train)
+        reference_module = module64
         with torch.set_grad_enabled(train):
-            y_ref, _ = models.reference_stack(module64)(x64)
+            if case.resets:  # the reference with resets, through the module (its stack has no resets)
+                reference_module = models.triton_stack(module64, backend="reference")[0]
+                y_ref, _ = reference_module(x64, resets=resets)
+            else:
+                y_ref, _ = models.reference_stack(module64)(x64)
         rows.append(row(env, metric="rel_err_y_vs_fp64_reference", unit="", p50=rel_err(y, y_ref), **common))
         if case.mode == "forward_backward":
             dy = torch.randn(y_ref.shape, dtype=torch.float64)
@@ -86,38 +101,41 @@ def interpreter_rows(cases: list[Case], env: dict, progress=iter) -> list[dict]:
                     **dict(common, mode="backward")),
                 row(env, metric="rel_err_dx_vs_fp64_reference", unit="", p50=rel_err(x.grad, x64.grad), **common),
                 row(env, metric="rel_err_dW_hh_l0_vs_fp64_reference", unit="",
-                    p50=rel_err(run.weight_hh_l0.grad, module64.weight_hh_l0.grad), **common),
+                    p50=rel_err(run.weight_hh_l0.grad, reference_module.weight_hh_l0.grad), **common),
             ]
     return rows
 
 
 # Traffic -----------------------------------------------------------------------------------
 
-def kernel_min_bytes(mode: str, B: int, H: int, dtype: str) -> tuple[dict, dict]:
+def kernel_min_bytes(mode: str, B: int, H: int, dtype: str, resets: bool = False) -> tuple[dict, dict]:
     """Analytic minimum of one recurrent launch, ({"loaded", "stored"} per step, the same once).
 
     Per step the forward must read x_t W_ih^T + b (B x 4H) and write y_t (B x H); a training
     forward also writes what the backward reads (the four gate activations and c_t, fp32).
     The backward must read dy_t, the saved gates and c_t, and write dpre_t (B x 4H). Once: W_hh
     and the initial state in, the final state out. E = bytes per element; saved state is fp32.
+    With resets, each pass also reads one int8 flag per row and step (B bytes).
     """
     E, F32 = formulas.ELEMENT_BYTES[dtype], 4
     state, gates, w = B * H, 4 * B * H, 4 * H * H
+    flags = B if resets else 0
     if mode == "forward_inference":
-        return {"loaded": gates * E, "stored": state * E}, {"loaded": (w + 2 * state) * E, "stored": 2 * state * E}
+        return ({"loaded": gates * E + flags, "stored": state * E},
+                {"loaded": (w + 2 * state) * E, "stored": 2 * state * E})
     if mode == "forward_training":
-        return ({"loaded": gates * E, "stored": state * E + (gates + state) * F32},
+        return ({"loaded": gates * E + flags, "stored": state * E + (gates + state) * F32},
                 {"loaded": (w + 2 * state) * E, "stored": 2 * state * E + state * F32})
     if mode == "backward":
-        return ({"loaded": state * E + (gates + state) * F32, "stored": gates * E},
+        return ({"loaded": state * E + (gates + state) * F32 + flags, "stored": gates * E},
                 {"loaded": (w + 2 * state) * E, "stored": 2 * state * E})
     raise ValueError(f"no kernel minimum for mode {mode!r}")
 
 
-def _count_sequence(T, B, I, H, dtype, mode, kernel, steps_per_call, seed=0):
+def _count_sequence(T, B, I, H, dtype, mode, kernel, steps_per_call, seed=0, resets=False):
     """Run T steps through the public API, `steps_per_call` steps per call (T: one persistent
-    call; 1: one launch per step, state carried in hx). Returns (forward counter, backward
-    counter or None)."""
+    call; 1: one launch per step, state carried in hx), with random resets if asked. Returns
+    (forward counter, backward counter or None)."""
     g = torch.Generator().manual_seed(seed)
     dt = DTYPES[dtype]
     train = mode != "forward_inference"
@@ -125,10 +143,12 @@ def _count_sequence(T, B, I, H, dtype, mode, kernel, steps_per_call, seed=0):
     w_ih = (torch.randn(4 * H, I, generator=g) * H ** -0.5).to(dt).requires_grad_(train)
     w_hh = (torch.randn(4 * H, H, generator=g) * H ** -0.5).to(dt).requires_grad_(train)
     h, c = torch.randn(B, H, generator=g).to(dt), torch.randn(B, H, generator=g).to(dt)
+    flags = random_resets(T, B, seed) if resets else None
     ys = []
     with InterpreterCounter() as forward, torch.set_grad_enabled(train):
         for t0 in range(0, T, steps_per_call):
             y, (h, c) = triton_lstm.lstm(x[t0:t0 + steps_per_call], w_ih, w_hh, None, None, (h, c),
+                                         resets=None if flags is None else flags[t0:t0 + steps_per_call],
                                          kernel=kernel, backend="triton")
             ys.append(y)
     if mode != "backward":
@@ -149,7 +169,8 @@ def _breakdown(counters, key) -> str:
 
 
 def traffic_rows(shapes, env, T_pair=(2, 4), progress=iter) -> list[dict]:
-    """Bytes per time step counted in the interpreter, for each (B, I, H, dtype, mode, kernel).
+    """Bytes per time step counted in the interpreter, for each (B, I, H, dtype, mode, kernel[,
+    resets]) (resets: random segment starts, whose flags add one byte per row and step).
 
     triton_lstm: sequences of T1 and T2 steps in one call each; the difference over T2 - T1
     gives bytes per step, the rest is one-off (weights, initial and final state).
@@ -159,13 +180,14 @@ def traffic_rows(shapes, env, T_pair=(2, 4), progress=iter) -> list[dict]:
     env = dict(env, device=INTERPRETER)
     T1, T2 = T_pair
     rows = []
-    for B, I, H, dtype, mode, kernel in progress(shapes):
-        gates = planning.GateOptions(store_state=mode != "forward_inference")
+    for B, I, H, dtype, mode, kernel, *extra in progress(shapes):
+        resets = bool(extra and extra[0])
+        gates = planning.GateOptions(store_state=mode != "forward_inference", resets=resets)
         plan = variants.choose("backward" if mode == "backward" else "forward",
                                planning.LayerShape(B, H, H, 1, DTYPES[dtype]), gates,
                                planning.DeviceLimits.interpreter(), kernel)
         common = dict(B=B, I=I, H=H, layers=1, directions=1, dtype=dtype, mode=mode)
-        runs = {T: _count_sequence(T, B, I, H, dtype, mode, kernel, T) for T in (T1, T2)}
+        runs = {T: _count_sequence(T, B, I, H, dtype, mode, kernel, T, resets=resets) for T in (T1, T2)}
         which = 1 if mode == "backward" else 0  # the backward counter or the forward counter
 
         def measured(T):
@@ -175,28 +197,29 @@ def traffic_rows(shapes, env, T_pair=(2, 4), progress=iter) -> list[dict]:
         (l1, s1, n1), (l2, s2, n2) = measured(T1), measured(T2)
         per_step = {"loaded": (l2 - l1) / (T2 - T1), "stored": (s2 - s1) / (T2 - T1)}
         once = {"loaded": l2 - T2 * per_step["loaded"], "stored": s2 - T2 * per_step["stored"]}
-        breakdown = f"{plan.variant}; by argument at T={T2}: loaded {_breakdown([runs[T2][which]], 'loaded')}; " \
+        label = plan.variant + (" with resets" if resets else "")
+        breakdown = f"{label}; by argument at T={T2}: loaded {_breakdown([runs[T2][which]], 'loaded')}; " \
                     f"stored {_breakdown([runs[T2][which]], 'stored')}"
         triton = dict(kernel=plan.kernel, provider="triton_lstm", **common)
         for T, n in ((T1, n1), (T2, n2)):
-            rows.append(row(env, metric="launches_per_sequence", unit="count", p50=n, T=T, config=plan.variant,
+            rows.append(row(env, metric="launches_per_sequence", unit="count", p50=n, T=T, config=label,
                             **triton))
         for key in ("loaded", "stored"):
             rows.append(row(env, metric=f"bytes_{key}_per_step", unit="bytes", p50=per_step[key], config=breakdown,
                             **triton))
             rows.append(row(env, metric=f"bytes_{key}_once", unit="bytes", p50=once[key], config=breakdown,
                             **triton))
-        stepwise = _count_sequence(T2, B, I, H, dtype, mode, kernel, 1)[which]
+        stepwise = _count_sequence(T2, B, I, H, dtype, mode, kernel, 1, resets=resets)[which]
         per_step_cfg = dict(kernel=plan.kernel, provider="per_step", T=T2,
-                            config=f"{plan.variant}; {T2} calls of one step, hx carried", **common)
+                            config=f"{label}; {T2} calls of one step, hx carried", **common)
         rows.append(row(env, metric="launches_per_sequence", unit="count", p50=len(stepwise.launches), **per_step_cfg))
         rows.append(row(env, metric="bytes_loaded_per_step", unit="bytes", p50=stepwise.bytes_loaded / T2,
                         **per_step_cfg))
         rows.append(row(env, metric="bytes_stored_per_step", unit="bytes", p50=stepwise.bytes_stored / T2,
                         **per_step_cfg))
-        minimum_step, minimum_once = kernel_min_bytes(mode, B, H, dtype)
+        minimum_step, minimum_once = kernel_min_bytes(mode, B, H, dtype, resets)
         analytic_env = dict(env, device="analytic")
-        analytic = dict(kernel=plan.kernel, provider="analytic", config=f"{plan.variant}; minimum (kernel_min_bytes)",
+        analytic = dict(kernel=plan.kernel, provider="analytic", config=f"{label}; minimum (kernel_min_bytes)",
                         **common)
         for key in ("loaded", "stored"):
             rows.append(row(analytic_env, metric=f"bytes_{key}_per_step", unit="bytes", p50=minimum_step[key],

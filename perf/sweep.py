@@ -51,6 +51,7 @@ def interpreter_cases(quick: bool) -> list[Case]:
         Case(5, 3, 5, 24, dtype="fp16"),
         Case(5, 3, 5, 24, kernel="batch_streamed"),
         Case(4, 17, 8, 40),  # two batch tiles, H padded to 64
+        Case(6, 3, 5, 24, directions=2, resets=True),  # segment starts inside the rows, both directions
     ]
     if not quick:
         cases += [Case(20, 3, 5, 24), Case(6, 33, 8, 64, layers=2, directions=2), Case(5, 2, 8, 96, dtype="bf16"),
@@ -59,11 +60,12 @@ def interpreter_cases(quick: bool) -> list[Case]:
 
 
 def traffic_shapes(quick: bool) -> list[tuple]:
-    """(B, I, H, dtype, mode, kernel)"""
+    """(B, I, H, dtype, mode, kernel[, resets])"""
     shapes = [(3, 5, 24, "fp32", mode, "auto") for mode in ("forward_inference", "forward_training", "backward")]
     shapes += [(3, 5, 24, "bf16", "forward_inference", "auto"), (20, 5, 24, "fp32", "forward_inference", "auto"),
                (3, 5, 64, "fp32", "forward_inference", "batch_streamed"),
-               (3, 5, 64, "fp32", "backward", "batch_streamed")]
+               (3, 5, 64, "fp32", "backward", "batch_streamed"),
+               (3, 5, 24, "fp32", "forward_training", "auto", True), (3, 5, 24, "fp32", "backward", "auto", True)]
     if not quick:
         shapes += [(3, 5, 128, "bf16", "forward_inference", "auto"), (3, 5, 64, "fp32", "forward_training", "auto")]
     return shapes

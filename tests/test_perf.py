@@ -91,6 +91,31 @@ def test_traffic_report_per_step_and_once_split_the_hand_count():
     assert value[("triton_lstm", "launches_per_sequence", 2)] == value[("triton_lstm", "launches_per_sequence", 4)] == 1
 
 
+@COUNTED
+def test_resets_add_one_byte_per_row_and_step_and_no_launch():
+    # the traffic report with resets: the per-step bytes loaded grow by exactly B (one int8
+    # flag per row and step, named resets_ptr in the breakdown), nothing else changes, and the
+    # interpreter table's resets row stays within fp32 tolerance of the reference
+    B, I, H = 3, 5, 24
+    for mode in ("forward_training", "backward"):
+        value = {}
+        for resets in (False, True):
+            rows = cpu_reports.traffic_rows([(B, I, H, "fp32", mode, "auto", resets)], ENV)
+            value[resets] = {(r["provider"], r["metric"], r["T"]): r["p50"] for r in rows}
+            configs = {r["config"] for r in rows if r["provider"] == "triton_lstm" and "per_step" in r["metric"]}
+            assert all(("resets_ptr=" in c) is resets for c in configs), configs
+        for key in value[False]:
+            grown = B if key[0] != "per_step" and key[1] == "bytes_loaded_per_step" else 0
+            if key[0] == "per_step" and key[1] == "bytes_loaded_per_step":
+                grown = B  # one step per call: one flag per row per call
+            assert value[True][key] == value[False][key] + grown, (mode, key)
+    rows = cpu_reports.interpreter_rows([cpu_reports.Case(6, 3, 5, 24, directions=2, resets=True)], ENV)
+    value = {(r["mode"], r["metric"]): r["p50"] for r in rows}
+    assert value[("forward_training", "launches_per_sequence")] == value[("backward", "launches_per_sequence")] == 1
+    for metric in ("rel_err_y_vs_fp64_reference", "rel_err_dx_vs_fp64_reference"):
+        assert 0 < value[("forward_backward", metric)] < 1e-5, metric
+
+
 @pytest.mark.parametrize("layers", [1, 2])
 def test_launches_per_sequence_equal_layers_and_do_not_depend_on_T(layers):
     counts = {}

@@ -281,3 +281,32 @@ def test_integer_resets_are_converted(seed):
     y_bool, _ = triton_lstm.lstm(x, w_ih, w_hh, resets=flags.to(DEVICE))
     y_int, _ = triton_lstm.lstm(x, w_ih, w_hh, resets=flags.to(torch.int64).to(DEVICE))
     assert torch.equal(y_bool, y_int)
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+def test_the_reference_backend_and_double_backward_see_the_resets(batch_first, seed):
+    # the paths that do not launch the recurrent kernels: backend="reference" in the module
+    # (against the oracle) and create_graph=True, whose backward recomputes through the
+    # reference (second derivatives against the reference's own)
+    T, B, I, H = 6, 3, 4, 8
+    g = torch.Generator().manual_seed(seed)
+    theirs = torch.nn.LSTM(I, H, bidirectional=True, dtype=torch.float64)
+    ours = triton_lstm.LSTM(I, H, bidirectional=True, batch_first=batch_first, dtype=torch.float64,
+                            backend="reference")
+    ours.load_state_dict(theirs.state_dict())
+    x, resets = torch.randn(T, B, I, generator=g, dtype=torch.float64), random_resets(T, B, g)
+    zeros = torch.zeros(2, B, H, dtype=torch.float64)
+    want_y, (want_h, _) = nn_lstm_segment_by_segment(theirs, x, resets, (zeros, zeros))
+    y, (h, _) = ours(x.transpose(0, 1) if batch_first else x, resets=resets.t() if batch_first else resets)
+    assert_close(y.transpose(0, 1) if batch_first else y, want_y, 1e-12, "y")
+    assert_close(h, want_h, 1e-12, "h_n")
+    w = [torch.randn(4 * H, n, generator=g, dtype=torch.float64).mul(0.3).to(DEVICE).requires_grad_() for n in (I, H)]
+    xs = (x.transpose(0, 1) if batch_first else x).to(DEVICE).requires_grad_()
+    flags = (resets.t() if batch_first else resets).to(DEVICE)
+    second = []
+    for fn, kw in ((triton_lstm.lstm, dict(backend="triton")), (reference.lstm, {})):
+        out, _ = fn(xs, *w, resets=flags, batch_first=batch_first, **kw)
+        (dx,) = torch.autograd.grad((out ** 2).sum(), xs, create_graph=True)
+        second.append(torch.autograd.grad(dx.pow(2).sum(), w))
+    for name, a, b in zip(("dW_ih", "dW_hh"), *second):
+        assert_close(a, b, 1e-10, f"second derivative {name}")

@@ -122,7 +122,7 @@ def lstm_layer(x, weights, h0, c0, *, lengths=None, resets=None, grad_clip=None,
     if backend != "triton" or x.shape[0 if batch_first else 1] == 0:  # an empty batch launches nothing
         outs = [reference.lstm(x, *w[:4], hx=(h0[d], c0[d]), peephole=w.peephole, weight_hr=w.weight_hr,
                                grad_clip=grad_clip, cell_clip=cell_clip, lengths=lengths,
-                               resets=None if resets is None or not batch_first else resets.t(),
+                               resets=resets.t() if resets is not None and batch_first else resets,
                                batch_first=batch_first, reverse=(d + int(reverse)) == 1,
                                return_gates=return_gates)
                 for d, w in enumerate(weights)]

@@ -113,7 +113,7 @@ def reference_layer(x, w_ih, bias, w_hh, w_hr, h0, c0, peephole, lengths, resets
                                    hx=(h0[d], c0[d]), peephole=None if peephole is None else peephole[d],
                                    weight_hr=None if w_hr is None else w_hr[d], grad_clip=grad_clip,
                                    cell_clip=cell_clip, lengths=lengths,
-                                   resets=None if resets is None or not batch_first else resets.t(),
+                                   resets=resets.t() if resets is not None and batch_first else resets,
                                    batch_first=batch_first, reverse=(d + int(reverse)) == 1)
         ys.append(y)
         hs.append(h)
