@@ -68,9 +68,10 @@ def grads_of(outputs, inputs, upstream):
 
 LAYER_CASES = [  # variant, T, B, I, H, extra: odd sizes, each variant's own path
     pytest.param("batch", 5, 3, 5, 24, {}, id="batch-resident-T5-B3-H24"),
-    pytest.param("batch_streamed", 4, 3, 5, 24, {}, id="batch-streamed-T4-B3-H24"),
+    pytest.param("batch_streamed", 4, 3, 5, 24, {"resets": True}, id="batch-streamed-resets-T4-B3-H24"),
     pytest.param("split", 4, 3, 5, 24, {}, id="split-T4-B3-H24"),
-    pytest.param("split", 3, 2, 4, 40, {"peephole": True, "cell_clip": 0.7}, id="split-peephole-clip-T3-B2-H40"),
+    pytest.param("split", 3, 2, 4, 40, {"peephole": True, "cell_clip": 0.7, "resets": True},
+                 id="split-peephole-clip-resets-T3-B2-H40"),
 ]
 
 
@@ -83,7 +84,12 @@ def test_layer_forward_and_backward_read_nothing_on_the_host(monkeypatch, launch
     names = [k for k, v in t.items() if v is not None]
     g = torch.Generator().manual_seed(seed + 1)
     upstream = [torch.randn(*s, generator=g, dtype=torch.float64) for s in ((T, B, H), (B, H), (B, H))]
-    kwargs = dict(peephole=t.get("peephole"), cell_clip=extra.get("cell_clip"))
+    resets = None
+    if extra.get("resets"):  # a reset at t = 0 (row 0) and one inside row 1, made before the patch
+        resets = torch.zeros(T, B, dtype=torch.bool)
+        resets[0, 0] = resets[T - 1, 1] = True
+    kwargs = dict(peephole=t.get("peephole"), cell_clip=extra.get("cell_clip"),
+                  resets=None if resets is None else resets.to(DEVICE))
     monkeypatch.setenv(barrier.BARRIER_CHECK_ENV, "async")
     with programs_at_once(variant), host_reads_forbidden(monkeypatch):
         y, (h_n, c_n) = triton_lstm.lstm(t["x"], t["weight_ih"], t["weight_hh"], t["bias_ih"], t["bias_hh"],
@@ -92,7 +98,7 @@ def test_layer_forward_and_backward_read_nothing_on_the_host(monkeypatch, launch
     ref = leaves(base, torch.float64, "cpu")
     ry, (rh, rc) = reference.lstm(ref["x"], ref["weight_ih"], ref["weight_hh"], ref["bias_ih"], ref["bias_hh"],
                                   (ref["h0"], ref["c0"]), peephole=ref.get("peephole"),
-                                  cell_clip=extra.get("cell_clip"))
+                                  cell_clip=extra.get("cell_clip"), resets=resets)
     want = grads_of((ry, rh, rc), [ref[k] for k in names], upstream)
     plan_variant = "batch_resident" if variant == "batch" else variant
     assert [v for _, v in launched] == [plan_variant, plan_variant], launched  # one forward, one backward
