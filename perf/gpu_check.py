@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import csv
 import datetime
+import functools
 import json
 import os
 import pathlib
@@ -106,6 +107,8 @@ def variant_cases(on_gpu: bool) -> list[dict]:
              H=H, bidirectional=True, packed=True),
         dict(name="both directions, 2 layers (split)", kernel="split", expect="split", T=T, B=B, I=I, H=H,
              bidirectional=True, layers=2),
+        dict(name="resets inside the rows (split, bidirectional)", kernel="split", expect="split", T=T, B=B, I=I,
+             H=H, bidirectional=True, resets=True),
         dict(name="LSTMCell", kernel="cell", expect="cell", T=1, B=B, I=I, H=H),
     ]
 
@@ -182,21 +185,45 @@ def prepare(case: dict, x: torch.Tensor, lengths, backward: bool = True):
     return x, (pack_padded_sequence(x, lengths, enforce_sorted=False) if case.get("packed") else x)
 
 
-def run_case(case: dict, model, prepared, ups=None, pad: bool = True) -> list[torch.Tensor]:
+def case_resets(case: dict, device) -> torch.Tensor:
+    """The resets of a case with resets=True: (T, B) bool, the same for every run of the case
+    (a reset at t = 0 in row 0, about one step in four elsewhere). Made once per device, so a
+    captured graph or a section that forbids host syncs reuses the tensor, never copies it."""
+    return _resets_on(case["T"], case["B"], str(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _resets_on(T: int, B: int, device: str) -> torch.Tensor:
+    from triton_lstm.validation import host_to_device
+
+    g = torch.Generator().manual_seed(T * 1000 + B)
+    resets = torch.rand(T, B, generator=g) < 0.25
+    resets[0, 0] = True
+    return host_to_device(resets, device)
+
+
+def run_case(case: dict, model, prepared, ups=None, pad: bool = True, resets: bool = True) -> list[torch.Tensor]:
     """Outputs of `model`, and with upstream grads `ups` the grads of x and every parameter,
     left where they were computed (on_host brings them over: never inside a call that must
-    not read the device). ups already on the device in the right dtype are used as they are."""
+    not read the device). ups already on the device in the right dtype are used as they are.
+    A case with resets passes them to triton_lstm's modules (resets=False: the same case
+    without); torch.nn.LSTM has none."""
     from torch.nn.utils.rnn import pad_packed_sequence
 
+    import triton_lstm
+
     x, inp = prepared
+    kw = {}
+    if case.get("resets") and resets and isinstance(model, triton_lstm.LSTM):
+        kw = dict(resets=case_resets(case, x.device))
     if case["kernel"] == "cell":
         outs = model(inp[0])
     elif case.get("packed"):
-        out, (h, c) = model(inp)
+        out, (h, c) = model(inp, **kw)
         # padding reads the CPU-side batch sizes (host values by design); pad=False keeps the packed data
         outs = (pad_packed_sequence(out, total_length=x.shape[0])[0] if pad else out.data, h, c)
     else:
-        y, (h, c) = model(inp)
+        y, (h, c) = model(inp, **kw)
         outs = (y, h, c)
     result = [o.detach() for o in outs]
     if ups is not None:
@@ -390,12 +417,15 @@ def section_correctness() -> list[dict]:
                 with programs_at_once(case["kernel"]), launches_recorded() as seen:
                     got = on_host(run_case(case, ours, prepare(case, xd, lengths), ups))
                 cudnn = on_host(run_case(case, theirs, prepare(case, xd, lengths), ups))
+                # cuDNN has no resets: its error baseline is on the same case without them
+                plain = on_host(run_case(case, ref, prepare(case, x, lengths), ups, resets=False)) \
+                    if case.get("resets") else want
             except Exception as e:
                 rows.append(row("correctness", "outputs and gradients", "fail", case["name"], dtype, shape,
                                 note=f"{type(e).__name__}: {e}"[:300]))
                 continue
             errs = [rel(a, b) for a, b in zip(got, want)]
-            cudnn_errs = [rel(a, b) for a, b in zip(cudnn, want)]
+            cudnn_errs = [rel(a, b) for a, b in zip(cudnn, plain)]
             if dtype == "fp32":
                 limits = [1e-5] * len(errs)
             else:

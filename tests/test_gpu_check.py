@@ -29,7 +29,8 @@ def test_gpu_check_without_a_gpu_runs_its_interpreter_sections_and_writes_the_re
     assert {"device", "driver", "torch", "triton", "commit"} <= set(rows[0])
     checked = {(r["section"], r["variant"]) for r in rows if r["status"] == "pass"}
     variants = ("batch resident", "batch streamed", "split", "split, batch sub-tiles", "projection (split)",
-                "lengths + reverse (split, packed, bidirectional)", "both directions, 2 layers (split)", "LSTMCell")
+                "lengths + reverse (split, packed, bidirectional)", "both directions, 2 layers (split)",
+                "resets inside the rows (split, bidirectional)", "LSTMCell")
     for variant in variants:  # every variant against the float64 reference, and read nothing on the host
         assert ("correctness", variant) in checked and ("graphs", variant) in checked, variant
     stall = [r for r in rows if r["check"] == "forced stall ends in a clear error"]
