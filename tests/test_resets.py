@@ -310,3 +310,22 @@ def test_the_reference_backend_and_double_backward_see_the_resets(batch_first, s
         second.append(torch.autograd.grad(dx.pow(2).sum(), w))
     for name, a, b in zip(("dW_ih", "dW_hh"), *second):
         assert_close(a, b, 1e-10, f"second derivative {name}")
+
+
+def test_a_hand_made_plan_must_match_the_resets_it_is_given(launch_counter):
+    # a kernel without HAS_RESETS would silently ignore them, one with it would index a
+    # placeholder: both refused before any launch
+    from triton_lstm import batch, device
+    from triton_lstm.planning import GateOptions
+
+    T, B, H = 4, 3, 24
+    xw, w_hh = torch.randn(T, B, 4 * H, device=DEVICE), torch.randn(1, 4 * H, H, device=DEVICE)
+    h0, c0 = torch.zeros(1, B, H, device=DEVICE), torch.zeros(1, B, H, device=DEVICE)
+    limits = device.device_limits(torch.device(DEVICE))
+    resets = torch.zeros(T, B, dtype=torch.bool, device=DEVICE)
+    for plan_resets, given in ((False, resets), (True, None)):
+        plan = batch.plan_forward(B, H, H, 1, torch.float32, GateOptions(resets=plan_resets), limits)
+        with pytest.raises(ValueError, match=f"HAS_RESETS={plan_resets}"):
+            launcher.forward(xw, w_hh, None, h0, c0, None, None, None, False, False, True, "batch", resets=given,
+                             plan=plan)
+    assert launch_counter.count == 0

@@ -76,18 +76,26 @@ def layer_dims(w_hh: torch.Tensor, w_hr: torch.Tensor | None) -> tuple[int, int,
     return D, H, P
 
 
-def direction_resets(resets: torch.Tensor | None, lengths: torch.Tensor | None, D: int, reverse: bool,
-                     device_of: torch.Tensor) -> torch.Tensor:
+def direction_resets(resets: torch.Tensor | None, lengths: torch.Tensor | None, D: int, T: int, B: int,
+                     reverse: bool, like: torch.Tensor) -> torch.Tensor:
     """The kernels' resets_ptr: (D, T, B) int8, 1 where direction d's state entering time t is
     zeros (reference.state_resets of the (T, B) bool resets); a placeholder without resets."""
     if resets is None:
-        return torch.empty(1, dtype=torch.int8, device=device_of.device)
-    T, B = resets.shape
-    if resets.device != device_of.device or (lengths is not None and tuple(lengths.shape) != (B,)):
-        raise ValueError(f"resets must be (T, B) on {device_of.device} with lengths (B,); got {tuple(resets.shape)} "
-                         f"on {resets.device}")
+        return torch.empty(1, dtype=torch.int8, device=like.device)
+    if tuple(resets.shape) != (T, B) or resets.dtype != torch.bool or resets.device != like.device:
+        raise ValueError(f"resets must be a ({T}, {B}) bool tensor on {like.device} (time-major), got "
+                         f"{tuple(resets.shape)} {resets.dtype} on {resets.device}")
     return torch.stack([reference.state_resets(resets, lengths, (d + int(reverse)) == 1)
                         for d in range(D)]).to(torch.int8)
+
+
+def check_plan_inputs(plan: Plan, lengths, resets) -> None:
+    """A plan made by hand must read the per-row inputs the call has: a kernel with HAS_LENGTHS
+    or HAS_RESETS indexes them by row and step, one without ignores them."""
+    for flag, tensor, name in (("HAS_LENGTHS", lengths, "lengths"), ("HAS_RESETS", resets, "resets")):
+        if plan.constexpr(flag) != (tensor is not None):
+            raise ValueError(f"the plan has {flag}={plan.constexpr(flag)} but the call has "
+                             f"{'no ' if tensor is None else ''}{name} ({plan.describe()})")
 
 
 def _weight_args(w_hh, w_hr, peephole, lengths, like, resets=None) -> dict:
@@ -127,6 +135,7 @@ def forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, r
                             lengths=lengths is not None, resets=resets is not None)
         plan = variants.choose("forward", LayerShape(B, H, P, D, xw.dtype), gates, device.device_limits(xw.device),
                                kernel, device.allow_tf32())
+    check_plan_inputs(plan, lengths, resets)
     acc = compute_dtype(xw.dtype)
     y = output(xw, *((B, T, D * P) if batch_first else (T, B, D * P)))
     h_n, c_n = output(xw, D, B, P), output(xw, D, B, H)
@@ -140,7 +149,7 @@ def forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, r
         T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip,
         stride_xw_t=stride_xw_t, stride_xw_b=stride_xw_b, stride_h0_dir=h0.stride(0), stride_h0_b=h0.stride(1),
         stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1), stride_y_t=stride_y_t, stride_y_b=stride_y_b,
-        **_weight_args(w_hh, w_hr, peephole, lengths, xw, direction_resets(resets, lengths, D, reverse, xw))),
+        **_weight_args(w_hh, w_hr, peephole, lengths, xw, direction_resets(resets, lengths, D, T, B, reverse, xw))),
            **controls)
     if not store_state:
         gates, c_hist = xw.new_empty(0, dtype=acc), xw.new_empty(0, dtype=acc)
@@ -176,6 +185,7 @@ def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, c
                               resets=resets is not None)
         plan = variants.choose("backward", LayerShape(B, H, P, D, dy.dtype), options,
                                device.device_limits(dy.device), kernel, device.allow_tf32())
+    check_plan_inputs(plan, lengths, resets)
     dpre = output(dy, T, B, D * 4 * H)
     dh0, dc0 = output(dy, D, B, P), output(dy, D, B, H)
     dh_hist = output(gates, D, T, B, P) if w_hr is not None else gates.new_empty(0)
@@ -186,7 +196,7 @@ def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, c
         T=T, B=B, H=H, P=P, direction0=int(reverse), cell_clip=cell_clip,
         grad_clip=grad_clip, stride_dy_t=stride_dy_t, stride_dy_b=stride_dy_b,
         stride_c0_dir=c0.stride(0), stride_c0_b=c0.stride(1),
-        **_weight_args(w_hh, w_hr, peephole, lengths, dy, direction_resets(resets, lengths, D, reverse, dy))),
+        **_weight_args(w_hh, w_hr, peephole, lengths, dy, direction_resets(resets, lengths, D, T, B, reverse, dy))),
            **controls)
     return dpre, dh0, dc0, dh_hist
 
