@@ -17,6 +17,9 @@ from .planning import (ELEMENT_BYTES, MIN_DOT, OLDEST_FULL_LIMITS_TRITON, Device
 # H=128, 128 KB, spills 600 bytes); larger W_hh is streamed. From the compile report.
 RESIDENT_W_MAX_BYTES = 64 * 1024
 RESIDENT_W_FOUR_WARPS_BYTES = 16 * 1024
+# The resident backward with lengths and resets together and every gate option spilled 16-56
+# bytes at 32 KB (fp64, H = 24, 8 warps; triton 3.9, sm_80 / sm_90): there it keeps 16 KB.
+RESETS_LENGTHS_RESIDENT_BACKWARD_MAX_BYTES = 16 * 1024
 # Streamed tiles: 32 x 32 with 8 warps and one stage is spill-free in every dtype
 # (64 x 64 spills in fp64, and with 4 warps in every dtype).
 STREAMED_TILE = 32
@@ -27,7 +30,8 @@ STREAMED_TILE = 32
 OLD_TRITON_FP64_STREAMED_NK = {"forward": (32, 16), "backward": (16, 16)}
 
 
-def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", limits: DeviceLimits | None = None):
+def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", limits: DeviceLimits | None = None,
+          gates: GateOptions | None = None):
     """(variant, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_P, num_warps, num_stages) of the batch-tiled kernels."""
     block_b = MIN_DOT  # the smallest dot M: most programs for a given B, fewest registers
     block_h = dot_block(H)
@@ -37,7 +41,10 @@ def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", li
     # such a dot chain, each warp holds whole accumulators, and ptxas spills (compile report:
     # 255 registers and 100-3000 spilled bytes at H = 24-128). Streaming sends m_t through the
     # program's scratch, which breaks the chain.
-    if not streamed and P == H and w_bytes <= RESIDENT_W_MAX_BYTES:
+    max_resident = RESIDENT_W_MAX_BYTES
+    if pass_ == "backward" and gates is not None and gates.lengths and gates.resets:
+        max_resident = RESETS_LENGTHS_RESIDENT_BACKWARD_MAX_BYTES
+    if not streamed and P == H and w_bytes <= max_resident:
         num_warps = 4 if w_bytes <= RESIDENT_W_FOUR_WARPS_BYTES else 8
         return "batch_resident", block_b, block_h, block_h, block_h, num_warps, 1
     # At most half of BLOCK_H, so a forced streamed plan on a small H still loops over tiles.
@@ -86,7 +93,7 @@ def plan_layer(pass_: str, shape: LayerShape, gates: GateOptions, limits: Device
     """Plan the forward or backward recurrence of one layer (the same tiles, but for fp64 on old tritons)."""
     B, H, P, directions, dtype = shape
     name = dtype_name(dtype)
-    variant, block_b, block_n, block_k, block_p, num_warps, num_stages = tiles(H, P, name, streamed, pass_, limits)
+    variant, block_b, block_n, block_k, block_p, num_warps, num_stages = tiles(H, P, name, streamed, pass_, limits, gates)
     num = numerics(name, allow_tf32, limits)
     flags = (("W_RESIDENT", variant == "batch_resident"), ("HAS_PEEPHOLE", gates.peephole),
              ("USE_CELL_CLIP", gates.cell_clip))

@@ -97,6 +97,13 @@ STREAMED_BLOCK_K = 64
 # plans kernel="auto" weighs (by the cost model, against every resident plan); the rest stay
 # behind streamed=True.
 STREAMED_AUTO_MAX_UNITS = 32
+# Lengths and resets together (every gate option, compile matrix, triton 3.9, sm_80 / sm_90):
+# per-tile forwards with a projection spilled 24-360 bytes with 4 warps (8 units at H = 128,
+# 16 at H = 64) and with 8 units at H = 256 (44-164 bytes); tiled backwards at BLOCK_H = 256
+# and 512 (16 units) 56-72 bytes. So there a projection's forward takes 8 warps and >= 16
+# units, and the tiled backward keeps BLOCK_H <= 128 (wider ones use the per-tile backward).
+RESETS_LENGTHS_PROJ_MIN_UNITS = 16
+RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H = 128
 # Register allocation differs across triton releases (DeviceLimits.triton). On triton 3.6 (the
 # lent GPU machine's) the whole matrix of triton 3.9's limits had 182 of 11752 plans spilling,
 # most of them split and tiled backwards at the widest BLOCK_H of their units (16 units at 512,
@@ -147,6 +154,8 @@ def _num_warps(plan: Plan) -> int:
         return 8  # its slice streams through registers every sub-tile: 4 warps spilled 8-1644 bytes
     if plan.constexpr("HAS_PROJ") and plan.constexpr("UNITS") > FOUR_WARPS_PROJ_MAX_UNITS:
         return 8
+    if plan.constexpr("HAS_PROJ") and plan.constexpr("HAS_LENGTHS") and plan.constexpr("HAS_RESETS"):
+        return 8  # see RESETS_LENGTHS_PROJ_MIN_UNITS
     return 4 if resident_slice_bytes(plan) <= FOUR_WARPS_SLICE_BYTES else 8
 
 
@@ -295,7 +304,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
         if limits.max_threads_per_sm < 2048:  # sm_86 / sm_89: 64-unit forwards spill 8-320 B
             max_units = min(max_units, 32)
-        unit_choices = [u for u in unit_choices if u <= max_units]
+        min_units = RESETS_LENGTHS_PROJ_MIN_UNITS if both_lengths_and_resets(options) and P not in (None, H) else 0
+        unit_choices = [u for u in unit_choices if min_units <= u <= max_units]
         streamed_units = unit_choices  # with lengths, wider forwards spill whatever holds W
     else:
         max_slice = BACKWARD_SLICE_MAX_BYTES
@@ -317,9 +327,10 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                                allow_tf32, group_rows)
     for rows_per_group in candidates:
         for units in unit_choices:
-            if rows_per_group is not None and direction == "backward" and \
+            if rows_per_group is not None and direction == "backward" and (
                     block_h > release_block_h(TILED_BACKWARD_MAX_BLOCK_H, OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H, units,
-                                               limits):
+                                              limits)
+                    or both_lengths_and_resets(options) and block_h > RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H):
                 continue
             if rows_per_group is not None and direction == "forward" and P is not None and P != H and \
                     units < OLD_TRITON_TILED_PROJ_MIN_UNITS and limits.triton < OLDEST_FULL_LIMITS_TRITON:
@@ -335,6 +346,10 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                 break
     return found + _streamed_plans(direction, auto_streamed_units(direction, streamed_units, name, P, H), B, H, P,
                                    directions, name, options, limits, occupancy, allow_tf32, group_rows)
+
+
+def both_lengths_and_resets(options: GateOptions) -> bool:
+    return options.lengths and options.resets
 
 
 def release_block_h(table: dict, old_table: dict, units: int, limits: DeviceLimits) -> int:
