@@ -33,6 +33,19 @@ from .helpers import (clip_bound, dot_acc, dot_operand, fwd_inputs_of_direction,
                       rows_at_step, rows_or_carry, rows_or_fresh, rows_or_zero, store_step_tiles)
 
 
+@triton.jit
+def recurrent_term(b_h, b_w, keep, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                   HAS_RESETS: tl.constexpr):
+    """b_h @ b_w, the h_{t-1} term of one gate. A new segment's rows start from h = 0: the
+    caller zeroes them in b_h, except in fp64, where this zeroes them in the product instead
+    (triton 3.6 aborts compiling an fp64 dot whose operand went through the rows' mask:
+    "fp64 don't support largeK MMA")."""
+    term = dot_acc(b_h, b_w, INPUT_PRECISION, ACC_DTYPE)
+    if ACC_DTYPE == tl.float64:
+        term = rows_or_fresh(term, keep, HAS_RESETS)
+    return term
+
+
 @jit_kernel
 def lstm_fwd_kernel_batch(
     xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr, resets_ptr,
@@ -87,14 +100,15 @@ def lstm_fwd_kernel_batch(
         for s in range(T):
             active, t_row = rows_at_step(tl.cast(s, tl.int64), b_len, is_reverse)  # [BLOCK_B]
             keep = load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS)  # [BLOCK_B]
-            b_h = rows_or_fresh(b_h, keep, HAS_RESETS)
+            if ACC_DTYPE != tl.float64:
+                b_h = rows_or_fresh(b_h, keep, HAS_RESETS)
             b_c = rows_or_fresh(b_c, keep, HAS_RESETS)
             xw_ptrs = xw_ptr + t_row[:, None] * stride_xw_t + offs_b[:, None] * stride_xw_b + offs_n[None, :]
             pre_i, pre_f, pre_g, pre_o = load_gate_tiles(xw_ptrs, H, mask_bn & active[:, None], ACC_DTYPE)
-            pre_i += dot_acc(b_h, b_wi, INPUT_PRECISION, ACC_DTYPE)
-            pre_f += dot_acc(b_h, b_wf, INPUT_PRECISION, ACC_DTYPE)
-            pre_g += dot_acc(b_h, b_wg, INPUT_PRECISION, ACC_DTYPE)
-            pre_o += dot_acc(b_h, b_wo, INPUT_PRECISION, ACC_DTYPE)
+            pre_i += recurrent_term(b_h, b_wi, keep, INPUT_PRECISION, ACC_DTYPE, HAS_RESETS)
+            pre_f += recurrent_term(b_h, b_wf, keep, INPUT_PRECISION, ACC_DTYPE, HAS_RESETS)
+            pre_g += recurrent_term(b_h, b_wg, keep, INPUT_PRECISION, ACC_DTYPE, HAS_RESETS)
+            pre_o += recurrent_term(b_h, b_wo, keep, INPUT_PRECISION, ACC_DTYPE, HAS_RESETS)
             b_i, b_f, b_g, b_o, c_new, h_new = lstm_cell_forward(
                 pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
             b_h = rows_or_carry(h_new, b_h, active, HAS_LENGTHS)
@@ -137,15 +151,16 @@ def lstm_fwd_kernel_batch(
                 for k0 in range(0, P, BLOCK_K):
                     offs_k = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
                     mask_k = offs_k < P
+                    h_rows = mask_b if ACC_DTYPE == tl.float64 else keep  # fp64: see recurrent_term
                     b_h = tl.load(h_scratch_ptr + cur * stride_h_t + offs_b[:, None] * P + offs_k[None, :],
-                                  mask=keep[:, None] & mask_k[None, :], other=0.0)  # [BLOCK_B, BLOCK_K]
+                                  mask=h_rows[:, None] & mask_k[None, :], other=0.0)  # [BLOCK_B, BLOCK_K]
                     w_ptrs = w_hh_ptr + offs_n[None, :] * stride_w_row + offs_k[:, None] * stride_w_col
                     b_wi, b_wf, b_wg, b_wo = load_w_tiles(
                         w_ptrs, H * stride_w_row, mask_k[:, None] & mask_n[None, :], DOT_IN_FP32)  # [BLOCK_K, BLOCK_N]
-                    pre_i += dot_acc(b_h, b_wi, INPUT_PRECISION, ACC_DTYPE)
-                    pre_f += dot_acc(b_h, b_wf, INPUT_PRECISION, ACC_DTYPE)
-                    pre_g += dot_acc(b_h, b_wg, INPUT_PRECISION, ACC_DTYPE)
-                    pre_o += dot_acc(b_h, b_wo, INPUT_PRECISION, ACC_DTYPE)
+                    pre_i += recurrent_term(b_h, b_wi, keep, INPUT_PRECISION, ACC_DTYPE, HAS_RESETS)
+                    pre_f += recurrent_term(b_h, b_wf, keep, INPUT_PRECISION, ACC_DTYPE, HAS_RESETS)
+                    pre_g += recurrent_term(b_h, b_wg, keep, INPUT_PRECISION, ACC_DTYPE, HAS_RESETS)
+                    pre_o += recurrent_term(b_h, b_wo, keep, INPUT_PRECISION, ACC_DTYPE, HAS_RESETS)
                 p_i, p_f, p_o = load_peephole(peephole_ptr, offs_n, mask_n, H, ACC_DTYPE, HAS_PEEPHOLE)
                 state_offs = offs_b[:, None] * H + offs_n[None, :]
                 b_c = tl.load(c_scratch_ptr + cur * stride_c_t + state_offs, mask=keep[:, None] & mask_n[None, :],

@@ -177,6 +177,9 @@ def test_the_reference_with_resets_equals_nn_lstm_segment_by_segment_with_length
     h0, c0 = torch.randn(2, B, H, generator=g, dtype=torch.float64), torch.randn(2, B, H, generator=g,
                                                                                 dtype=torch.float64)
     lengths, resets = torch.tensor([7, 3, 5, 1]), random_resets(T, B, g)
+    # row 1 (3 steps) restarts at t = 1: read in reverse, its state entering t = 0 is zero,
+    # while past its end (steps 3..6) the reverse direction keeps its state
+    resets[1, 1] = True
     want_y, (want_h, want_c) = nn_lstm_segment_by_segment(theirs, x, resets, (h0, c0), lengths)
     p = dict(theirs.named_parameters())
     outs = [reference.lstm(x, p[f"weight_ih_l0{s}"], p[f"weight_hh_l0{s}"], p[f"bias_ih_l0{s}"], p[f"bias_hh_l0{s}"],

@@ -726,3 +726,46 @@ def test_backward_limits_follow_the_installed_triton_release():
     for H in (64, 128, 256):
         backward = split.plan_split(16, H, torch.bfloat16, Options(), sm89_old).backward
         assert backward.kernel == "lstm_bwd_kernel_split" and backward.constexpr("UNITS") == 16, H
+
+
+def test_lengths_with_resets_take_the_narrower_plans_their_compiles_asked_for():
+    # every gate option with lengths and resets together spilled at the widest plans (compile
+    # matrix): on triton 3.9 a forward with a projection keeps >= 16 units and 8 warps and the
+    # tiled backward BLOCK_H <= 128; before 3.8 backwards stay per-tile at BLOCK_H <= 128 and
+    # forward slices within 32 KB. Without resets nothing changes.
+    both = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True)
+    lengths_only = dataclasses.replace(both, resets=False)
+    new = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 9))
+    old = dataclasses.replace(DeviceLimits.sm80(), triton=(3, 6))
+    forward = split.plan_split(3, 256, torch.bfloat16, both, new, P=64).forward
+    assert forward.constexpr("UNITS") >= 16 and forward.num_warps == 8
+    assert split.plan_split(3, 256, torch.bfloat16, lengths_only, new, P=64).forward.constexpr("UNITS") == 8
+    for B, H in ((64, 256), (256, 512)):
+        tiled = split.plan_split(B, H, torch.bfloat16, both, new, group_rows=B).backward
+        assert tiled is None or tiled.constexpr("BLOCK_H") <= 128 or tiled.constexpr("W_STREAMED"), (B, H)
+    checked = 0
+    for B, H in ((16, 256), (64, 64), (16, 128), (3, 1024)):
+        plans = split.plan_split(B, H, torch.bfloat16, both, old)
+        if plans is None:  # no split plan at all: the batch kernels run
+            continue
+        if plans.backward is not None and not dict(plans.backward.constexprs).get("W_STREAMED"):
+            assert plans.backward.kernel == "lstm_bwd_kernel_split" and plans.backward.constexpr("BLOCK_H") <= 128
+            checked += 1
+        if plans.forward is not None and not dict(plans.forward.constexprs).get("W_STREAMED"):
+            assert split.resident_slice_bytes(plans.forward) <= 32 * 1024, (B, H)
+            checked += 1
+    assert checked >= 2
+    assert split.plan_split(16, 256, torch.bfloat16, lengths_only, old).backward.constexpr("BLOCK_H") == 256
+    # the batch kernels: the resident backward keeps 16 KB of W_hh (fp64 H = 24 streams), and
+    # before 3.8 the resident forward 32 KB (fp32 H = 64 streams); fp64 streamed tiles before
+    # 3.8 are per target (batch.OLD_TRITON_FP64_*), 3.9's unchanged
+    from triton_lstm import batch
+    assert batch.tiles(24, 24, "fp64", False, "backward", new, both)[0] == "batch_streamed"
+    assert batch.tiles(24, 24, "fp64", False, "backward", new, lengths_only)[0] == "batch_resident"
+    assert batch.tiles(64, 64, "fp32", False, "forward", old, both)[0] == "batch_streamed"
+    assert batch.tiles(64, 64, "fp32", False, "forward", new, both)[0] == "batch_resident"
+    old90 = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 6))
+    assert batch.tiles(64, 64, "fp64", True, "forward", old, both)[2:5] == (32, 16, 32)
+    assert batch.tiles(64, 64, "fp64", True, "forward", old90, both)[2:5] == (32, 16, 16)
+    assert batch.tiles(64, 64, "fp64", True, "backward", old90, both)[2:4] == (16, 16)
+    assert batch.tiles(64, 64, "fp64", True, "forward", new, both)[2:4] == (32, 32)

@@ -24,10 +24,18 @@ RESETS_LENGTHS_RESIDENT_BACKWARD_MAX_BYTES = 16 * 1024
 # (64 x 64 spills in fp64, and with 4 warps in every dtype).
 STREAMED_TILE = 32
 # Before triton 3.8, fp64 streamed plans with every gate option and lengths spilled 8-112 bytes
-# at those tiles (triton 3.6.0: forwards at H = 24 on sm_80 and H >= 64 on sm_90, backwards
-# with a projection on both). A probe of N, K in {16, 32} found K = 16 clean everywhere, with
-# N = 32 for the forward (246-254 registers) and N = 16 for the backward (230-238).
-OLD_TRITON_FP64_STREAMED_NK = {"forward": (32, 16), "backward": (16, 16)}
+# at those tiles (triton 3.6.0: forwards at H = 24 (tile 16) on sm_80 and H >= 64 (tile 32) on
+# sm_90, backwards with a projection on both). Probes of N, K, BLOCK_P in {16, 32} with 4 and 8
+# warps, resets too: backwards are clean at 16 x 16 (230-238 registers), forwards at N = 32,
+# K = 16 (234-250) with the projection's BLOCK_P = 32 on sm_80 (246) and 16 on sm_90 (254;
+# the other BLOCK_P spilled 16-56 bytes, 4 warps 336-908). sm_86 / sm_89 never spilled at the
+# default tiles. (The fp64 forward masks a reset row's dot product, not its operand: see
+# kernels/lstm_fwd.py, recurrent_term.)
+OLD_TRITON_FP64_BACKWARD_TILE = 16
+OLD_TRITON_FP64_FORWARD_TILES = {80: (32, 16, 32), 90: (32, 16, 16)}  # (BLOCK_N, BLOCK_K, BLOCK_P)
+# And before 3.8 a resident forward with lengths and resets together and every gate option
+# spilled 68 bytes at 64 KB (fp32 H = 64, sm_90): there it keeps 32 KB.
+OLD_TRITON_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES = 32 * 1024
 
 
 def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", limits: DeviceLimits | None = None,
@@ -41,18 +49,25 @@ def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", li
     # such a dot chain, each warp holds whole accumulators, and ptxas spills (compile report:
     # 255 registers and 100-3000 spilled bytes at H = 24-128). Streaming sends m_t through the
     # program's scratch, which breaks the chain.
+    old_triton = limits is not None and limits.triton < OLDEST_FULL_LIMITS_TRITON
     max_resident = RESIDENT_W_MAX_BYTES
-    if pass_ == "backward" and gates is not None and gates.lengths and gates.resets:
-        max_resident = RESETS_LENGTHS_RESIDENT_BACKWARD_MAX_BYTES
+    if gates is not None and gates.lengths and gates.resets:
+        if pass_ == "backward":
+            max_resident = RESETS_LENGTHS_RESIDENT_BACKWARD_MAX_BYTES
+        elif old_triton:
+            max_resident = OLD_TRITON_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES
     if not streamed and P == H and w_bytes <= max_resident:
         num_warps = 4 if w_bytes <= RESIDENT_W_FOUR_WARPS_BYTES else 8
         return "batch_resident", block_b, block_h, block_h, block_h, num_warps, 1
     # At most half of BLOCK_H, so a forced streamed plan on a small H still loops over tiles.
     tile = min(STREAMED_TILE, max(MIN_DOT, block_h // 2))
-    block_n = block_k = tile
-    if dtype == "fp64" and limits is not None and limits.triton < OLDEST_FULL_LIMITS_TRITON:
-        block_n, block_k = OLD_TRITON_FP64_STREAMED_NK[pass_]
-    return "batch_streamed", block_b, block_n, block_k, tile, 8, 1
+    block_n = block_k = block_p = tile
+    if dtype == "fp64" and old_triton:
+        if pass_ == "backward":
+            block_n = block_k = OLD_TRITON_FP64_BACKWARD_TILE
+        else:
+            block_n, block_k, block_p = OLD_TRITON_FP64_FORWARD_TILES.get(limits.capability, (tile, tile, tile))
+    return "batch_streamed", block_b, block_n, block_k, block_p, 8, 1
 
 
 FORWARD_SIGNATURE = (

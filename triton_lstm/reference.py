@@ -147,7 +147,8 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *, peepho
         t = step_to_time(s, lengths, reverse).clamp(min=0)
         active = (s < lengths)[:, None]  # [B, 1]
         if fresh is not None:
-            keep = ~fresh[t, rows][:, None]  # [B, 1]; a new segment starts from zeros
+            keep = ~(fresh[t, rows][:, None] & active)  # [B, 1]; a new segment starts from zeros (a row
+            # past its end keeps its state: in reverse its clamped time t = 0 may hold a reset)
             h, c = torch.where(keep, h, h.new_zeros(())), torch.where(keep, c, c.new_zeros(()))
         h_new, c_new, gates = lstm_cell(xw[t, rows], h, c, weight_hh, peephole, grad_clip, cell_clip, weight_hr)
         h = torch.where(active, h_new, h)

@@ -104,6 +104,11 @@ STREAMED_AUTO_MAX_UNITS = 32
 # units, and the tiled backward keeps BLOCK_H <= 128 (wider ones use the per-tile backward).
 RESETS_LENGTHS_PROJ_MIN_UNITS = 16
 RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H = 128
+# Before triton 3.8 (3.6.0, the same plans) per-tile backwards at BLOCK_H = 256 spilled 8 bytes,
+# tiled ones at BLOCK_H = 64 8-24 (sm_80), and a forward's aligned 64 KB slice 16 (sm_80): with
+# lengths and resets together those releases keep backwards at BLOCK_H <= 128 and per-tile
+# only, and forward slices within 32 KB.
+OLD_TRITON_RESETS_LENGTHS_BACKWARD_MAX_BLOCK_H = 128
 # Register allocation differs across triton releases (DeviceLimits.triton). On triton 3.6 (the
 # lent GPU machine's) the whole matrix of triton 3.9's limits had 182 of 11752 plans spilling,
 # most of them split and tiled backwards at the widest BLOCK_H of their units (16 units at 512,
@@ -300,6 +305,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
     streamed_units = unit_choices  # the resident slice limits below do not bind a streamed backward
     if direction == "forward":
         lengths_slice = ALIGNED_LENGTHS_SLICE_MAX_BYTES if is_aligned else LENGTHS_SLICE_MAX_BYTES
+        if old_triton_with_lengths_and_resets(options, limits):
+            lengths_slice = LENGTHS_SLICE_MAX_BYTES
         max_slice = lengths_slice if options.lengths else RESIDENT_SLICE_MAX_BYTES
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
         if limits.max_threads_per_sm < 2048:  # sm_86 / sm_89: 64-unit forwards spill 8-320 B
@@ -312,6 +319,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
         max_block_h = ALIGNED_BACKWARD_MAX_BLOCK_H if is_aligned and not options.lengths else BACKWARD_MAX_BLOCK_H
         unit_choices = [u for u in unit_choices
                         if block_h <= release_block_h(max_block_h, OLD_TRITON_BACKWARD_MAX_BLOCK_H, u, limits)]
+        if old_triton_with_lengths_and_resets(options, limits):
+            unit_choices = [] if block_h > OLD_TRITON_RESETS_LENGTHS_BACKWARD_MAX_BLOCK_H else unit_choices
     if group_rows is not None:
         candidates = [group_rows]  # forced: the tiled kernels with groups of that many rows
     else:
@@ -330,7 +339,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
             if rows_per_group is not None and direction == "backward" and (
                     block_h > release_block_h(TILED_BACKWARD_MAX_BLOCK_H, OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H, units,
                                               limits)
-                    or both_lengths_and_resets(options) and block_h > RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H):
+                    or both_lengths_and_resets(options) and block_h > RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H
+                    or old_triton_with_lengths_and_resets(options, limits)):
                 continue
             if rows_per_group is not None and direction == "forward" and P is not None and P != H and \
                     units < OLD_TRITON_TILED_PROJ_MIN_UNITS and limits.triton < OLDEST_FULL_LIMITS_TRITON:
@@ -350,6 +360,10 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
 
 def both_lengths_and_resets(options: GateOptions) -> bool:
     return options.lengths and options.resets
+
+
+def old_triton_with_lengths_and_resets(options: GateOptions, limits: DeviceLimits) -> bool:
+    return both_lengths_and_resets(options) and limits.triton < OLDEST_FULL_LIMITS_TRITON
 
 
 def release_block_h(table: dict, old_table: dict, units: int, limits: DeviceLimits) -> int:
