@@ -310,7 +310,7 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
         max_slice = lengths_slice if options.lengths else RESIDENT_SLICE_MAX_BYTES
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
         if limits.max_threads_per_sm < 2048:  # sm_86 / sm_89: 64-unit forwards spill 8-320 B
-            max_units = min(max_units, 32)
+            max_units = min(max_units, 16 if both_lengths_and_resets(options) else 32)
         min_units = RESETS_LENGTHS_PROJ_MIN_UNITS if both_lengths_and_resets(options) and P not in (None, H) else 0
         unit_choices = [u for u in unit_choices if min_units <= u <= max_units]
         streamed_units = unit_choices  # with lengths, wider forwards spill whatever holds W
@@ -321,6 +321,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                         if block_h <= release_block_h(max_block_h, OLD_TRITON_BACKWARD_MAX_BLOCK_H, u, limits)]
         if old_triton_with_lengths_and_resets(options, limits):
             unit_choices = [] if block_h > OLD_TRITON_RESETS_LENGTHS_BACKWARD_MAX_BLOCK_H else unit_choices
+        if both_lengths_and_resets(options) and limits.max_threads_per_sm < 2048:
+            unit_choices = [u for u in unit_choices if u <= 16]  # sm_86 / sm_89: 32 units spilled 16-40 B
     if group_rows is not None:
         candidates = [group_rows]  # forced: the tiled kernels with groups of that many rows
     else:
