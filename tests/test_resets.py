@@ -80,7 +80,8 @@ CASES = [  # (layers, bidirectional, kernel, dtype)
     pytest.param(2, True, "batch", torch.float64, id="2-layers-bidir-batch-fp64"),
     pytest.param(1, False, "batch_streamed", torch.float32, id="1-layer-streamed-fp32"),
     pytest.param(2, True, "split", torch.float64, id="2-layers-bidir-split-fp64",
-                 marks=pytest.mark.skipif(ON_GPU, reason="split has no fp64 plan on a GPU")),
+                 marks=pytest.mark.skipif(ON_GPU, reason="split has no fp64 plan on a GPU (fp64 is the interpreter's "
+                                                           "verification dtype); the fp32 split cases run instead")),
     pytest.param(1, True, "split_tiled", torch.float32, id="1-layer-bidir-split-tiled-fp32"),
     pytest.param(1, False, "batch", torch.float32, id="1-layer-batch-fp32", marks=slow),
     pytest.param(2, False, "split", torch.float32, id="2-layers-split-fp32", marks=slow),
@@ -139,7 +140,8 @@ def test_resets_with_lengths_projection_peepholes_and_clips_equal_the_reference(
     # (resets past a row's end must do nothing), a projection P = 16 < H = 24, peepholes and
     # both clips; outputs and every gradient
     if ON_GPU and kernel in GRID_SYNCHRONISED:
-        pytest.skip("split has no fp64 plan on a GPU")
+        pytest.skip("split has no fp64 plan on a GPU (fp64 is the interpreter's verification dtype); the split "
+                    "resets cases in fp32 run instead")
     T, B, I, H, P = 7, 3, 5, 24, 16
     g = torch.Generator().manual_seed(seed)
 
