@@ -125,16 +125,6 @@ TIMING_T = 1024
 
 
 @contextlib.contextmanager
-def programs_at_once(kernel: str):
-    if kernel != "split" or ON_GPU:
-        yield
-        return
-    from triton_lstm.interpreter_threads import concurrent_programs
-    with concurrent_programs():
-        yield
-
-
-@contextlib.contextmanager
 def launches_recorded():
     from triton_lstm import launcher
 
@@ -334,6 +324,7 @@ def _selftest_args(P: int, T: int, spin_limit: int, preset: int = 0, block: int 
 def _selftest(P: int, T: int, spin_limit: int, preset: int = 0, block: int | None = None):
     """Run the barrier self-test on P programs; returns (out, sync, seconds)."""
     from triton_lstm import barrier
+    from triton_lstm.interpreter_threads import programs_at_once
     from triton_lstm.kernels.grid_barrier import grid_barrier_selftest_kernel
 
     args = _selftest_args(P, T, spin_limit, preset, block)
@@ -400,6 +391,8 @@ def section_barrier() -> list[dict]:
 
 
 def section_correctness() -> list[dict]:
+    from triton_lstm.interpreter_threads import programs_at_once
+
     rows = []
     dtypes = ("fp32", "bf16", "fp16") if ON_GPU else ("fp32",)
     dev = "cuda" if ON_GPU else "cpu"
@@ -496,6 +489,8 @@ def section_graphs() -> list[dict]:
         return rows
     # No CUDA graphs here: the property they need (no host read inside a call) is checked
     # directly, as tests/test_no_host_sync.py does.
+    from triton_lstm.interpreter_threads import programs_at_once
+
     rows = [row("graphs", "CUDA graphs and sync-debug mode", "skip", note="need CUDA")]
     reads = ("item", "__bool__", "tolist", "cpu")
     for i, case in enumerate(variant_cases(False)):

@@ -11,10 +11,11 @@ import contextlib
 
 import pytest
 import torch
-from conftest import DEVICE, ON_GPU, TOLERANCE, assert_close, leaves, random_lstm_tensors
+from conftest import DEVICE, TOLERANCE, assert_close, leaves, random_lstm_tensors
 
 import triton_lstm
 from triton_lstm import barrier, launcher, reference
+from triton_lstm.interpreter_threads import programs_at_once
 
 HOST_READS = ("item", "__bool__", "tolist", "cpu")
 
@@ -34,17 +35,6 @@ def host_reads_forbidden(monkeypatch):
         for name in HOST_READS:
             m.setattr(torch.Tensor, name, refuse(f"Tensor.{name}"))
         m.setattr(torch.cuda, "synchronize", refuse("torch.cuda.synchronize"))
-        yield
-
-
-@contextlib.contextmanager
-def programs_at_once(variant):
-    """Split launches need every program running at once: threads in the interpreter."""
-    if variant != "split" or ON_GPU:
-        yield
-        return
-    from triton_lstm.interpreter_threads import concurrent_programs
-    with concurrent_programs():
         yield
 
 

@@ -7,7 +7,6 @@ gradient of the batch and split variants (split under the concurrent executor); 
 lengths, peepholes, clips and a projection against the reference; all-False resets against
 no resets, bit for bit and launch for launch; gradcheck through the kernels.
 """
-import contextlib
 
 import pytest
 import torch
@@ -15,16 +14,8 @@ from conftest import DEVICE, ON_GPU, TOLERANCE, assert_close, slow
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import triton_lstm
-from triton_lstm import launcher, reference
-from triton_lstm.interpreter_threads import concurrent_programs
-
-GRID_SYNCHRONISED = ("split", "split_tiled")
-
-
-def executor(kernel):
-    """Split programs wait for each other: the interpreter runs them a thread each."""
-    return concurrent_programs() if kernel in GRID_SYNCHRONISED and not ON_GPU else contextlib.nullcontext()
-
+from triton_lstm import launcher, reference, variants
+from triton_lstm.interpreter_threads import programs_at_once
 
 def random_resets(T, B, g):
     """About one step in three starts a segment, plus a reset at t = 0 (row 0) and two in a row (row 1)."""
@@ -105,7 +96,7 @@ def test_resets_equal_nn_lstm_run_segment_by_segment(layers, bidirectional, kern
     want_grads = torch.autograd.grad(upstream_loss([want[0], *want[1]], seed),
                                      want_leaves + list(theirs.parameters()))
     got_leaves = [t.to(DEVICE, dtype).requires_grad_() for t in (x, h0, c0)]
-    with executor(kernel):
+    with programs_at_once(kernel):
         y, (h_n, c_n) = ours(got_leaves[0], tuple(got_leaves[1:]), resets=resets.to(DEVICE))
         got_grads = torch.autograd.grad(upstream_loss([y, h_n, c_n], seed), got_leaves + list(ours.parameters()))
     names = ["y", "h_n", "c_n", "dx", "dh0", "dc0", *(f"d{n}" for n, _ in theirs.named_parameters())]
@@ -139,7 +130,7 @@ def test_resets_with_lengths_projection_peepholes_and_clips_equal_the_reference(
     # every option at once, float64: a lone direction (reverse or not) with per-row lengths
     # (resets past a row's end must do nothing), a projection P = 16 < H = 24, peepholes and
     # both clips; outputs and every gradient
-    if ON_GPU and kernel in GRID_SYNCHRONISED:
+    if ON_GPU and kernel in variants.BARRIER_CHOICES:
         pytest.skip("split has no fp64 plan on a GPU (fp64 is the interpreter's verification dtype); the split "
                     "resets cases in fp32 run instead")
     T, B, I, H, P = 7, 3, 5, 24, 16
@@ -158,7 +149,7 @@ def test_resets_with_lengths_projection_peepholes_and_clips_equal_the_reference(
     for fn, where, kw in ((triton_lstm.lstm, DEVICE, dict(kernel=kernel, backend="triton")),
                           (reference.lstm, "cpu", {})):
         leaves = {k: v.to(where).requires_grad_() for k, v in t.items()}
-        with executor(kernel if fn is triton_lstm.lstm else "reference"):
+        with programs_at_once(kernel if fn is triton_lstm.lstm else "reference"):
             y, (h_n, c_n) = fn(leaves["x"], leaves["weight_ih"], leaves["weight_hh"], leaves["bias_ih"],
                                leaves["bias_hh"], (leaves["h0"], leaves["c0"]), peephole=leaves["peephole"],
                                weight_hr=leaves["weight_hr"], lengths=lengths.to(where), resets=resets.to(where),
@@ -208,7 +199,7 @@ def test_all_false_resets_change_nothing_bit_for_bit_nor_the_launches(kernel, mo
     for resets in (None, torch.zeros(T, B, dtype=torch.bool, device=DEVICE)):
         launched.clear()
         leaf = x.clone().requires_grad_()
-        with executor(kernel):
+        with programs_at_once(kernel):
             y, (h, c) = model(leaf, resets=resets)
             grads = torch.autograd.grad(upstream_loss([y, h, c], seed), [leaf, *model.parameters()])
         results.append([y, h, c, *grads])

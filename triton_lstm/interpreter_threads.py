@@ -20,6 +20,8 @@ once per launch, as in the original GridExecutor.__call__.
 
 It is what tests/ and perf/ use to run split launches on CPU; importing it imports only
 triton's interpreter module (it changes nothing until the context manager is entered).
+`programs_at_once(kernel)` is the one switch they share: concurrent programs for a `kernel=`
+choice whose programs wait for each other, when the kernels are interpreted.
 """
 from __future__ import annotations
 
@@ -111,3 +113,15 @@ def concurrent_programs(yield_in_atomics: bool = True):
     finally:
         interpreter.GridExecutor.__call__ = original_call
         builder.__class__ = original_class
+
+
+def programs_at_once(kernel: str):
+    """concurrent_programs() when `kernel` (a `kernel=` choice) is grid-synchronised and the
+    kernels run in the interpreter; a no-op on a GPU, where its programs are co-resident, and
+    for every other choice (their programs never wait for each other)."""
+    from .device import kernels_interpreted
+    from .variants import BARRIER_CHOICES
+
+    if kernel in BARRIER_CHOICES and kernels_interpreted():
+        return concurrent_programs()
+    return contextlib.nullcontext()

@@ -84,10 +84,10 @@ def _(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, resets, 
 
 
 def previous_by_time(hist: Tensor, init: Tensor, lengths: Tensor | None, reverse: bool,
-                     resets: Tensor | None = None) -> Tensor:
+                     fresh: Tensor | None = None) -> Tensor:
     """The state each time index started from: hist (T, B, N) by time, init (B, N) before a
     row's first step. Forward: hist[t-1]; reverse: hist[t+1], or init at the row's last
-    time; zeros where resets (T, B) start a new segment (reference.state_resets). Entries
+    time; zeros where fresh (T, B), reference.state_resets of the direction, is True. Entries
     past a row's end are meaningless (their dpre is zero)."""
     if not reverse:
         previous = torch.cat([init.unsqueeze(0), hist[:-1]], dim=0)
@@ -96,8 +96,7 @@ def previous_by_time(hist: Tensor, init: Tensor, lengths: Tensor | None, reverse
         if lengths is not None:
             t = torch.arange(hist.shape[0], device=hist.device)[:, None]  # [T, 1]
             previous = torch.where((t + 1 < lengths[None, :])[:, :, None], previous, init.unsqueeze(0))
-    if resets is not None:
-        fresh = reference.state_resets(resets, lengths, reverse)  # [T, B]
+    if fresh is not None:
         previous = torch.where(fresh[:, :, None], previous.new_zeros(()), previous)
     return previous
 
@@ -177,14 +176,15 @@ def recurrence_backward(ctx, dy, dh_n, dc_n, _dgates, _dc_hist):
     dw_hh, dw_hr, dpeephole = [], [], []
     for d in range(D):
         is_reverse = (d + int(reverse)) == 1
-        h_prev = previous_by_time(y_tm[:, :, d], h0[d], lengths, is_reverse, resets)  # [T, B, P]
+        fresh = None if resets is None else reference.state_resets(resets, lengths, is_reverse)  # [T, B]
+        h_prev = previous_by_time(y_tm[:, :, d], h0[d], lengths, is_reverse, fresh)  # [T, B, P]
         dw_hh.append(dpre_d[:, :, d].reshape(T * B, H4).T @ h_prev.reshape(T * B, P))
         if w_hr is not None:
             m = gates[d, ..., 3 * H:] * torch.tanh(c_hist[d])  # o * tanh(c), [T, B, H]
             dw_hr.append((dh_hist[d].reshape(T * B, P).T @ m.reshape(T * B, H)).to(w_hr.dtype))
         if peephole is not None:
             acc = dpre_d[:, :, d].to(c_hist.dtype).view(T, B, 4, H)
-            c_prev = previous_by_time(c_hist[d], c0[d].to(c_hist.dtype), lengths, is_reverse, resets)
+            c_prev = previous_by_time(c_hist[d], c0[d].to(c_hist.dtype), lengths, is_reverse, fresh)
             dpeephole.append(torch.stack([
                 (acc[:, :, 0] * c_prev).sum((0, 1)),
                 (acc[:, :, 1] * c_prev).sum((0, 1)),
