@@ -756,6 +756,12 @@ def test_lengths_with_resets_take_the_narrower_plans_their_compiles_asked_for():
             checked += 1
     assert checked >= 2
     assert split.plan_split(16, 256, torch.bfloat16, lengths_only, old).backward.constexpr("BLOCK_H") == 256
+    # sm_86 / sm_89: streamed 32-unit backwards spilled 16 B on triton 3.6 and compile clean on
+    # 3.9, so only before 3.8 do they keep 16 units (as resident backwards there do everywhere)
+    for limits in (DeviceLimits.sm86(), DeviceLimits.sm89()):
+        for release, units in (((3, 9), 32), ((3, 6), 16)):
+            backward = split.plan_split(64, 512, torch.bfloat16, both, dataclasses.replace(limits, triton=release)).backward
+            assert backward.constexpr("W_STREAMED") and backward.constexpr("UNITS") == units, (limits, release)
     # the batch kernels: the resident backward keeps 16 KB of W_hh (fp64 H = 24 streams), and
     # before 3.8 the resident forward 32 KB (fp32 H = 64 streams); fp64 streamed tiles before
     # 3.8 are per target (batch.OLD_TRITON_FP64_*), 3.9's unchanged

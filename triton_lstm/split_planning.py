@@ -121,6 +121,8 @@ OLD_TRITON_BACKWARD_MAX_BLOCK_H = {16: 256, 32: 0, 64: 0}
 OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H = {16: 128, 32: 0, 64: 0}
 # and tiled 8-unit forwards with a projection (PROJ_UNITS 16) spilled 120 bytes on sm_80 at H = 256
 OLD_TRITON_TILED_PROJ_MIN_UNITS = 16
+# and on sm_86 / sm_89 with lengths and resets, streamed 32-unit backwards spilled 16 B (3.9: none)
+OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,6 +325,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
             unit_choices = [] if block_h > OLD_TRITON_RESETS_LENGTHS_BACKWARD_MAX_BLOCK_H else unit_choices
         if both_lengths_and_resets(options) and limits.max_threads_per_sm < 2048:
             unit_choices = [u for u in unit_choices if u <= 16]  # sm_86 / sm_89: 32 units spilled 16-40 B
+            if limits.triton < OLDEST_FULL_LIMITS_TRITON:
+                streamed_units = [u for u in streamed_units if u <= OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS]
     if group_rows is not None:
         candidates = [group_rows]  # forced: the tiled kernels with groups of that many rows
     else:
