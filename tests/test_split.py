@@ -770,6 +770,12 @@ def test_lengths_with_resets_take_the_narrower_plans_their_compiles_asked_for():
     assert batch.tiles(24, 24, "fp64", False, "backward", new, lengths_only)[0] == "batch_resident"
     assert batch.tiles(64, 64, "fp32", False, "forward", old, both)[0] == "batch_streamed"
     assert batch.tiles(64, 64, "fp32", False, "forward", new, both)[0] == "batch_resident"
+    # sm_86 / sm_89: the fp64 resident forward with both keeps 16 KB (H = 24 streams), fp32 is unchanged
+    new86 = dataclasses.replace(DeviceLimits.sm86(), triton=(3, 9))
+    assert batch.tiles(24, 24, "fp64", False, "forward", new86, both)[0] == "batch_streamed"
+    assert batch.tiles(24, 24, "fp64", False, "forward", new86, lengths_only)[0] == "batch_resident"
+    assert batch.tiles(24, 24, "fp64", False, "forward", new, both)[0] == "batch_resident"
+    assert batch.tiles(64, 64, "fp32", False, "forward", new86, both)[0] == "batch_resident"
     old90 = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 6))
     assert batch.tiles(64, 64, "fp64", True, "forward", old, both)[2:5] == (32, 16, 32)
     assert batch.tiles(64, 64, "fp64", True, "forward", old90, both)[2:5] == (32, 16, 16)

@@ -36,6 +36,9 @@ OLD_TRITON_FP64_FORWARD_TILES = {80: (32, 16, 32), 90: (32, 16, 16)}  # (BLOCK_N
 # And before 3.8 a resident forward with lengths and resets together and every gate option
 # spilled 68 bytes at 64 KB (fp32 H = 64, sm_90): there it keeps 32 KB.
 OLD_TRITON_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES = 32 * 1024
+# On sm_86 / sm_89 (1536-thread SMs, no fp64 tensor cores) the same fp64 forward spilled 120
+# bytes at 32 KB (H = 17-32, 8 warps, 255 registers; triton 3.9): there it keeps 16 KB.
+SM86_FP64_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES = 16 * 1024
 
 
 def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", limits: DeviceLimits | None = None,
@@ -56,6 +59,8 @@ def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", li
             max_resident = RESETS_LENGTHS_RESIDENT_BACKWARD_MAX_BYTES
         elif old_triton:
             max_resident = OLD_TRITON_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES
+        if pass_ == "forward" and dtype == "fp64" and limits is not None and limits.max_threads_per_sm < 2048:
+            max_resident = SM86_FP64_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES
     if not streamed and P == H and w_bytes <= max_resident:
         num_warps = 4 if w_bytes <= RESIDENT_W_FOUR_WARPS_BYTES else 8
         return "batch_resident", block_b, block_h, block_h, block_h, num_warps, 1
