@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from .planning import (ELEMENT_BYTES, MIN_DOT, OLDEST_FULL_LIMITS_TRITON, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant,
+from .planning import (ELEMENT_BYTES, MIN_DOT, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant,
                        clip_type, dot_block, dtype_name, maxnreg, numerics)
 
 # A resident W_hh^T (four [BLOCK_H, BLOCK_H] gate blocks in the dot operand dtype) of at
@@ -52,14 +52,14 @@ def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", li
     # such a dot chain, each warp holds whole accumulators, and ptxas spills (compile report:
     # 255 registers and 100-3000 spilled bytes at H = 24-128). Streaming sends m_t through the
     # program's scratch, which breaks the chain.
-    old_triton = limits is not None and limits.triton < OLDEST_FULL_LIMITS_TRITON
+    old_triton = limits is not None and limits.old_triton
     max_resident = RESIDENT_W_MAX_BYTES
     if gates is not None and gates.lengths and gates.resets:
         if pass_ == "backward":
             max_resident = RESETS_LENGTHS_RESIDENT_BACKWARD_MAX_BYTES
         elif old_triton:
             max_resident = OLD_TRITON_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES
-        if pass_ == "forward" and dtype == "fp64" and limits is not None and limits.max_threads_per_sm < 2048:
+        if pass_ == "forward" and dtype == "fp64" and limits is not None and limits.small_sms:
             max_resident = SM86_FP64_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES
     if not streamed and P == H and w_bytes <= max_resident:
         num_warps = 4 if w_bytes <= RESIDENT_W_FOUR_WARPS_BYTES else 8

@@ -62,6 +62,17 @@ class DeviceLimits:
     interpreted: bool = False
     triton: tuple[int, int] = dataclasses.field(default_factory=installed_triton)
 
+    @property
+    def small_sms(self) -> bool:
+        """sm_86 / sm_89: 1536 threads and 99 KB of shared memory per SM. Some plans that compile
+        spill-free for sm_80 / sm_90 spill there; the planners keep narrower ones."""
+        return self.max_threads_per_sm < 2048
+
+    @property
+    def old_triton(self) -> bool:
+        """A triton release before OLDEST_FULL_LIMITS_TRITON: see the planners' OLD_TRITON_ rules."""
+        return self.triton < OLDEST_FULL_LIMITS_TRITON
+
     @classmethod
     def sm80(cls) -> "DeviceLimits":
         return cls("sm_80 (A100)", 80, 108, 166912)

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from . import cost
-from .planning import (ELEMENT_BYTES, OLDEST_FULL_LIMITS_TRITON, DeviceLimits, GateOptions, LayerShape, Plan,
+from .planning import (ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, Plan,
                        clip_type, dot_block, dtype_name, maxnreg, numerics)
 
 # From the split compile report (sm_80 and sm_90, `python -m triton_lstm.split_report`):
@@ -311,7 +311,7 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
             lengths_slice = LENGTHS_SLICE_MAX_BYTES
         max_slice = lengths_slice if options.lengths else RESIDENT_SLICE_MAX_BYTES
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
-        if limits.max_threads_per_sm < 2048:  # sm_86 / sm_89: 64-unit forwards spill 8-320 B
+        if limits.small_sms:  # 64-unit forwards spill 8-320 B there
             max_units = min(max_units, 16 if both_lengths_and_resets(options) else 32)
         min_units = RESETS_LENGTHS_PROJ_MIN_UNITS if both_lengths_and_resets(options) and P not in (None, H) else 0
         unit_choices = [u for u in unit_choices if min_units <= u <= max_units]
@@ -323,9 +323,9 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                         if block_h <= release_block_h(max_block_h, OLD_TRITON_BACKWARD_MAX_BLOCK_H, u, limits)]
         if old_triton_with_lengths_and_resets(options, limits):
             unit_choices = [] if block_h > OLD_TRITON_RESETS_LENGTHS_BACKWARD_MAX_BLOCK_H else unit_choices
-        if both_lengths_and_resets(options) and limits.max_threads_per_sm < 2048:
-            unit_choices = [u for u in unit_choices if u <= 16]  # sm_86 / sm_89: 32 units spilled 16-40 B
-            if limits.triton < OLDEST_FULL_LIMITS_TRITON:
+        if both_lengths_and_resets(options) and limits.small_sms:
+            unit_choices = [u for u in unit_choices if u <= 16]  # 32 units spilled 16-40 B there
+            if limits.old_triton:
                 streamed_units = [u for u in streamed_units if u <= OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS]
     if group_rows is not None:
         candidates = [group_rows]  # forced: the tiled kernels with groups of that many rows
@@ -349,7 +349,7 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                     or old_triton_with_lengths_and_resets(options, limits)):
                 continue
             if rows_per_group is not None and direction == "forward" and P is not None and P != H and \
-                    units < OLD_TRITON_TILED_PROJ_MIN_UNITS and limits.triton < OLDEST_FULL_LIMITS_TRITON:
+                    units < OLD_TRITON_TILED_PROJ_MIN_UNITS and limits.old_triton:
                 continue
             plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group)
             tiled_bwd = rows_per_group is not None and direction == "backward"
@@ -369,13 +369,13 @@ def both_lengths_and_resets(options: GateOptions) -> bool:
 
 
 def old_triton_with_lengths_and_resets(options: GateOptions, limits: DeviceLimits) -> bool:
-    return both_lengths_and_resets(options) and limits.triton < OLDEST_FULL_LIMITS_TRITON
+    return both_lengths_and_resets(options) and limits.old_triton
 
 
 def release_block_h(table: dict, old_table: dict, units: int, limits: DeviceLimits) -> int:
     """A backward's widest BLOCK_H for `units`: from `table` (read off triton 3.9), or from
     `old_table` on releases before OLDEST_FULL_LIMITS_TRITON; 0: no such plan."""
-    return (table if limits.triton >= OLDEST_FULL_LIMITS_TRITON else old_table)[units]
+    return (old_table if limits.old_triton else table)[units]
 
 
 def shared_slice_limit(limits: DeviceLimits) -> int:
