@@ -726,6 +726,12 @@ def test_backward_limits_follow_the_installed_triton_release():
     for H in (64, 128, 256):
         backward = split.plan_split(16, H, torch.bfloat16, Options(), sm89_old).backward
         assert backward.kernel == "lstm_bwd_kernel_split" and backward.constexpr("UNITS") == 16, H
+    # and there a 32-unit fp32 forward takes 8 warps (4 spilled 24 B on 3.6), 16-bit ones and 3.9 keep 4
+    peepholes = Options(peephole=True, cell_clip=True)
+    for dtype, release, warps in ((torch.float32, (3, 6), 8), (torch.float32, (3, 9), 4), (torch.bfloat16, (3, 6), 4)):
+        limits = dataclasses.replace(DeviceLimits.sm89(), triton=release)
+        forward = split.plan_split(256, 32, dtype, peepholes, limits, directions=2).forward
+        assert forward.constexpr("UNITS") == 32 and forward.num_warps == warps, (dtype, release)
 
 
 def test_lengths_with_resets_take_the_narrower_plans_their_compiles_asked_for():

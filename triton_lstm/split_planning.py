@@ -109,27 +109,27 @@ RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H = 128
 # lengths and resets together those releases keep backwards at BLOCK_H <= 128 and per-tile
 # only, and forward slices within 32 KB.
 OLD_TRITON_RESETS_LENGTHS_BACKWARD_MAX_BLOCK_H = 128
-# Register allocation differs across triton releases (DeviceLimits.triton). On triton 3.6 (the
-# lent GPU machine's) the whole matrix of triton 3.9's limits had 182 of 11752 plans spilling,
-# most of them split and tiled backwards at the widest BLOCK_H of their units (16 units at 512,
-# 32 at 256, 64 at 128) on every target. With half those widths 38 still spilled: every 32- and
-# 64-unit backward on sm_86 / sm_89, and tiled 16-unit backwards at BLOCK_H = 256 on sm_90. So
-# before 3.8 a backward has 16 units, per-tile up to BLOCK_H = 256, tiled up to 128. (3.7.1,
-# torch 2.13's pin, spilled at the same widest backwards in an earlier matrix run: 40-768 bytes,
-# sm_80 BLOCK_H = 512 and 64 units at 128, sm_90 BLOCK_H = 1024; not rerun with this rule.)
+# Register allocation differs across triton releases (DeviceLimits.triton). Triton 3.6 (the lent
+# GPU machine's) spilled at 182 of 11752 plans of 3.9's limits, mostly backwards at their units'
+# widest BLOCK_H (16 units: 512, 32: 256, 64: 128); at half those widths 38 still did: every 32-
+# and 64-unit backward on sm_86 / sm_89, tiled 16-unit ones at 256 on sm_90. So before 3.8 a
+# backward has 16 units, BLOCK_H <= 256 per tile and <= 128 tiled. (3.7.1 spilled at the same
+# widest backwards in an earlier matrix run: 40-768 bytes.)
 OLD_TRITON_BACKWARD_MAX_BLOCK_H = {16: 256, 32: 0, 64: 0}
 OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H = {16: 128, 32: 0, 64: 0}
 # and tiled 8-unit forwards with a projection (PROJ_UNITS 16) spilled 120 bytes on sm_80 at H = 256
 OLD_TRITON_TILED_PROJ_MIN_UNITS = 16
 # and on sm_86 / sm_89 with lengths and resets, streamed 32-unit backwards spilled 16 B (3.9: none)
 OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS = 16
+# and there 4-warp fp32 forwards of 32 units: 255 registers, with peepholes and a cell clip 24 B
+# spilled (sm_89, H = 32, 16 batch tiles); with 8 warps 208 registers
+OLD_TRITON_SM86_FP32_4_WARP_UNITS = 16
 
 
 @dataclasses.dataclass(frozen=True)
 class SplitPlans:
-    """The forward and backward split plans of one layer. backward is None when no backward
-    is wanted (options.store_state False) or none fits (the limits above): the batch-tiled
-    backward then runs on the forward's saved state (same storage contract)."""
+    """The forward and backward split plans of one layer. backward is None when no backward is
+    wanted (options.store_state False) or none fits: the batch-tiled one then runs on the saved state."""
 
     forward: Plan
     backward: Plan | None
@@ -150,19 +150,21 @@ def resident_slice_bytes(plan: Plan) -> int:
 
 
 def _budgeted_slice_bytes(plan: Plan) -> int:
-    # fp64 is the verification dtype (gradcheck, 1e-10 tests), not a speed target: its plans
-    # take fp32's tiles, so every shape verified in fp32 is also verified in fp64. On a GPU
-    # its largest slices can exceed shared memory; Triton then refuses the launch.
+    # fp64 is the verification dtype (gradcheck, 1e-10 tests): its plans take fp32's tiles, so every
+    # shape verified in fp32 is verified in fp64 too (on a GPU its largest slices exceed shared memory).
     return resident_slice_bytes(plan) // 2 if plan.constexpr("ACC_DTYPE") == "fp64" else resident_slice_bytes(plan)
 
 
-def _num_warps(plan: Plan) -> int:
+def _num_warps(plan: Plan, limits: DeviceLimits) -> int:
     if dict(plan.constexprs).get("W_STREAMED"):
         return 8  # its slice streams through registers every sub-tile: 4 warps spilled 8-1644 bytes
     if plan.constexpr("HAS_PROJ") and plan.constexpr("UNITS") > FOUR_WARPS_PROJ_MAX_UNITS:
         return 8
     if plan.constexpr("HAS_PROJ") and plan.constexpr("HAS_LENGTHS") and plan.constexpr("HAS_RESETS"):
         return 8  # see RESETS_LENGTHS_PROJ_MIN_UNITS
+    if limits.small_sms and limits.old_triton and plan.kernel.startswith("lstm_fwd") and \
+            dict(plan.signature)["w_hh_ptr"] == "*fp32" and plan.constexpr("UNITS") > OLD_TRITON_SM86_FP32_4_WARP_UNITS:
+        return 8
     return 4 if resident_slice_bytes(plan) <= FOUR_WARPS_SLICE_BYTES else 8
 
 
@@ -267,7 +269,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         constexprs += (("ROWS_PER_GROUP", rows_per_group), ("W_STREAMED", streamed),
                        ("BLOCK_K", min(STREAMED_BLOCK_K, k_width)))
     plan = Plan(kernel, "split", grid, 4, 1, maxnreg(4, limits), signature, constexprs)
-    num_warps = _num_warps(plan)
+    num_warps = _num_warps(plan, limits)
     return dataclasses.replace(plan, num_warps=num_warps, maxnreg=maxnreg(num_warps, limits))
 
 
@@ -374,7 +376,7 @@ def old_triton_with_lengths_and_resets(options: GateOptions, limits: DeviceLimit
 
 def release_block_h(table: dict, old_table: dict, units: int, limits: DeviceLimits) -> int:
     """A backward's widest BLOCK_H for `units`: from `table` (read off triton 3.9), or from
-    `old_table` on releases before OLDEST_FULL_LIMITS_TRITON; 0: no such plan."""
+    `old_table` on older releases (limits.old_triton); 0: no such plan."""
     return (old_table if limits.old_triton else table)[units]
 
 
@@ -409,8 +411,7 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits:
 
     Args:
         B, H: batch and hidden size. dtype: input dtype. options: planning.GateOptions
-            (options.lengths sets HAS_LENGTHS).
-            limits: planning.DeviceLimits.
+            (options.lengths sets HAS_LENGTHS). limits: planning.DeviceLimits.
         occupancy: plan -> programs per SM of its compiled kernel (`occupancy_from_compile`
             gives it without a GPU); None assumes one per SM.
         directions: 1, or 2 (bidirectional): grid axis 2, every direction's programs
