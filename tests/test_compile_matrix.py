@@ -11,7 +11,7 @@ import linecache
 import pytest
 import torch
 
-from triton_lstm import batch, cell, compile_check, launcher, variants
+from triton_lstm import batch, cell, compile_check, launcher, split_planning, variants
 from triton_lstm.compile_check import TARGETS, compile_plans, matrix_items
 from triton_lstm.planning import DeviceLimits, GateOptions
 
@@ -42,9 +42,14 @@ def test_matrix_covers_every_registered_variant_and_specialisation(items):
                  "ALIGNED", "W_RESIDENT"):
         assert {p.constexpr(flag) for p in plans if flag in dict(p.constexprs)} == {True, False}, flag
     # the widest split backward (BLOCK_H = 1024, ALIGNED) on both targets: H = 1024 on sm_90,
-    # H = 768 on sm_80 (whose 108 SMs cannot hold H = 1024's forward)
-    wide = {cc for p, cc in items if p.kernel == "lstm_bwd_kernel_split" and p.constexpr("BLOCK_H") == 1024}
-    assert wide == {80, 90}
+    # H = 768 on sm_80 (whose 108 SMs cannot hold H = 1024's forward); before triton 3.8, 256
+    old = DeviceLimits.sm90().old_triton
+    widest = max(split_planning.release_block_h(split_planning.ALIGNED_BACKWARD_MAX_BLOCK_H,
+                                                split_planning.OLD_TRITON_BACKWARD_MAX_BLOCK_H, u, DeviceLimits.sm90())
+                 for u in split_planning.BACKWARD_UNITS)
+    assert widest == (256 if old else 1024)
+    wide = {cc for p, cc in items if p.kernel == "lstm_bwd_kernel_split" and p.constexpr("BLOCK_H") == widest}
+    assert wide == ({80, 86, 89, 90} if old else {80, 90})
 
 
 def test_default_tier_holds_the_corners_of_every_kernel_target_and_dtype(items):
