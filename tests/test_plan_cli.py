@@ -24,6 +24,7 @@ def run_cli(capsys, *argv):
     ("sm_80", 3, 200, "fp32", ("--bidirectional", "--lengths")),
     ("sm_90", 16, 512, "fp16", ("--proj-size", "128", "--input-size", "77")),
     ("sm_90", 5, 48, "bf16", ("--no-tf32",)),
+    ("sm_89", 32, 256, "fp32", ("--bidirectional",)),
 ])
 def test_json_is_the_auto_plan_and_its_prediction(capsys, device, B, H, dtype, extra):
     rc, out, _ = run_cli(capsys, "--device", device, "--batch", str(B), "--hidden", str(H), "--dtype", dtype,
@@ -31,7 +32,7 @@ def test_json_is_the_auto_plan_and_its_prediction(capsys, device, B, H, dtype, e
     assert rc == 0
     got = json.loads(out)
     assert set(got) == {"forward", "backward"}
-    limits = DeviceLimits.sm90() if device == "sm_90" else DeviceLimits.sm80()
+    limits = {"sm_90": DeviceLimits.sm90, "sm_80": DeviceLimits.sm80, "sm_89": DeviceLimits.sm89}[device]()
     P = int(extra[extra.index("--proj-size") + 1]) if "--proj-size" in extra else H
     shape = LayerShape(B, H, P, 2 if "--bidirectional" in extra else 1, plan.DTYPES[dtype])
     lengths = "--lengths" in extra
@@ -57,7 +58,7 @@ def test_text_output_labels_the_prediction_an_estimate(capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (("--device", "sm_70", "--batch", "4", "--hidden", "64"), "--device must be sm_90, sm_80 or cuda"),
+    (("--device", "sm_70", "--batch", "4", "--hidden", "64"), "--device must be one of sm_90, sm_80, sm_86, sm_89 or cuda"),
     (("--batch", "4", "--hidden", "64", "--proj-size", "64"), "proj_size=64"),
     (("--batch", "0", "--hidden", "64"), "batch=0"),
 ])

@@ -7,9 +7,10 @@
 For the forward and the backward of one layer it prints the variant, its programs, whether
 the weights (W_hh, and W_hr with a projection) stay on chip for the whole sequence, the cost
 model's predicted time per step (triton_lstm.cost: an estimate calibrated on H100
-measurements, never a timing) and the plan's tiles. `--device cuda` plans for the GPU at
-hand. The input projection x W_ih^T is one torch GEMM over all steps, outside the recurrent
-kernels the prediction covers; --input-size only shows in the output.
+measurements, never a timing) and the plan's tiles. `--device sm_86` / `sm_89` plan for the
+1536-thread SMs (A10, L4), `--device cuda` for the GPU at hand. The input projection
+x W_ih^T is one torch GEMM over all steps, outside the recurrent kernels the prediction
+covers; --input-size only shows in the output.
 """
 from __future__ import annotations
 
@@ -35,17 +36,19 @@ TARGETS_US = {64: (11.0, 27.0), 256: (20.0, 40.0)}  # max B: (forward, forward +
 ON_CHIP_FRACTION = 0.6  # weights that fit in this share of all SMs' shared memory must stay on chip
 
 
+NAMED_DEVICES = {"sm_90": DeviceLimits.sm90, "sm_80": DeviceLimits.sm80, "sm_86": DeviceLimits.sm86,
+                 "sm_89": DeviceLimits.sm89}
+
+
 def device_limits(name: str) -> DeviceLimits:
-    """sm_90, sm_80, or cuda (the current CUDA device)."""
-    if name == "sm_90":
-        return DeviceLimits.sm90()
-    if name == "sm_80":
-        return DeviceLimits.sm80()
+    """One of NAMED_DEVICES, or cuda (the current CUDA device)."""
+    if name in NAMED_DEVICES:
+        return NAMED_DEVICES[name]()
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda needs a CUDA device, and torch sees none; use --device sm_90 or sm_80")
         return DeviceLimits.of_cuda_device(torch.cuda.current_device())
-    raise ValueError(f"--device must be sm_90, sm_80 or cuda, got {name!r}")
+    raise ValueError(f"--device must be one of {', '.join(NAMED_DEVICES)} or cuda, got {name!r}")
 
 
 def describe_pass(pass_: str, shape: LayerShape, lengths: bool, limits: DeviceLimits, allow_tf32: bool) -> dict:
@@ -136,7 +139,7 @@ def _format_must_show(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m triton_lstm.plan", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="sm_90", help="sm_90, sm_80, or cuda (the GPU at hand)")
+    parser.add_argument("--device", default="sm_90", help="sm_90, sm_80, sm_86, sm_89, or cuda (the GPU at hand)")
     parser.add_argument("--batch", type=int)
     parser.add_argument("--hidden", type=int)
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
