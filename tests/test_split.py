@@ -732,6 +732,11 @@ def test_backward_limits_follow_the_installed_triton_release():
         limits = dataclasses.replace(DeviceLimits.sm89(), triton=release)
         forward = split.plan_split(256, 32, dtype, peepholes, limits, directions=2).forward
         assert forward.constexpr("UNITS") == 32 and forward.num_warps == warps, (dtype, release)
+    # triton 3.7.1 alone spilled at a 16-bit 32-unit forward's 64 KB slice with 8 warps: 16 there
+    for release, warps in (((3, 7), 16), ((3, 6), 8), ((3, 9), 8)):
+        limits = dataclasses.replace(DeviceLimits.sm90(), triton=release)
+        forward = split.plan_split(256, 256, torch.bfloat16, Options(store_state=True), limits).forward
+        assert split.resident_slice_bytes(forward) == 64 * 1024 and forward.num_warps == warps, release
 
 
 def test_lengths_with_resets_take_the_narrower_plans_their_compiles_asked_for():
@@ -787,3 +792,9 @@ def test_lengths_with_resets_take_the_narrower_plans_their_compiles_asked_for():
     assert batch.tiles(64, 64, "fp64", True, "forward", old90, both)[2:5] == (32, 16, 16)
     assert batch.tiles(64, 64, "fp64", True, "backward", old90, both)[2:4] == (16, 16)
     assert batch.tiles(64, 64, "fp64", True, "forward", new, both)[2:4] == (32, 32)
+    # and 3.7.1 has its own fp64 streamed forward tiles on sm_80 (3.6's spilled there)
+    old80_37 = dataclasses.replace(DeviceLimits.sm80(), triton=(3, 7))
+    for H in (24, 64):
+        assert batch.tiles(H, H, "fp64", True, "forward", old80_37, both)[2:5] == (32, 32, 32), H
+    assert batch.tiles(64, 64, "fp64", True, "forward", dataclasses.replace(old90, triton=(3, 7)), both)[2:5] == \
+        (32, 16, 16)

@@ -33,6 +33,10 @@ STREAMED_TILE = 32
 # kernels/lstm_fwd.py, recurrent_term.)
 OLD_TRITON_FP64_BACKWARD_TILE = 16
 OLD_TRITON_FP64_FORWARD_TILES = {80: (32, 16, 32), 90: (32, 16, 16)}  # (BLOCK_N, BLOCK_K, BLOCK_P)
+# Triton 3.7.1 differs on sm_80: (32, 16, 32) spilled 24 bytes there (every option, a projection),
+# and of 18 tiles probed only 32 x 32 x 32 compiled clean (250 registers), also where H <= 32
+# would take 16 x 16 x 16 (160 bytes)
+TRITON_3_7_FP64_FORWARD_TILES = {80: (32, 32, 32), 90: (32, 16, 16)}
 # And before 3.8 a resident forward with lengths and resets together and every gate option
 # spilled 68 bytes at 64 KB (fp32 H = 64, sm_90): there it keeps 32 KB.
 OLD_TRITON_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES = 32 * 1024
@@ -71,7 +75,8 @@ def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", li
         if pass_ == "backward":
             block_n = block_k = OLD_TRITON_FP64_BACKWARD_TILE
         else:
-            block_n, block_k, block_p = OLD_TRITON_FP64_FORWARD_TILES.get(limits.capability, (tile, tile, tile))
+            by_target = TRITON_3_7_FP64_FORWARD_TILES if limits.triton == (3, 7) else OLD_TRITON_FP64_FORWARD_TILES
+            block_n, block_k, block_p = by_target.get(limits.capability, (tile, tile, tile))
     return "batch_streamed", block_b, block_n, block_k, block_p, 8, 1
 
 

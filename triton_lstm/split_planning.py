@@ -29,13 +29,11 @@ from .planning import (ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, Pla
 #   batch tiles (grid axis 1, each tile with its own barrier) instead of taller tiles.
 # - A forward slice of up to 64 KB is spill-free (bf16 H = 1024, UNITS = 8, 8 warps: 240
 #   registers, the slice in shared memory); 128 KB spills.
-# - The backward reads dpre_t one gate at a time, in BACKWARD_K_CHUNKS chunks along K that
-#   its dot is batched over where BLOCK_H >= 8 N (N = the dot's width, PROJ_UNITS), so the
-#   warps split K (kernels/lstm_split.py). Spill-free, with or without lengths, up to
-#   H = 512 with 16 units, 256 with 32, 128 with 64, and slices up to 128 KB; H = 1024 only
-#   when ALIGNED (below) and without lengths. Past that the backward plan is None and the
-#   batch-tiled backward runs on the same saved state. (Holding all of dpre_t for one dot
-#   spilled from H = 512, with lengths from H = 128.)
+# - The backward reads dpre_t one gate at a time, in BACKWARD_K_CHUNKS chunks along K its dot
+#   is batched over where BLOCK_H >= 8 PROJ_UNITS, so the warps split K (kernels/lstm_split.py;
+#   one dot over all of dpre_t spilled from H = 512). Spill-free up to H = 512 with 16 units,
+#   256 with 32, 128 with 64, slices up to 128 KB; H = 1024 only ALIGNED without lengths.
+#   Past that the backward plan is None: the batch-tiled backward runs on the saved state.
 MAX_BLOCK_B = 16
 FORWARD_UNITS = (8, 16, 32, 64)  # 4 * UNITS gate columns: 8 is DESIGN.md section 6's fastest
 BACKWARD_UNITS = (16, 32, 64)  # the backward dot's N is UNITS itself: >= 16
@@ -57,12 +55,10 @@ WIDE_BACKWARD_K_CHUNKS = 8
 LENGTHS_FORWARD_MAX_UNITS = 16
 LENGTHS_SLICE_MAX_BYTES = 32 * 1024
 ALIGNED_LENGTHS_SLICE_MAX_BYTES = 64 * 1024  # ALIGNED's vector loads of h: 245-255 registers at 64 KB
-# - A projection adds a W_hr slice and a second dot per direction, chunked along K the same
-#   way (PROJ_CHUNKS): the limits above then hold with a projection too (compile matrix with
-#   P = H / 4 and P = H - 1). Unchunked, its forwards spilled from 32 units (16 with lengths)
-#   and its backwards from P = 128.
-# Four warps suffice for slices up to 16 KB, except that a projection of 32 or more units
-# spills there (32-312 bytes, bf16, sm_80 / sm_90); eight do not.
+# - A projection adds a W_hr slice and a second dot per direction, chunked along K the same way
+#   (PROJ_CHUNKS): the limits above then hold with it too (P = H / 4 and P = H - 1). Unchunked,
+#   its forwards spilled from 32 units (16 with lengths) and its backwards from P = 128.
+# Four warps suffice for slices up to 16 KB, but a projection of 32+ units spills there (32-312 B); 8 do not.
 FOUR_WARPS_SLICE_BYTES = 16 * 1024
 FOUR_WARPS_PROJ_MAX_UNITS = 16
 POISON = 1 << 30  # kernels/helpers.py's; barriers * programs must stay below it
@@ -82,10 +78,9 @@ MAX_TILED_ROWS = 256
 TILED_BACKWARD_MAX_BLOCK_H = {16: 512, 32: 256, 64: 128}
 TILED_WIDE_K_CHUNKS = 16
 TILED_BACKWARD_SLICE_MAX_BYTES = 64 * 1024
-# Streamed split (W_STREAMED): where no resident plan's grid fits (fp32 bidirectional H = 1024:
-# 32 MB of W_hh), each program of a tiled plan re-reads only its own W_hh slice from L2 every
-# sub-tile, BLOCK_K rows at a time, so the weights are spread over every SM instead of streamed
-# whole through a few; the cost model charges those bytes per sub-tile.
+# Streamed split (W_STREAMED): where no resident grid fits (fp32 bidirectional H = 1024: 32 MB),
+# each program of a tiled plan re-reads only its own W_hh slice from L2 every sub-tile, BLOCK_K
+# rows at a time, spread over every SM; the cost model charges those bytes per sub-tile.
 STREAMED_BLOCK_K = 64
 # The streamed compile report (sm_80 and sm_90; B 1-256, H 256-1024, bf16 and fp32, every gate
 # option, lengths, projections, one and two directions: 1674 plans) has 289 spilling: every
@@ -124,6 +119,8 @@ OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS = 16
 # and there 4-warp fp32 forwards of 32 units: 255 registers, with peepholes and a cell clip 24 B
 # spilled (sm_89, H = 32, 16 batch tiles); with 8 warps 208 registers
 OLD_TRITON_SM86_FP32_4_WARP_UNITS = 16
+# Triton 3.7.1 alone: a 16-bit 32-unit forward at H = 256 (64 KB, sm_90) spilled 28 B; 16 warps: 112 registers
+TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +162,9 @@ def _num_warps(plan: Plan, limits: DeviceLimits) -> int:
     if limits.small_sms and limits.old_triton and plan.kernel.startswith("lstm_fwd") and \
             dict(plan.signature)["w_hh_ptr"] == "*fp32" and plan.constexpr("UNITS") > OLD_TRITON_SM86_FP32_4_WARP_UNITS:
         return 8
+    if limits.triton == (3, 7) and plan.kernel == "lstm_fwd_kernel_split" and plan.constexpr("UNITS") == 32 and \
+            resident_slice_bytes(plan) >= TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES:
+        return 16
     return 4 if resident_slice_bytes(plan) <= FOUR_WARPS_SLICE_BYTES else 8
 
 
