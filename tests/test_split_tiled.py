@@ -124,8 +124,10 @@ def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tile
     resets = (torch.rand(T, B, generator=g) < 0.3).to(DEVICE)  # new segments, per row and step
     options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True)
     streamed = layout == "streamed"
-    plans = split.plan_split(B, H, dtype, options, device.device_limits(torch.device(DEVICE)), directions=D,
-                             P=P, group_rows=32, streamed=streamed)
+    # triton 3.9's tables: before 3.8, lengths and resets together keep backwards per-tile (no tiled
+    # plan to test), which says nothing about what the tiled kernels compute
+    limits = dataclasses.replace(device.device_limits(torch.device(DEVICE)), triton=(3, 9))
+    plans = split.plan_split(B, H, dtype, options, limits, directions=D, P=P, group_rows=32, streamed=streamed)
     assert plans.forward.grid[1:] == (2, 2) and plans.backward.grid[1:] == (2, 2)
     assert all(p.constexpr("W_STREAMED") is streamed for p in (plans.forward, plans.backward))
     # streamed: BLOCK_K = 16 where K = 64 (40 padded), so the chunk loop runs more than once
