@@ -101,9 +101,11 @@ def write_csv(df: pd.DataFrame, path) -> None:
 
 def read_csv(path) -> pd.DataFrame:
     """Read a sweep CSV back with the documented columns and types."""
-    # round_trip: pandas' default "high" float parser may be off by an ulp (pandas 3.0.6 was)
+    # before pandas 3.1 the default float parser may be an ulp off (3.0.6 was); 3.1 makes the exact
+    # one the default and deprecates asking for it
+    exact = {} if tuple(int(v) for v in pd.__version__.split(".")[:2]) >= (3, 1) else {"float_precision": "round_trip"}
     df = pd.read_csv(path, dtype={c: "string" for c in COLUMNS if c not in NUMERIC_COLUMNS}, keep_default_na=False,
-                     na_values={c: [""] for c in NUMERIC_COLUMNS}, float_precision="round_trip")
+                     na_values={c: [""] for c in NUMERIC_COLUMNS}, **exact)
     if list(df.columns) != COLUMNS:
         raise ValueError(f"{path}: columns {list(df.columns)} differ from the documented schema {COLUMNS}")
     for c in NUMERIC_COLUMNS:
