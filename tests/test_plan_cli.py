@@ -58,7 +58,7 @@ def test_text_output_labels_the_prediction_an_estimate(capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (("--device", "sm_70", "--batch", "4", "--hidden", "64"), "--device must be one of sm_90, sm_80, sm_86, sm_89 or cuda"),
+    (("--device", "sm_70", "--batch", "4", "--hidden", "64"), "--device must be one of sm_80, sm_86, sm_89, sm_90 or cuda"),
     (("--batch", "4", "--hidden", "64", "--proj-size", "64"), "proj_size=64"),
     (("--batch", "0", "--hidden", "64"), "batch=0"),
 ])

@@ -30,9 +30,9 @@ import tempfile
 import torch
 
 from . import variants
-from .planning import DeviceLimits, GateOptions, MatrixGrid, Plan, occupancy  # occupancy: re-exported
+from .planning import TARGET_LIMITS, DeviceLimits, GateOptions, MatrixGrid, Plan, occupancy  # occupancy: re-exported
 
-TARGETS = {80: DeviceLimits.sm80(), 86: DeviceLimits.sm86(), 89: DeviceLimits.sm89(), 90: DeviceLimits.sm90()}
+TARGETS = {cc: limits() for cc, limits in TARGET_LIMITS.items()}
 # Options that change the code: the default training forward, inference (nothing stored),
 # and every gate-mechanics branch at once with variable lengths and resets; a projection changes
 # the code too (P is runtime, only BLOCK_P varies). At H = 768 a split forward fits sm_80's 108

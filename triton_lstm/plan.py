@@ -22,7 +22,7 @@ import sys
 import torch
 
 from . import cost, variants
-from .planning import ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, dtype_name
+from .planning import ELEMENT_BYTES, TARGET_LIMITS, DeviceLimits, GateOptions, LayerShape, dtype_name
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TILE_NAMES = ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS", "PROJ_UNITS", "ROWS_PER_GROUP")
@@ -36,8 +36,7 @@ TARGETS_US = {64: (11.0, 27.0), 256: (20.0, 40.0)}  # max B: (forward, forward +
 ON_CHIP_FRACTION = 0.6  # weights that fit in this share of all SMs' shared memory must stay on chip
 
 
-NAMED_DEVICES = {"sm_90": DeviceLimits.sm90, "sm_80": DeviceLimits.sm80, "sm_86": DeviceLimits.sm86,
-                 "sm_89": DeviceLimits.sm89}
+NAMED_DEVICES = {f"sm_{cc}": limits for cc, limits in TARGET_LIMITS.items()}
 
 
 def device_limits(name: str) -> DeviceLimits:
@@ -139,7 +138,7 @@ def _format_must_show(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m triton_lstm.plan", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="sm_90", help="sm_90, sm_80, sm_86, sm_89, or cuda (the GPU at hand)")
+    parser.add_argument("--device", default="sm_90", help=f"{', '.join(NAMED_DEVICES)}, or cuda (the GPU at hand)")
     parser.add_argument("--batch", type=int)
     parser.add_argument("--hidden", type=int)
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))

@@ -108,6 +108,10 @@ class DeviceLimits:
                    max_threads_per_sm=getattr(props, "max_threads_per_multi_processor", 2048))
 
 
+
+# The GPU targets the planner and the compile matrix know, by compute capability.
+TARGET_LIMITS = {80: DeviceLimits.sm80, 86: DeviceLimits.sm86, 89: DeviceLimits.sm89, 90: DeviceLimits.sm90}
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """Everything needed to launch (or compile) one kernel, and nothing else."""
