@@ -719,7 +719,7 @@ def test_forced_bidirectional_split_with_lengths_fails_fast_in_the_sequential_in
 def test_backward_limits_follow_the_installed_triton_release():
     # triton 3.6 (the lent GPU machine's) spills at triton 3.9's widest backwards: before 3.8 a
     # backward keeps 16 units, BLOCK_H <= 256 per tile and <= 128 tiled (split_planning)
-    new = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 9))
+    new = NEWEST_SM90
     old = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 6))
     assert split.plan_split(16, 512, torch.bfloat16, Options(), new).backward.constexpr("UNITS") == 16
     # at H = 512 no resident backward is left there: it streams its slices
@@ -755,7 +755,7 @@ def test_lengths_with_resets_take_the_narrower_plans_their_compiles_asked_for():
     # forward slices within 32 KB. Without resets nothing changes.
     both = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True)
     lengths_only = dataclasses.replace(both, resets=False)
-    new = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 9))
+    new = NEWEST_SM90
     old = dataclasses.replace(DeviceLimits.sm80(), triton=(3, 6))
     forward = split.plan_split(3, 256, torch.bfloat16, both, new, P=64).forward
     assert forward.constexpr("UNITS") >= 16 and forward.num_warps == 8
