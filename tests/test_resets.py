@@ -222,7 +222,9 @@ def test_gradcheck_through_the_kernels_with_resets(kernel):
         y, (h, c) = triton_lstm.lstm(x, w_ih, w_hh, hx=(h0, c0), resets=resets, kernel=kernel, backend="triton")
         return y, h, c
 
-    assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-8, rtol=1e-6)
+    # fast mode (a random projection of the Jacobian on each side) keeps the default tier quick:
+    # the full Jacobian, 128 inputs by 48 outputs, took 80 s in the interpreter
+    assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-8, rtol=1e-6, fast_mode=True)
 
 
 def test_module_resets_with_a_packed_sequence_and_batch_first(seed):
