@@ -12,7 +12,7 @@ import linecache
 import pytest
 import torch
 
-from triton_lstm import batch, cell, compile_check, launcher, split_planning, variants
+from triton_lstm import batch, cell, compile_check, launcher, split_limits, variants
 from triton_lstm.compile_check import TARGETS, compile_plans, matrix_items
 from triton_lstm.planning import DeviceLimits, GateOptions
 
@@ -45,9 +45,9 @@ def test_matrix_covers_every_registered_variant_and_specialisation(items):
     # the widest split backward (BLOCK_H = 1024, ALIGNED) on both targets: H = 1024 on sm_90,
     # H = 768 on sm_80 (whose 108 SMs cannot hold H = 1024's forward); before triton 3.8, 256
     old = DeviceLimits.sm90().old_triton
-    widest = max(split_planning.release_block_h(split_planning.ALIGNED_BACKWARD_MAX_BLOCK_H,
-                                                split_planning.OLD_TRITON_BACKWARD_MAX_BLOCK_H, u, DeviceLimits.sm90())
-                 for u in split_planning.BACKWARD_UNITS)
+    widest = max(split_limits.release_block_h(split_limits.ALIGNED_BACKWARD_MAX_BLOCK_H,
+                                              split_limits.OLD_TRITON_BACKWARD_MAX_BLOCK_H, u, DeviceLimits.sm90())
+                 for u in split_limits.BACKWARD_UNITS)
     assert widest == (256 if old else 1024)
     wide = {cc for p, cc in items if p.kernel == "lstm_bwd_kernel_split" and p.constexpr("BLOCK_H") == widest}
     assert wide == ({80, 86, 89, 90} if old else {80, 90})

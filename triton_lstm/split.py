@@ -2,9 +2,10 @@
 
 The split kernels (kernels/lstm_split.py) split the hidden units across programs that all
 run at once and meet at a grid barrier every step (kernels/grid_barrier.py). Its planning,
-pure, is split_planning.py (re-exported here); this module is the rest of the variant: the
-buffers a launch needs (exchange, state, sync), the barrier's error flag after it, and the
-plans of the compile matrix.
+pure, is split_planning.py within the compile matrix's limits, split_limits.py (both
+re-exported here); this module is the rest of the variant: the buffers a launch needs
+(exchange, state, sync), the barrier's error flag after it, and the plans of the compile
+matrix.
 
 When split beats batch-tiled
 ----------------------------
@@ -36,8 +37,9 @@ import torch
 from . import barrier, device
 from .batch import plan_layer
 from .planning import DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant
-from .split_planning import (ALIGNED_BACKWARD_MAX_BLOCK_H, BACKWARD_MAX_BLOCK_H, FORWARD_UNITS, MAX_BLOCK_B,  # noqa: F401
-                             POISON, SplitPlans, aligned, is_tiled, plan_split, proj_units, resident_slice_bytes,
+from .split_limits import (ALIGNED_BACKWARD_MAX_BLOCK_H, BACKWARD_MAX_BLOCK_H, FORWARD_UNITS,  # noqa: F401
+                           MAX_BLOCK_B, POISON, resident_slice_bytes)
+from .split_planning import (SplitPlans, aligned, is_tiled, plan_split, proj_units,  # noqa: F401
                              single_group_rows)
 
 
