@@ -318,7 +318,7 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     assert bidir.forward.grid == (64, 1, 2) and bidir.forward.constexpr("W_STREAMED") is True
     assert bidir.backward.grid == (64, 1, 2) and not dict(bidir.backward.constexprs).get("W_STREAMED")
     # the backward's K-chunked dot is spill-free up to H = 512 (compile report), to H = 1024 when
-    # ALIGNED and without lengths; beyond, 16-bit backwards stream their slices, others have no plan
+    # ALIGNED and without lengths; beyond, backwards stream their slices (fp32 in 16-row chunks)
     plans = split.plan_split(16, 512, torch.bfloat16, Options(lengths=True), NEWEST_SM90)
     assert plans.backward.constexpr("UNITS") == 16 and plans.backward.constexpr("K_CHUNKS") == 4
     wide = split.plan_split(16, 1024, torch.bfloat16, Options(), NEWEST_SM90).backward
@@ -329,7 +329,8 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     assert not dict(split.plan_split(16, 1008, torch.bfloat16, Options(), NEWEST_SM90
                                      ).backward.constexprs).get("W_STREAMED")
     assert split.plan_split(16, 1000, torch.bfloat16, Options(), NEWEST_SM90).backward.constexpr("W_STREAMED")
-    assert split.plan_split(16, 1000, torch.float32, Options(), NEWEST_SM90).backward is None  # fp32 spills
+    fp32 = split.plan_split(16, 1000, torch.float32, Options(), NEWEST_SM90).backward
+    assert fp32.constexpr("W_STREAMED") and fp32.constexpr("BLOCK_K") == 16 and fp32.num_warps == 8
     assert split.plan_split(16, 512, torch.bfloat16, Options(store_state=False), NEWEST_SM90).backward is None
 
 

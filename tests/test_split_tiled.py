@@ -187,3 +187,55 @@ def test_tiled_plans_compile_spill_free_on_sm80_and_sm90():
         assert result.spill_bytes == 0, (cc, plan.describe(), result)
         assert result.shared_bytes <= compile_check.TARGETS[cc].max_shared_bytes, (cc, plan.describe(), result)
         assert result.release_atomic and result.acquire_atomic and result.cg_loads >= 1
+
+
+def test_a_batch_under_8_gets_the_streamed_split_and_fp32_backwards_stream_over_the_sms():
+    # Where no resident forward grid fits, a streamed tiled plan of one 16-row group spreads
+    # W_hh over the SMs at any B (B < 8 once got no candidate: batch_streamed on 1-2 programs,
+    # a predicted 443 us a step); fp32 backwards at H >= 768 stream too (8 warps, 16-row chunks:
+    # the spill-free streamed fp32 backward) instead of running batch_streamed on one program
+    sm90 = DeviceLimits.sm90()
+    for B in (1, 3, 7):
+        shape = LayerShape(B, 1024, 1024, 2, torch.bfloat16)
+        forward = variants.choose("forward", shape, Options(store_state=True), sm90)
+        assert forward.kernel == TILED[0] and forward.constexpr("W_STREAMED") and forward.grid == (64, 1, 2), B
+        assert forward.constexpr("ROWS_PER_GROUP") == 16 and cost.predict(forward, shape, sm90).us_per_step < 11
+        backward = variants.choose("backward", shape, Options(), sm90)
+        assert backward.variant == "split" and backward.programs == 128, backward.describe()
+    shape = LayerShape(1, 1024, 1024, 1, torch.float32)
+    backward = variants.choose("backward", shape, Options(), sm90)
+    assert backward.kernel == TILED[1] and backward.constexpr("W_STREAMED") and backward.programs >= 64
+    assert (backward.num_warps, backward.constexpr("BLOCK_K")) == (8, 16)
+    batch = variants.choose("backward", shape, Options(), sm90, "batch")
+    assert cost.predict(backward, shape, sm90).us_per_step * 20 < cost.predict(batch, shape, sm90).us_per_step
+
+
+def test_a_streamed_plan_for_three_rows_keeps_the_batch_kernels_storage_contract(tiled_launches, seed):
+    # the plan a B < 8 layer now gets where W_hh does not fit (one group, one ragged sub-tile),
+    # both directions and lengths, float64, every output against the batch-tiled kernels
+    T, B, H, D, dtype = 3, 3, 40, 2, torch.float64
+    g = torch.Generator().manual_seed(seed)
+    lengths = random_lengths(B, T, g).to(DEVICE)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE, dtype)
+
+    xw, w_hh = r(T, B, D * 4 * H), r(D, 4 * H, H, scale=H ** -0.5)
+    h0, c0, peephole = r(D, B, H, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
+    dy, dh_n, dc_n = r(T, B, D * H), r(D, B, H), r(D, B, H)
+    options = Options(peephole=True, cell_clip=True, lengths=True, store_state=True)
+    plans = split.plan_split(B, H, dtype, options, device.device_limits(torch.device(DEVICE)), directions=D,
+                             streamed=True)
+    assert plans is not None and all(p.constexpr("W_STREAMED") and p.grid[1:] == (1, 2)
+                                     for p in (plans.forward, plans.backward))
+    assert plans.backward.constexpr("BLOCK_K") == 16 < plans.backward.constexpr("BLOCK_H")  # four chunks
+    outputs = {}
+    for kernel, fwd_plan, bwd_plan in (("split_tiled", plans.forward, plans.backward), ("batch", None, None)):
+        y, h_n, c_n, gates, c_hist = launcher.forward(xw, w_hh, None, h0, c0, peephole, lengths, 0.5, False, False,
+                                                      True, kernel, plan=fwd_plan)
+        dpre, dh0, dc0, _ = launcher.backward(dy, dh_n, dc_n, w_hh, None, gates, c_hist, c0, peephole, lengths, 0.5,
+                                              None, False, False, kernel, plan=bwd_plan)
+        outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0)
+    assert [k for k, _, _ in tiled_launches] == list(TILED)
+    for name, ref in outputs["batch"].items():
+        assert_close(outputs["split_tiled"][name], ref, TOLERANCE[dtype], f"{name} (seed {seed})")

@@ -71,10 +71,18 @@ STREAMED_BLOCK_K = 64
 # not) and with a projection, and every 64-unit one. The compile matrix then found forwards
 # with a projection at BLOCK_P = 1024 (P = H - 1) spilling too, and on sm_86 / sm_89 some over
 # the 99 KB of shared memory. Spill-free and within shared memory: without a projection,
-# forwards of up to 32 units and 16-bit backwards of up to 32 units; those are the streamed
-# plans kernel="auto" weighs (by the cost model, against every resident plan); the rest stay
-# behind streamed=True.
+# forwards of up to 32 units and 16-bit backwards of up to 32 units (fp32 ones too, in 16-row
+# chunks: below); those are the streamed plans kernel="auto" weighs (by the cost model, against
+# every resident plan); the rest stay behind streamed=True.
 STREAMED_AUTO_MAX_UNITS = 32
+# Streamed backwards in fp32 (triton 3.9; H = 512-1024, 16 and 32 units, every gate option,
+# lengths, resets) took 255 registers with 64-row chunks and spilled 32-72 bytes (sm_90), with
+# 32-row chunks 8 bytes with lengths and resets; 16 warps (128 registers each) spilled 8-56
+# bytes with resets at 32-row chunks, up to 556 at 16. With 8 warps and 16-row chunks none of
+# the 122 with resets spills (sm_80 / sm_86 / sm_89 / sm_90). So they take 16-row chunks, and
+# kernel="auto" weighs them: the only plan that spreads an fp32 W_hh of H >= 768 over the SMs
+# (its resident backward slice overflows shared memory).
+STREAMED_FP32_BACKWARD_BLOCK_K = 16
 # Lengths and resets together (every gate option, compile matrix, triton 3.9, sm_80 / sm_90):
 # per-tile forwards with a projection spilled 24-360 bytes with 4 warps (8 units at H = 128,
 # 16 at H = 64) and with 8 units at H = 256 (44-164 bytes); tiled backwards at BLOCK_H = 256
@@ -163,9 +171,12 @@ def shared_slice_limit(limits: DeviceLimits) -> int:
 
 def auto_streamed_units(direction: str, unit_choices, name: str, P: int | None, H: int) -> list[int]:
     """The units per program of the streamed plans kernel="auto" may run: the spill-free part of
-    the streamed compile report (STREAMED_AUTO_MAX_UNITS); none with a projection, or for the
-    backwards that spill."""
-    if (P is not None and P != H) or (direction == "backward" and ELEMENT_BYTES[name] > 2):
+    the streamed compile report (STREAMED_AUTO_MAX_UNITS); none with a projection."""
+    if P is not None and P != H:
         return []
     return [u for u in unit_choices if u <= STREAMED_AUTO_MAX_UNITS]
 
+
+def streamed_block_k(direction: str, name: str) -> int:
+    """Rows of the W_hh slice a streamed plan reads per chunk (STREAMED_FP32_BACKWARD_BLOCK_K)."""
+    return STREAMED_FP32_BACKWARD_BLOCK_K if direction == "backward" and ELEMENT_BYTES[name] > 2 else STREAMED_BLOCK_K

@@ -29,7 +29,7 @@ from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_
                            LENGTHS_FORWARD_MAX_UNITS, LENGTHS_SLICE_MAX_BYTES,
                            ALIGNED_LENGTHS_SLICE_MAX_BYTES, MAX_TILED_ROWS,
                            TILED_BACKWARD_MAX_BLOCK_H, TILED_WIDE_K_CHUNKS,
-                           TILED_BACKWARD_SLICE_MAX_BYTES, STREAMED_BLOCK_K,
+                           TILED_BACKWARD_SLICE_MAX_BYTES, streamed_block_k,
                            RESETS_LENGTHS_PROJ_MIN_UNITS, RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H,
                            OLD_TRITON_RESETS_LENGTHS_BACKWARD_MAX_BLOCK_H,
                            OLD_TRITON_BACKWARD_MAX_BLOCK_H, OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H,
@@ -149,7 +149,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         kernel += "_tiled"
         k_width = block_p if direction == "forward" else block_h  # K of the W_hh dot
         constexprs += (("ROWS_PER_GROUP", rows_per_group), ("W_STREAMED", streamed),
-                       ("BLOCK_K", min(STREAMED_BLOCK_K, k_width)))
+                       ("BLOCK_K", min(streamed_block_k(direction, name), k_width)))
     plan = Plan(kernel, "split", grid, 4, 1, maxnreg(4, limits), signature, constexprs)
     num_warps = warps_for(plan, limits)
     return dataclasses.replace(plan, num_warps=num_warps, maxnreg=maxnreg(num_warps, limits))
@@ -166,7 +166,7 @@ def _streamed_plans(direction, unit_choices, B, H, P, directions, name, options,
     fewest units whose grid is co-resident (what it holds, W_hr's slice, within the limits)."""
     found, rows = [], MAX_BLOCK_B
     sizes = [group_rows] if group_rows is not None else []
-    while group_rows is None and rows < 2 * B and rows <= MAX_TILED_ROWS:
+    while group_rows is None and (rows == MAX_BLOCK_B or rows < 2 * B) and rows <= MAX_TILED_ROWS:
         sizes.append(rows)
         rows *= 2
     for rows_per_group in sizes:
