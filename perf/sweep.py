@@ -84,6 +84,11 @@ def compile_grid(quick: bool):
     return ((1, 64), (64, 256, 1024)) if quick else ((1, 3, 8, 16, 64, 256), (24, 64, 256, 768, 1024))
 
 
+def variant_shapes(quick: bool) -> tuple[tuple[int, int], ...]:
+    """(H, B) of the batch-tiled vs split report."""
+    return cpu_reports.VARIANT_SHAPES
+
+
 def default_providers(quick: bool) -> tuple[str, ...]:
     # torch.compile recompiles the reference cell for every shape (tens of seconds each): full sweep only
     return tuple(p for p in gpu_bench.PROVIDERS if not (quick and p == "torch.compile(reference)"))
@@ -119,7 +124,8 @@ def run_sections(quick: bool, env: dict, providers=None) -> list[tuple[str, obje
                                                                progress=lambda c: tqdm(c, desc="traffic")))))
         sections.append(("(c2) Batch-tiled vs split, fp32: programs busy and bytes per step counted in the "
                          "interpreter (split under a thread per program), and the variant the planner picks on sm_90",
-                         schema.frame(cpu_reports.variant_rows(env, progress=lambda c: tqdm(c, desc="variants")))))
+                         schema.frame(cpu_reports.variant_rows(env, variant_shapes(quick),
+                                                              progress=lambda c: tqdm(c, desc="variants")))))
     sections.append((f"(d) Roofline ESTIMATE for an H100 SXM ({formulas.H100_SOURCE}: "
                      f"{formulas.H100_HBM_BYTES_PER_S / 1e12} TB/s, {formulas.H100_PEAK_FLOPS['bf16'] / 1e12} "
                      f"TFLOP/s bf16/fp16, {formulas.H100_PEAK_FLOPS['fp32'] / 1e12} TFLOP/s TF32); not a measurement",
