@@ -95,7 +95,7 @@ def variant_cases(on_gpu: bool) -> list[dict]:
         T, B, H, I = 64, 5, 256, 96
         small_h, proj, wide_b = 64, 64, 40
     else:  # the interpreter: tiny sizes, a few seconds each
-        T, B, H, I = 5, 3, 24, 5
+        T, B, H, I = 3, 3, 24, 5
         small_h, proj, wide_b = 24, 8, 20
     return [
         dict(name="batch resident", kernel="batch", expect="batch_resident", T=T, B=B, I=I, H=small_h),

@@ -99,10 +99,12 @@ def test_split_tiled_peepholes_and_clips_match_the_reference(tiled_launches, dty
         assert_close(a.cpu(), b, TOLERANCE[dtype], f"{name} (seed {seed})")
 
 
-# the resident layout's outputs are also the module tests' (a ragged batch of 40, peepholes and
-# clips); its storage contract, the stores the layouts share, runs in the slow tier
-@pytest.mark.parametrize("layout", [pytest.param("resident", marks=slow), "streamed", "16-chunks"])
-@pytest.mark.parametrize("P", [None, 24], ids=["no-proj", "proj24"])
+# The default tier keeps the projection's streamed and 16-chunk cases: the stores are the
+# layouts' shared code, the resident outputs are also the module tests' (a ragged batch of 40,
+# peepholes and clips), and a streamed plan without a projection is the three-row test's below.
+@pytest.mark.parametrize("P,layout", [
+    pytest.param(P, layout, id=f"{name}-{layout}", marks=() if P and layout != "resident" else slow)
+    for P, name in ((None, "no-proj"), (24, "proj24")) for layout in ("resident", "streamed", "16-chunks")])
 def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tiled_launches, P, layout, seed):
     # two barrier groups of 32 rows (the second holds 8) per direction, D = 2 with lengths and
     # every gate option: every output of both passes, saved state included, against the
