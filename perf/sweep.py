@@ -81,7 +81,9 @@ def roofline_shapes(quick: bool) -> list[tuple]:
 
 
 def compile_grid(quick: bool):
-    return ((1, 64), (64, 256, 1024)) if quick else ((1, 3, 8, 16, 64, 256), (24, 64, 256, 768, 1024))
+    """(Bs, Hs, dtypes) of the compile report."""
+    dtypes = tuple(cpu_reports.DTYPES)
+    return ((1, 64), (64, 256, 1024), dtypes) if quick else ((1, 3, 8, 16, 64, 256), (24, 64, 256, 768, 1024), dtypes)
 
 
 def variant_shapes(quick: bool) -> tuple[tuple[int, int], ...]:
@@ -113,10 +115,10 @@ def run_sections(quick: bool, env: dict, providers=None) -> list[tuple[str, obje
                          schema.frame(cpu_reports.interpreter_rows(
                              interpreter_cases(quick), env, progress=lambda c: tqdm(c, desc="interpreter")))))
     if not (HAS_GPU and quick):  # on a GPU the launched kernels are compiled for real; the full sweep still reports
-        Bs, Hs = compile_grid(quick)
+        Bs, Hs, dtypes = compile_grid(quick)
         print("compiling plans for sm_80 and sm_90 (cached under ~/.cache/triton_lstm) ...", flush=True)
         sections.append(("(b) Compile report: every plan compiled for sm_80 and sm_90 (compiled, not run)",
-                         schema.frame(cpu_reports.compile_rows(Bs, Hs, env))))
+                         schema.frame(cpu_reports.compile_rows(Bs, Hs, env, dtypes))))
     if not HAS_GPU:
         sections.append(("(c) Traffic report: global-memory bytes per time step, counted in the interpreter "
                          "(before caches), vs the analytic minimum and one launch per step",

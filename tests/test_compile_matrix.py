@@ -12,7 +12,7 @@ import linecache
 import pytest
 import torch
 
-from triton_lstm import batch, cell, compile_check, launcher, split_limits, variants
+from triton_lstm import batch, cell, compile_check, launcher, split, split_limits, variants
 from triton_lstm.compile_check import TARGETS, compile_plans, matrix_items
 from triton_lstm.planning import DeviceLimits, GateOptions
 
@@ -79,11 +79,20 @@ def test_default_tier_holds_the_corners_of_every_kernel_target_and_dtype(items):
     # the sample rotates with the kernels' source
     corners = set(compile_check.corner_items(items))
     rest = [item for item in compiled if item not in corners]
-    assert compile_check.sample_items(rest, 24, "a") != compile_check.sample_items(rest, 24, "b")
+    n = compile_check.DEFAULT_SAMPLE
+    assert compile_check.sample_items(rest, n, "a") != compile_check.sample_items(rest, n, "b")
 
 
 def test_default_tier_compiles_without_spills_and_fits(items):
-    assert_compiles_clean(compile_plans(compile_check.default_tier_items(items)))
+    results = compile_plans(compile_check.default_tier_items(items))
+    assert_compiles_clean(results)
+    # every grid-synchronised plan's PTX: the barrier's release arrival and acquire poll, and
+    # the exchange read past L1 (the per-tile and tiled kernels alike)
+    recurrent = {name for name, _ in split.VARIANT.kernels} - {split.BARRIER_SELFTEST_PLAN.kernel}
+    synchronised = {item: r for item, r in results.items() if item[0].kernel in recurrent}
+    assert {plan.kernel for plan, _ in synchronised} == recurrent  # per-tile and tiled, forward and backward
+    for (plan, cc), r in synchronised.items():
+        assert r.release_atomic and r.acquire_atomic and r.cg_loads >= 1, (cc, plan.describe(), r)
 
 
 @pytest.mark.slow

@@ -349,7 +349,7 @@ def test_sweep_writes_every_report_off_gpu(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sweep, "interpreter_cases", lambda quick: [cpu_reports.Case(3, 2, 5, 24)])
     monkeypatch.setattr(sweep, "traffic_shapes", lambda quick: [(2, 5, 24, "fp32", "forward_inference", "auto")])
-    monkeypatch.setattr(sweep, "compile_grid", lambda quick: ((3,), (24,)))
+    monkeypatch.setattr(sweep, "compile_grid", lambda quick: ((3,), (24,), ("fp32",)))
     monkeypatch.setattr(sweep, "variant_shapes", lambda quick: ((24, 3),))  # its rows: test_variant_rows_*
     monkeypatch.setattr(sweep, "roofline_shapes",
                         lambda quick: [(1024, B, 256, 256, 1, 1, "bf16", "forward_backward") for B in (1, 8)])

@@ -176,6 +176,7 @@ def test_tiled_plans_keep_the_grid_within_the_sms_for_any_batch():
     assert forced.kernel == TILED[0] and forced.grid[1] == 1 and forced.constexpr("ROWS_PER_GROUP") == 256
 
 
+@slow  # the default tier compiles the tiled kernels' corners and checks the same PTX facts
 def test_tiled_plans_compile_spill_free_on_sm80_and_sm90():
     full = Options(peephole=True, cell_clip=True, grad_clip=True)
     items = []
