@@ -25,7 +25,10 @@ MATCH_CASES = [pytest.param(shape, dtype, kernel, id=f"{shape_id(shape)}-{DTYPE_
                             marks=slow if dtype == torch.float32 and shape != SHAPES[0] else ())
                for shape in SHAPES for dtype in (torch.float64, torch.float32) for kernel in KERNELS]
 # a random projection of the Jacobian on every path; the full Jacobian of the resident path slow
-GRADCHECK_MODES = [pytest.param("batch", True, id="batch"), pytest.param("batch_streamed", True, id="batch_streamed"),
+# the streamed path's gradients are also checked with peepholes and clips (test_gate_mechanics)
+# and with lengths and a projection (below): its plain case is breadth
+GRADCHECK_MODES = [pytest.param("batch", True, id="batch"),
+                   pytest.param("batch_streamed", True, id="batch_streamed", marks=slow),
                    pytest.param("batch", False, id="batch-full-jacobian", marks=slow)]
 
 
