@@ -10,8 +10,8 @@ Two kernel families, both keeping each program's weight slice on chip for the wh
   Where no resident slice fits, a tiled plan may stream it (W_STREAMED): each program
   re-reads only its own slice every sub-tile, so W_hh is spread over every SM of the grid.
 `plan_split` plans every co-resident, spill-free candidate of both and keeps the one the cost
-model (triton_lstm.cost) predicts fastest, per pass. The limits below come from the compile
-matrix; the tiled kernels hold the same per-step tiles, so the same limits apply to them.
+model (triton_lstm.cost) predicts fastest, per pass, within the limits the compile matrix set
+(split_limits.py); the tiled kernels hold the same per-step tiles, so the same limits apply.
 """
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_
                            OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS, budgeted_slice_bytes,
                            warps_for, both_lengths_and_resets, old_triton_with_lengths_and_resets,
                            release_block_h, shared_slice_limit, auto_streamed_units)
-
 
 
 @dataclasses.dataclass(frozen=True)
