@@ -82,8 +82,8 @@ def roofline_shapes(quick: bool) -> list[tuple]:
 
 def compile_grid(quick: bool):
     """(Bs, Hs, dtypes) of the compile report."""
-    dtypes = tuple(cpu_reports.DTYPES)
-    return ((1, 64), (64, 256, 1024), dtypes) if quick else ((1, 3, 8, 16, 64, 256), (24, 64, 256, 768, 1024), dtypes)
+    Bs, Hs = ((1, 64), (64, 256, 1024)) if quick else ((1, 3, 8, 16, 64, 256), (24, 64, 256, 768, 1024))
+    return Bs, Hs, tuple(cpu_reports.DTYPES)
 
 
 def variant_shapes(quick: bool) -> tuple[tuple[int, int], ...]:

@@ -99,6 +99,21 @@ def test_split_tiled_peepholes_and_clips_match_the_reference(tiled_launches, dty
         assert_close(a.cpu(), b, TOLERANCE[dtype], f"{name} (seed {seed})")
 
 
+def tiled_and_batch_outputs(plans, xw, w_hh, w_hr, h0, c0, peephole, lengths, dy, dh_n, dc_n, grad_clip, resets=None):
+    """Every output of both passes (saved state included; cell clip 0.5), from the tiled plans
+    given and from the batch-tiled kernels: {"split_tiled": {...}, "batch": {...}}."""
+    outputs = {}
+    for kernel, fwd_plan, bwd_plan in (("split_tiled", plans.forward, plans.backward), ("batch", None, None)):
+        y, h_n, c_n, gates, c_hist = launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, 0.5, False, False,
+                                                      True, kernel, resets=resets, plan=fwd_plan)
+        dpre, dh0, dc0, dh_hist = launcher.backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole,
+                                                    lengths, 0.5, grad_clip, False, False, kernel, resets=resets,
+                                                    plan=bwd_plan)
+        outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0,
+                               **({"dh_hist": dh_hist} if w_hr is not None else {}))
+    return outputs
+
+
 # The default tier keeps the projection's streamed and 16-chunk cases: the stores are the
 # layouts' shared code, the resident outputs are also the module tests' (a ragged batch of 40,
 # peepholes and clips), and a streamed plan without a projection is the three-row test's below.
@@ -139,15 +154,7 @@ def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tile
     plans = split.SplitPlans(*(dataclasses.replace(p, constexprs=tuple((k, 16 if k in overridden else v)
                                                                          for k, v in p.constexprs))
                                for p in (plans.forward, plans.backward)))
-    outputs = {}
-    for kernel, fwd_plan, bwd_plan in (("split_tiled", plans.forward, plans.backward), ("batch", None, None)):
-        y, h_n, c_n, gates, c_hist = launcher.forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, 0.5, False, False,
-                                                      True, kernel, resets=resets, plan=fwd_plan)
-        dpre, dh0, dc0, dh_hist = launcher.backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole,
-                                                    lengths, 0.5, 0.25, False, False, kernel, resets=resets,
-                                                    plan=bwd_plan)
-        outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0,
-                               dh_hist=dh_hist)
+    outputs = tiled_and_batch_outputs(plans, xw, w_hh, w_hr, h0, c0, peephole, lengths, dy, dh_n, dc_n, 0.25, resets)
     assert [k for k, _, _ in tiled_launches] == list(TILED)
     past_end = torch.arange(T, device=DEVICE)[:, None] >= lengths[None, :]  # [T, B]
     ours = outputs["split_tiled"]
@@ -234,13 +241,7 @@ def test_a_streamed_plan_for_three_rows_keeps_the_batch_kernels_storage_contract
     assert plans is not None and all(p.constexpr("W_STREAMED") and p.grid[1:] == (1, 2)
                                      for p in (plans.forward, plans.backward))
     assert plans.backward.constexpr("BLOCK_K") == 16 < plans.backward.constexpr("BLOCK_H")  # four chunks
-    outputs = {}
-    for kernel, fwd_plan, bwd_plan in (("split_tiled", plans.forward, plans.backward), ("batch", None, None)):
-        y, h_n, c_n, gates, c_hist = launcher.forward(xw, w_hh, None, h0, c0, peephole, lengths, 0.5, False, False,
-                                                      True, kernel, plan=fwd_plan)
-        dpre, dh0, dc0, _ = launcher.backward(dy, dh_n, dc_n, w_hh, None, gates, c_hist, c0, peephole, lengths, 0.5,
-                                              None, False, False, kernel, plan=bwd_plan)
-        outputs[kernel] = dict(y=y, h_n=h_n, c_n=c_n, gates=gates, c_hist=c_hist, dpre=dpre, dh0=dh0, dc0=dc0)
+    outputs = tiled_and_batch_outputs(plans, xw, w_hh, None, h0, c0, peephole, lengths, dy, dh_n, dc_n, None)
     assert [k for k, _, _ in tiled_launches] == list(TILED)
     for name, ref in outputs["batch"].items():
         assert_close(outputs["split_tiled"][name], ref, TOLERANCE[dtype], f"{name} (seed {seed})")

@@ -37,10 +37,8 @@ import torch
 from . import barrier, device
 from .batch import plan_layer
 from .planning import DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant
-from .split_limits import (ALIGNED_BACKWARD_MAX_BLOCK_H, BACKWARD_MAX_BLOCK_H, FORWARD_UNITS,  # noqa: F401
-                           MAX_BLOCK_B, POISON, resident_slice_bytes)
-from .split_planning import (SplitPlans, aligned, is_tiled, plan_split, proj_units,  # noqa: F401
-                             single_group_rows)
+from .split_limits import POISON, resident_slice_bytes  # noqa: F401 (re-exported)
+from .split_planning import SplitPlans, aligned, is_tiled, plan_split, single_group_rows  # noqa: F401 (re-exported)
 
 
 def new_sync(plan: Plan, device) -> torch.Tensor:
