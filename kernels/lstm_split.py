@@ -131,6 +131,10 @@ def lstm_fwd_kernel_split(
         H, P = (H // 16) * 16, (P // 16) * 16  # the same values, now visibly multiples of 16
     if not HAS_PROJ:
         P = H  # the same value, so every offset computed from either is computed once
+    # W_hh is contiguous (split._check_plan_fits). With its strides spelled out the compiler sees
+    # each row run along K, so the slice loads as vectors (16 bytes when ALIGNED), not element
+    # by element into a register each: that prologue spilled every slice over 64 KB.
+    stride_w_dir, stride_w_row, stride_w_col = 4 * H * P, P, 1
     pid_u = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(2).to(tl.int64)
@@ -274,6 +278,7 @@ def lstm_bwd_kernel_split(
         H, P = (H // 16) * 16, (P // 16) * 16  # the same values, now visibly multiples of 16
     if not HAS_PROJ:
         P = H  # the same value, so every offset computed from either is computed once
+    stride_w_dir, stride_w_row, stride_w_col = 4 * H * P, P, 1  # W_hh is contiguous (as lstm_fwd_kernel_split)
     pid_u = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(2).to(tl.int64)
@@ -437,6 +442,7 @@ def lstm_fwd_kernel_split_tiled(
         H, P = (H // 16) * 16, (P // 16) * 16  # the same values, now visibly multiples of 16
     if not HAS_PROJ:
         P = H
+    stride_w_dir, stride_w_row, stride_w_col = 4 * H * P, P, 1  # W_hh is contiguous (as lstm_fwd_kernel_split)
     pid_u = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(2).to(tl.int64)
@@ -617,6 +623,7 @@ def lstm_bwd_kernel_split_tiled(
         H, P = (H // 16) * 16, (P // 16) * 16
     if not HAS_PROJ:
         P = H
+    stride_w_dir, stride_w_row, stride_w_col = 4 * H * P, P, 1  # W_hh is contiguous (as lstm_fwd_kernel_split)
     pid_u = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(2).to(tl.int64)

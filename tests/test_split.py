@@ -311,20 +311,28 @@ def test_plan_refuses_a_grid_that_cannot_be_co_resident():
     assert plans.forward.grid == (16, 3, 2) and split.resident_slice_bytes(plans.forward) == 64 * 1024
     assert split.plan_split(40, 64, torch.float32, Options(lengths=True), NEWEST_SM90,
                             directions=2).backward.grid == (4, 3, 2)
-    # two directions at H = 1024: 8 units x 2 = 256 programs, and a 16-unit forward slice (128 KB)
-    # spills; so the forward streams each program's slice (W_STREAMED) on 128 programs, and the
-    # backward's 16-unit resident slices (128 KB, spill-free) fit 64 x 2 programs
+    # two directions at H = 1024: 8 units x 2 = 256 programs; 16-unit slices (128 KB, spill-free
+    # where ALIGNED since W_hh loads as vectors) fit 64 x 2 programs, both passes resident. With
+    # lengths the per-tile forward's 128 KB slice spills, the tiled one's of one 16-row group not
     bidir = split.plan_split(16, 1024, torch.bfloat16, Options(), NEWEST_SM90, directions=2)
-    assert bidir.forward.grid == (64, 1, 2) and bidir.forward.constexpr("W_STREAMED") is True
-    assert bidir.backward.grid == (64, 1, 2) and not dict(bidir.backward.constexprs).get("W_STREAMED")
+    for plan in (bidir.forward, bidir.backward):
+        assert plan.grid == (64, 1, 2) and not split.is_tiled(plan) and split.resident_slice_bytes(plan) == 128 * 1024
+    bidir = split.plan_split(16, 1024, torch.bfloat16, Options(lengths=True), NEWEST_SM90, directions=2)
+    assert bidir.forward.grid == (64, 1, 2) and split.is_tiled(bidir.forward)
+    assert bidir.forward.constexpr("ROWS_PER_GROUP") == 16 and not bidir.forward.constexpr("W_STREAMED")
+    assert bidir.backward.grid == (64, 1, 2) and not split.is_tiled(bidir.backward)
+    unaligned = split.plan_split(16, 1000, torch.bfloat16, Options(), NEWEST_SM90, directions=2).forward
+    assert unaligned.constexpr("W_STREAMED") is True  # its 128 KB slice would spill: streamed, 63 x 2 programs
     # the backward's K-chunked dot is spill-free up to H = 512 (compile report), to H = 1024 when
-    # ALIGNED and without lengths; beyond, backwards stream their slices (fp32 in 16-row chunks)
+    # ALIGNED, with or without lengths; beyond, backwards stream their slices (fp32 in 16-row chunks)
     plans = split.plan_split(16, 512, torch.bfloat16, Options(lengths=True), NEWEST_SM90)
     assert plans.backward.constexpr("UNITS") == 16 and plans.backward.constexpr("K_CHUNKS") == 4
     wide = split.plan_split(16, 1024, torch.bfloat16, Options(), NEWEST_SM90).backward
     assert wide.grid == (64, 1, 1) and wide.constexpr("ALIGNED") and split.resident_slice_bytes(wide) == 128 * 1024
     assert wide.constexpr("K_CHUNKS") == 8  # one 128-wide chunk of K per warp
-    streamed = split.plan_split(16, 1024, torch.bfloat16, Options(lengths=True), NEWEST_SM90).backward
+    with_lengths = split.plan_split(16, 1024, torch.bfloat16, Options(lengths=True), NEWEST_SM90).backward
+    assert with_lengths.grid == (64, 1, 1) and not split.is_tiled(with_lengths)
+    streamed = split.plan_split(16, 1000, torch.bfloat16, Options(lengths=True), NEWEST_SM90).backward
     assert streamed.constexpr("W_STREAMED") is True and streamed.constexpr("UNITS") == 16
     assert not dict(split.plan_split(16, 1008, torch.bfloat16, Options(), NEWEST_SM90
                                      ).backward.constexprs).get("W_STREAMED")

@@ -171,11 +171,13 @@ def test_tiled_plans_keep_the_grid_within_the_sms_for_any_batch():
             plans = split.plan_split(B, 512, torch.bfloat16, Options(), sm90, directions=D)
             for plan in (plans.forward, plans.backward):
                 assert plan.programs <= sm90.num_sms, plan.describe()
-    # B = 64 at H = 1024 bf16: the per-tile grid needs 4 x 128 programs; one tiled group of 64
-    # rows runs on 128 programs with the 64 KB W_hh slices resident, and auto picks it
+    # B = 64 at H = 1024 bf16: the per-tile grid needs 4 x 128 programs; two tiled groups of 32
+    # rows run on 64 programs each with 128 KB W_hh slices resident (half the rows of h read per
+    # program than one 64-row group on 128 programs of 64 KB slices), and auto picks them
     shape = LayerShape(64, 1024, 1024, 1, torch.bfloat16)
     chosen = variants.choose("forward", shape, Options(), sm90)
-    assert chosen.kernel == TILED[0] and chosen.grid == (128, 1, 1) and chosen.constexpr("ROWS_PER_GROUP") == 64
+    assert chosen.kernel == TILED[0] and chosen.grid == (64, 2, 1) and chosen.constexpr("ROWS_PER_GROUP") == 32
+    assert split.resident_slice_bytes(chosen) == 128 * 1024
     estimate = cost.predict(chosen, shape, sm90)
     assert estimate.work.weights_on_chip and estimate.us_per_step < 11
     # forcing one group: ROWS_PER_GROUP covers B; backward falls back to batch where no tiled plan fits
@@ -202,18 +204,27 @@ def test_tiled_plans_compile_spill_free_on_sm80_and_sm90():
 
 
 def test_a_batch_under_8_gets_the_streamed_split_and_fp32_backwards_stream_over_the_sms():
-    # Where no resident forward grid fits, a streamed tiled plan of one 16-row group spreads
-    # W_hh over the SMs at any B (B < 8 once got no candidate: batch_streamed on 1-2 programs,
-    # a predicted 443 us a step); fp32 backwards at H >= 768 stream too (8 warps, 16-row chunks:
-    # the spill-free streamed fp32 backward) instead of running batch_streamed on one program
-    sm90 = DeviceLimits.sm90()
+    # Two directions of bf16 H = 1024 (16 MB of W_hh): on sm_90 128 programs hold 128 KB slices
+    # each (per-tile, both passes). On sm_80 (108 SMs) they cannot all be resident, so a streamed
+    # tiled plan of one 16-row group spreads W_hh over the SMs at any B (B < 8 once got no
+    # candidate: batch_streamed on 1-2 programs, a predicted 443 us a step); fp32 backwards at
+    # H >= 768 stream too (8 warps, 16-row chunks: the spill-free streamed fp32 backward) instead
+    # of running batch_streamed on one program
+    sm90, sm80 = DeviceLimits.sm90(), DeviceLimits.sm80()
     for B in (1, 3, 7):
         shape = LayerShape(B, 1024, 1024, 2, torch.bfloat16)
-        forward = variants.choose("forward", shape, Options(store_state=True), sm90)
-        assert forward.kernel == TILED[0] and forward.constexpr("W_STREAMED") and forward.grid == (64, 1, 2), B
-        assert forward.constexpr("ROWS_PER_GROUP") == 16 and cost.predict(forward, shape, sm90).us_per_step < 11
-        backward = variants.choose("backward", shape, Options(), sm90)
-        assert backward.variant == "split" and backward.programs == 128, backward.describe()
+        for pass_, options in (("forward", Options(store_state=True)), ("backward", Options())):
+            resident = variants.choose(pass_, shape, options, sm90)
+            assert resident.kernel == {"forward": "lstm_fwd_kernel_split", "backward": "lstm_bwd_kernel_split"}[pass_]
+            assert resident.grid == (64, 1, 2), B
+            assert split.resident_slice_bytes(resident) == 128 * 1024 and resident.num_warps == 8
+            estimate = cost.predict(resident, shape, sm90)
+            assert estimate.work.weights_on_chip and estimate.us_per_step < 11, (B, pass_, estimate)
+            streamed = variants.choose(pass_, shape, options, sm80)
+            assert streamed.kernel == TILED[pass_ == "backward"] and streamed.constexpr("W_STREAMED"), B
+            assert streamed.constexpr("ROWS_PER_GROUP") == 16 and streamed.programs >= sm80.num_sms // 2
+            batch = variants.choose(pass_, shape, options, sm80, "batch")
+            assert cost.predict(streamed, shape, sm80).us_per_step * 10 < cost.predict(batch, shape, sm80).us_per_step
     shape = LayerShape(1, 1024, 1024, 1, torch.float32)
     backward = variants.choose("backward", shape, Options(), sm90)
     assert backward.kernel == TILED[1] and backward.constexpr("W_STREAMED") and backward.programs >= 64

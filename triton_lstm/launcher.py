@@ -130,6 +130,7 @@ def forward(xw, w_hh, w_hr, h0, c0, peephole, lengths, cell_clip, batch_first, r
         raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, P)")
     check_last_dim_contiguous(xw=xw, h0=h0, c0=c0)
     check_contiguous(peephole=peephole)
+    w_hh = w_hh.contiguous()  # (no copy when it is) the split kernels assume its strides: kernels/lstm_split.py
     if plan is None:
         gates = GateOptions(peephole=peephole is not None, cell_clip=cell_clip is not None, store_state=store_state,
                             lengths=lengths is not None, resets=resets is not None)
@@ -179,6 +180,7 @@ def backward(dy, dh_n, dc_n, w_hh, w_hr, gates, c_hist, c0, peephole, lengths, c
         raise ValueError("reverse=True runs a lone direction: w_hh must be (1, 4H, P)")
     check_contiguous(gates=gates, c_hist=c_hist, dh_n=dh_n, dc_n=dc_n, peephole=peephole)
     check_last_dim_contiguous(dy=dy, c0=c0)
+    w_hh = w_hh.contiguous()  # as in forward
     if plan is None:
         options = GateOptions(peephole=peephole is not None, cell_clip=cell_clip is not None,
                               grad_clip=grad_clip is not None, lengths=lengths is not None,

@@ -55,14 +55,18 @@ def _check_counter_range(plan: Plan, barriers: int) -> None:
 
 def _check_plan_fits(plan: Plan, args: dict) -> None:
     """A plan passed in by hand must have been made for these sizes: its tiles cover H and P,
-    and what the ALIGNED kernel tells the compiler about the exchange buffers holds."""
+    and what the kernel tells the compiler holds: w_hh is contiguous, and an
+    ALIGNED kernel's exchange buffers are 16-byte aligned."""
     c = dict(plan.constexprs)
     H, P = args["H"], args["P"]
     if H > c["BLOCK_H"] or P > c["BLOCK_P"] or c["HAS_PROJ"] != (P != H):
         raise RuntimeError(f"the split plan was made for other sizes: BLOCK_H={c['BLOCK_H']}, "
                            f"BLOCK_P={c['BLOCK_P']}, HAS_PROJ={c['HAS_PROJ']}; got H={H}, P={P}")
+    forward = plan.kernel.startswith("lstm_fwd")
+    if not args["w_hh_ptr"].is_contiguous():
+        raise RuntimeError("a split kernel reads w_hh with its contiguous strides; got strides "
+                           f"{tuple(args['w_hh_ptr'].stride())}")
     if c["ALIGNED"]:
-        forward = plan.kernel.startswith("lstm_fwd")
         if not forward:
             hinted = ["dpre_ptr"]  # the exchanged rows
         else:  # the tiled forward always exchanges h through `exchange`

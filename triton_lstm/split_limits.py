@@ -11,7 +11,12 @@ from .planning import ELEMENT_BYTES, DeviceLimits, GateOptions, Plan
 # - BLOCK_B = 64 spills in almost every plan; 16 never does, so a larger batch gets more
 #   batch tiles (grid axis 1, each tile with its own barrier) instead of taller tiles.
 # - A forward slice of up to 64 KB is spill-free (bf16 H = 1024, UNITS = 8, 8 warps: 240
-#   registers, the slice in shared memory); 128 KB spills.
+#   registers, the slice in shared memory); 128 KB spilled while the kernel loaded W_hh with
+#   runtime strides, one element per register. It now spells out W_hh's contiguous strides,
+#   so where ALIGNED the slice loads as 16-byte vectors and 128 KB slices are spill-free
+#   (sm_90, bf16 / fp16 H = 768 and 1024 and fp32 H = 512, 16 units, two directions): per-tile
+#   230-235 registers without lengths (with lengths 255 and 72 bytes spilled), tiled 160-168
+#   with or without them. Unaligned (H = 1000) 128 KB slices still spill 112-736 bytes.
 # - The backward reads dpre_t one gate at a time, in BACKWARD_K_CHUNKS chunks along K its dot
 #   is batched over where BLOCK_H >= 8 PROJ_UNITS, so the warps split K (kernels/lstm_split.py;
 #   one dot over all of dpre_t spilled from H = 512). Spill-free up to H = 512 with 16 units,
@@ -21,12 +26,15 @@ MAX_BLOCK_B = 16
 FORWARD_UNITS = (8, 16, 32, 64)  # 4 * UNITS gate columns: 8 is DESIGN.md section 6's fastest
 BACKWARD_UNITS = (16, 32, 64)  # the backward dot's N is UNITS itself: >= 16
 RESIDENT_SLICE_MAX_BYTES = 64 * 1024
+ALIGNED_RESIDENT_SLICE_MAX_BYTES = 128 * 1024  # forwards without lengths, and tiled ones with them
 BACKWARD_SLICE_MAX_BYTES = 128 * 1024
 BACKWARD_MAX_BLOCK_H = {16: 512, 32: 256, 64: 128}  # by UNITS
 # With H and P multiples of 16 (ALIGNED, see `aligned`) the exchanged dpre rows load as 16-byte
 # vectors instead of one scalar load and one 64-bit address per element (256 of them per thread
 # and step at H = 1024): 16 units then reach H = 1024 (250-255 registers, 0 spills, sm_80 and
-# sm_90, a 128 KB slice in shared memory), except with lengths (32-40 bytes spill on sm_90).
+# sm_90, a 128 KB slice in shared memory). With lengths that spilled 32-40 bytes on sm_90 until
+# the slice, too, loaded as vectors (W_hh's strides spelled out): 246 registers, 0 spills, with
+# every gate option, lengths and resets.
 ALIGNED_BACKWARD_MAX_BLOCK_H = {16: 1024, 32: 256, 64: 128}
 BACKWARD_K_CHUNKS = 4
 # At BLOCK_H = 1024 eight chunks, one 128-wide chunk per warp: four spilled 64 bytes on sm_90

@@ -24,6 +24,7 @@ from . import cost
 from .planning import (DeviceLimits, GateOptions, LayerShape, Plan,
                        clip_type, dot_block, dtype_name, maxnreg, numerics)
 from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_SLICE_MAX_BYTES,
+                           ALIGNED_RESIDENT_SLICE_MAX_BYTES,
                            BACKWARD_SLICE_MAX_BYTES, BACKWARD_MAX_BLOCK_H,
                            ALIGNED_BACKWARD_MAX_BLOCK_H, BACKWARD_K_CHUNKS, WIDE_BACKWARD_K_CHUNKS,
                            LENGTHS_FORWARD_MAX_UNITS, LENGTHS_SLICE_MAX_BYTES,
@@ -192,7 +193,12 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
         lengths_slice = ALIGNED_LENGTHS_SLICE_MAX_BYTES if is_aligned else LENGTHS_SLICE_MAX_BYTES
         if old_triton_with_lengths_and_resets(options, limits):
             lengths_slice = LENGTHS_SLICE_MAX_BYTES
-        max_slice = lengths_slice if options.lengths else RESIDENT_SLICE_MAX_BYTES
+        resident_slice = ALIGNED_RESIDENT_SLICE_MAX_BYTES if is_aligned else RESIDENT_SLICE_MAX_BYTES
+        max_slice = lengths_slice if options.lengths else resident_slice
+        # the tiled forward carries less per step: ALIGNED 128 KB slices with lengths too
+        tiled_slice = max_slice
+        if is_aligned and not old_triton_with_lengths_and_resets(options, limits):
+            tiled_slice = ALIGNED_RESIDENT_SLICE_MAX_BYTES
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
         if limits.small_sms:  # 64-unit forwards spill 8-320 B there
             max_units = min(max_units, 16 if both_lengths_and_resets(options) else 32)
@@ -200,8 +206,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
         unit_choices = [u for u in unit_choices if min_units <= u <= max_units]
         streamed_units = unit_choices  # with lengths, wider forwards spill whatever holds W
     else:
-        max_slice = BACKWARD_SLICE_MAX_BYTES
-        max_block_h = ALIGNED_BACKWARD_MAX_BLOCK_H if is_aligned and not options.lengths else BACKWARD_MAX_BLOCK_H
+        max_slice = tiled_slice = BACKWARD_SLICE_MAX_BYTES
+        max_block_h = ALIGNED_BACKWARD_MAX_BLOCK_H if is_aligned else BACKWARD_MAX_BLOCK_H
         unit_choices = [u for u in unit_choices
                         if block_h <= release_block_h(max_block_h, OLD_TRITON_BACKWARD_MAX_BLOCK_H, u, limits)]
         if old_triton_with_lengths_and_resets(options, limits):
@@ -213,7 +219,9 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
     if group_rows is not None:
         candidates = [group_rows]  # forced: the tiled kernels with groups of that many rows
     else:
-        candidates = [None]  # the per-tile kernel, and tiled groups of 32, 64, ... rows
+        # the per-tile kernel, and tiled groups of 16 (where the tiled kernel's larger slices
+        # fit and the per-tile one's do not: forwards with lengths), 32, 64, ... rows
+        candidates = [None, MAX_BLOCK_B]
         rows = 2 * MAX_BLOCK_B
         while B > MAX_BLOCK_B and rows < 2 * B and rows <= MAX_TILED_ROWS:
             candidates.append(rows)
@@ -235,8 +243,11 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                     units < OLD_TRITON_TILED_PROJ_MIN_UNITS and limits.old_triton:
                 continue
             plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group)
-            tiled_bwd = rows_per_group is not None and direction == "backward"
-            slice_limit = min(TILED_BACKWARD_SLICE_MAX_BYTES if tiled_bwd else max_slice, shared_limit)
+            if rows_per_group is None:
+                slice_limit = max_slice
+            else:
+                slice_limit = TILED_BACKWARD_SLICE_MAX_BYTES if direction == "backward" else tiled_slice
+            slice_limit = min(slice_limit, shared_limit)
             if budgeted_slice_bytes(plan) > slice_limit:
                 continue
             per_sm = occupancy(plan) if occupancy is not None else 1
