@@ -360,6 +360,37 @@ def test_aligned_follows_h_and_p_and_an_aligned_plan_refuses_other_shapes():
         split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, False, plan=plan)
 
 
+def test_a_strided_w_hh_runs_as_its_contiguous_copy_and_a_direct_launch_refuses_it(concurrent, monkeypatch):
+    # the split kernels read W_hh with contiguous strides (its slice then loads as vectors): the
+    # launcher hands them a contiguous copy of a strided view; a launch given the view is refused
+    T, B, H = 3, 3, 64
+    t, upstream = random_problem(T, B, H, 5, torch.float64, seed=21, peephole=False)
+    xw = t["x"] @ t["weight_ih"].T + t["bias"]
+    w_hh = t["weight_hh"][None]
+    strided = w_hh.transpose(1, 2).contiguous().transpose(1, 2)  # the same values, column-major
+    assert not strided.is_contiguous() and torch.equal(strided, w_hh)
+    launched = []
+    original = launcher.launch
+
+    def recording(plan, args, **controls):
+        launched.append((plan, args))
+        return original(plan, args, **controls)
+
+    monkeypatch.setattr(launcher, "launch", recording)
+    ours = split_forward(xw, strided, t["h0"][None], t["c0"][None], None, None, True)
+    expected = split_forward(xw, w_hh, t["h0"][None], t["c0"][None], None, None, True)
+    for got, want in zip(ours, expected):
+        assert torch.equal(got, want)
+    grads = [split_backward(upstream[0], upstream[1][None], upstream[2][None], w, ours[3], ours[4], t["c0"][None],
+                            None, None, None) for w in (strided, w_hh)]
+    for got, want in zip(*grads):
+        assert torch.equal(got, want)
+    plan, args = launched[0]
+    assert plan.kernel == "lstm_fwd_kernel_split" and args["w_hh_ptr"].is_contiguous()
+    with pytest.raises(RuntimeError, match="contiguous strides"):
+        original(plan, {**args, "w_hh_ptr": strided})
+
+
 def test_auto_never_picks_split_under_the_interpreter_but_does_on_a_gpu_when_w_streams():
     opts = Options()
     for B, H in ((1, 1024), (16, 512), (3, 256)):
