@@ -203,8 +203,12 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
         if limits.small_sms:  # 64-unit forwards spill 8-320 B there
             max_units = min(max_units, 16 if both_lengths_and_resets(options) else 32)
         min_units = RESETS_LENGTHS_PROJ_MIN_UNITS if both_lengths_and_resets(options) and P not in (None, H) else 0
+        # a streamed forward holds no W_hh slice: with lengths it compiles spill-free at 32 units
+        # too (sm_80 / sm_90, every gate option, lengths and resets: 162-232 registers)
+        streamed_units = [u for u in unit_choices if min_units <= u]
         unit_choices = [u for u in unit_choices if min_units <= u <= max_units]
-        streamed_units = unit_choices  # with lengths, wider forwards spill whatever holds W
+        if limits.small_sms:
+            streamed_units = unit_choices
     else:
         max_slice = tiled_slice = BACKWARD_SLICE_MAX_BYTES
         max_block_h = ALIGNED_BACKWARD_MAX_BLOCK_H if is_aligned else BACKWARD_MAX_BLOCK_H
@@ -294,8 +298,8 @@ def plan_split(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits:
 
     Example:
         >>> plans = plan_split(16, 1024, torch.bfloat16, GateOptions(), DeviceLimits.sm90())
-        >>> plans.forward.grid, plans.backward
-        ((128, 1, 1), None)
+        >>> plans.forward.grid, plans.backward.grid
+        ((128, 1, 1), (64, 1, 1))
         >>> plan_split(3, 256, torch.float32, GateOptions(), DeviceLimits.sm80(), directions=2).backward.grid
         (16, 1, 2)
     """
