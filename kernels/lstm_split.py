@@ -114,6 +114,14 @@ def dot_chunk(ptrs, mask, b_w, acc, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl
     return tl.dot(b_x.to(b_w.dtype), b_w, acc=acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
 
+@triton.jit
+def cta_barrier_if(ON: tl.constexpr):
+    """A barrier of the program's warps where ON: no load after it is issued before every warp
+    reached it, which bounds what is in flight (and so in registers) at once."""
+    if ON:
+        tl.debug_barrier()
+
+
 @jit_kernel
 def lstm_fwd_kernel_split(
     xw_ptr, w_hh_ptr, w_hr_ptr, h0_ptr, c0_ptr, peephole_ptr, lengths_ptr, resets_ptr,
@@ -781,10 +789,16 @@ def lstm_bwd_kernel_split_tiled(
                 if ALIGNED:
                     dpre_ptrs = tl.multiple_of(dpre_ptrs, [1, 1, 16])
                 mask_dpre = mask_b[None, :, None] & mask_ck[:, None, :]
+                # at BLOCK_H = 1024 the compiler issued all four gates' dpre loads at once and spilled
+                # (176-240 B); a CTA barrier after each gate's dot keeps one block in flight
+                one_gate_at_a_time = BLOCK_H >= 1024
                 dh_part = dot_chunk(dpre_ptrs, mask_dpre, b_w_i, tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE),
                                     INPUT_PRECISION, ACC_DTYPE)
+                cta_barrier_if(one_gate_at_a_time)
                 dh_part = dot_chunk(dpre_ptrs + H, mask_dpre, b_w_f, dh_part, INPUT_PRECISION, ACC_DTYPE)
+                cta_barrier_if(one_gate_at_a_time)
                 dh_part = dot_chunk(dpre_ptrs + 2 * H, mask_dpre, b_w_g, dh_part, INPUT_PRECISION, ACC_DTYPE)
+                cta_barrier_if(one_gate_at_a_time)
                 dh_part = dot_chunk(dpre_ptrs + 3 * H, mask_dpre, b_w_o, dh_part, INPUT_PRECISION, ACC_DTYPE)
                 b_dh = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} from the recurrence
             own_q = offs_b[:, None] * P + offs_q[None, :]

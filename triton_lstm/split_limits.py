@@ -59,8 +59,8 @@ POISON = 1 << 30  # kernels/helpers.py's; barriers * programs must stay below it
 MAX_TILED_ROWS = 256
 # The tiled forwards compile with room to spare (96-212 registers, 0 spills, sm_80 / sm_90, B = 64
 # and 256, H up to 1024, with lengths and projections). The tiled backward carries more across
-# its sub-tile loops: at H = 1024 (16 units, ALIGNED) it spills 224 bytes on sm_90 with 8 or 16
-# K chunks and 8 or 16 warps, and at H = 512 with lengths or a projection 8-152 bytes with 4 or 8
+# its sub-tile loops: at H = 1024 (16 units, ALIGNED) it spilled 224 bytes on sm_90 with 8 or 16
+# K chunks and 8 or 16 warps (but see WIDE_TILED_BACKWARD_BLOCK_H), and at H = 512 with lengths or a projection 8-152 bytes with 4 or 8
 # chunks, none with 16 (244-254 registers); H = 256 with P = 255 and lengths spills 40-64 bytes
 # with 4 or 8, none with 16. So its widest H is the unaligned table's, at BLOCK_H >= 16
 # PROJ_UNITS it takes 16 chunks along K, and its slices stay within 64 KB (fp32 H = 512, 128 KB,
@@ -71,6 +71,13 @@ MAX_TILED_ROWS = 256
 TILED_BACKWARD_MAX_BLOCK_H = {16: 512, 32: 256, 64: 128}
 TILED_WIDE_K_CHUNKS = 16
 TILED_BACKWARD_SLICE_MAX_BYTES = 64 * 1024
+# At BLOCK_H = 1024 (16-bit, 16 units, 16 chunks, ALIGNED, no projection) what spilled was the
+# four gates' dpre loads the compiler issued at once (the slice itself now loads as vectors):
+# with a CTA barrier after each gate's dot (kernels/lstm_split.py, BLOCK_H >= 1024) it is
+# spill-free on sm_80 and sm_90 with or without lengths and resets (254-255 registers, a 128
+# KB slice, 160 KB of shared memory); with a projection it still spilled 8-40 bytes.
+WIDE_TILED_BACKWARD_BLOCK_H = 1024
+WIDE_TILED_BACKWARD_SLICE_MAX_BYTES = 128 * 1024
 # Streamed split (W_STREAMED): where no resident grid fits (fp32 bidirectional H = 1024: 32 MB),
 # each program of a tiled plan re-reads only its own W_hh slice from L2 every sub-tile, BLOCK_K
 # rows at a time, spread over every SM; the cost model charges those bytes per sub-tile.
@@ -167,6 +174,12 @@ def old_triton_with_lengths_and_resets(options: GateOptions, limits: DeviceLimit
     return both_lengths_and_resets(options) and limits.old_triton
 
 
+def wide_tiled_backward(units: int, block_h: int, name: str, P: int | None, H: int, limits: DeviceLimits) -> bool:
+    """A tiled backward at WIDE_TILED_BACKWARD_BLOCK_H, where the compile matrix has it spill-free."""
+    return (block_h == WIDE_TILED_BACKWARD_BLOCK_H and units == 16 and ELEMENT_BYTES[name] == 2
+            and (P is None or P == H) and H % 16 == 0 and not limits.old_triton and not limits.small_sms)
+
+
 def release_block_h(table: dict, old_table: dict, units: int, limits: DeviceLimits) -> int:
     """A backward's widest BLOCK_H for `units`: from `table` (read off triton 3.9), or from
     `old_table` on older releases (limits.old_triton); 0: no such plan."""
@@ -177,6 +190,25 @@ def shared_slice_limit(limits: DeviceLimits) -> int:
     """The largest slice a program may hold: its step's tiles take shared memory too, about
     1.25x the slice in all (compile matrix)."""
     return limits.max_shared_bytes * 4 // 5
+
+
+# Besides its slice, a program stages one operand of its step's dots in shared memory: BLOCK_B
+# rows of h, m or dpre (K = BLOCK_P or BLOCK_H wide). At 128 KB slices that is what decides
+# sm_80 (163 KB): triton 3.9 took exactly slice + staged operand (16-bit H = 1024: 160 KB), and
+# 3.6 4 KB more (164 KB, over sm_80's limit), fp32 slices of 128 KB 192-194 KB (compile matrix).
+OLD_TRITON_EXTRA_SHARED_BYTES = 4 * 1024
+
+
+def fits_shared_memory(plan: Plan, limits: DeviceLimits) -> bool:
+    """The plan's slice and its staged dot operand within the target's shared memory (the
+    interpreter has none to fit)."""
+    if limits.interpreted:
+        return True
+    c = dict(plan.constexprs)
+    element = ELEMENT_BYTES[dict(plan.signature)["w_hh_ptr"].lstrip("*")]
+    staged = c["BLOCK_B"] * max(c["BLOCK_P"], c["BLOCK_H"]) * element
+    extra = OLD_TRITON_EXTRA_SHARED_BYTES if limits.old_triton else 0
+    return resident_slice_bytes(plan) + staged + extra <= limits.max_shared_bytes
 
 
 def auto_streamed_units(direction: str, unit_choices, name: str, P: int | None, H: int) -> list[int]:

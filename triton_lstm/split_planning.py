@@ -30,14 +30,15 @@ from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_
                            LENGTHS_FORWARD_MAX_UNITS, LENGTHS_SLICE_MAX_BYTES,
                            ALIGNED_LENGTHS_SLICE_MAX_BYTES, MAX_TILED_ROWS,
                            TILED_BACKWARD_MAX_BLOCK_H, TILED_WIDE_K_CHUNKS,
-                           TILED_BACKWARD_SLICE_MAX_BYTES, streamed_block_k,
+                           TILED_BACKWARD_SLICE_MAX_BYTES, WIDE_TILED_BACKWARD_SLICE_MAX_BYTES,
+                           wide_tiled_backward, streamed_block_k,
                            RESETS_LENGTHS_PROJ_MIN_UNITS, RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H,
                            OLD_TRITON_RESETS_LENGTHS_BACKWARD_MAX_BLOCK_H,
                            OLD_TRITON_BACKWARD_MAX_BLOCK_H, OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H,
                            OLD_TRITON_TILED_PROJ_MIN_UNITS,
                            OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS, budgeted_slice_bytes,
                            warps_for, both_lengths_and_resets, old_triton_with_lengths_and_resets,
-                           release_block_h, shared_slice_limit, auto_streamed_units)
+                           release_block_h, shared_slice_limit, fits_shared_memory, auto_streamed_units)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +238,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                                allow_tf32, group_rows)
     for rows_per_group in candidates:
         for units in unit_choices:
-            if rows_per_group is not None and direction == "backward" and (
+            wide = direction == "backward" and wide_tiled_backward(units, block_h, name, P, H, limits)
+            if rows_per_group is not None and direction == "backward" and not wide and (
                     block_h > release_block_h(TILED_BACKWARD_MAX_BLOCK_H, OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H, units,
                                               limits)
                     or both_lengths_and_resets(options) and block_h > RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H
@@ -249,10 +251,12 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
             plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group)
             if rows_per_group is None:
                 slice_limit = max_slice
+            elif direction == "backward":
+                slice_limit = WIDE_TILED_BACKWARD_SLICE_MAX_BYTES if wide else TILED_BACKWARD_SLICE_MAX_BYTES
             else:
-                slice_limit = TILED_BACKWARD_SLICE_MAX_BYTES if direction == "backward" else tiled_slice
+                slice_limit = tiled_slice
             slice_limit = min(slice_limit, shared_limit)
-            if budgeted_slice_bytes(plan) > slice_limit:
+            if budgeted_slice_bytes(plan) > slice_limit or not fits_shared_memory(plan, limits):
                 continue
             per_sm = occupancy(plan) if occupancy is not None else 1
             if plan.programs <= limits.num_sms * per_sm:
