@@ -233,6 +233,44 @@ def test_a_batch_under_8_gets_the_streamed_split_and_fp32_backwards_stream_over_
     assert cost.predict(backward, shape, sm90).us_per_step * 20 < cost.predict(batch, shape, sm90).us_per_step
 
 
+def test_wide_layers_keep_w_hh_resident_in_both_passes_where_shared_memory_holds_it():
+    # B >= 64 at H = 1024: the tiled backward at BLOCK_H = 1024 (one gate's dpre in flight)
+    # keeps 128 KB slices resident instead of streaming them (predicted 20 us a step before)
+    sm90 = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 9))
+    for B, D in ((64, 1), (256, 1), (64, 2)):
+        shape = LayerShape(B, 1024, 1024, D, torch.bfloat16)
+        backward = variants.choose("backward", shape, Options(lengths=True), sm90)
+        assert backward.kernel == TILED[1] and not backward.constexpr("W_STREAMED"), backward.describe()
+        assert backward.constexpr("BLOCK_H") == 1024 and backward.constexpr("K_CHUNKS") == 16
+        assert split.resident_slice_bytes(backward) == 128 * 1024 and backward.programs <= sm90.num_sms
+        assert cost.predict(backward, shape, sm90).work.weights_on_chip
+    # not with a projection (its compiles spilled 8-40 B), nor before triton 3.8
+    proj = variants.choose("backward", LayerShape(64, 1024, 256, 1, torch.bfloat16), Options(), sm90)
+    assert not (split.is_tiled(proj) and proj.constexpr("BLOCK_H") == 1024 and not proj.constexpr("W_STREAMED"))
+    old = variants.choose("backward", LayerShape(64, 1024, 1024, 1, torch.bfloat16), Options(),
+                          dataclasses.replace(sm90, triton=(3, 6)))
+    assert old.variant != "split" or old.constexpr("BLOCK_H") < 1024 or dict(old.constexprs).get("W_STREAMED")
+    # shared memory: a 128 KB slice plus its staged 16 rows of h (32 KB at BLOCK_P = 1024 in
+    # 16-bit, or 512 in fp32) fit sm_80's 163 KB on triton 3.9 (160 KB compiled), not on 3.6
+    # (164 KB): two directions on 96 / 64 of sm_80's 108 SMs hold W_hh, or stream it
+    for triton, fits in (((3, 9), True), ((3, 6), False)):
+        sm80 = dataclasses.replace(DeviceLimits.sm80(), triton=triton)
+        for H, dtype in ((768, torch.bfloat16), (512, torch.float32)):
+            plan = split.plan_split(16, H, dtype, Options(), sm80, directions=2).forward
+            assert (split.resident_slice_bytes(plan) == 128 * 1024) is fits, (triton, plan.describe())
+            assert fits or plan.constexpr("W_STREAMED"), plan.describe()
+    # fp32 at H = 1024: 128 KB and 64 KB of h rows are over sm_80's shared memory on any release
+    plan = split.plan_split(16, 1024, torch.float32, Options(), dataclasses.replace(DeviceLimits.sm80(), triton=(3, 9)))
+    assert plan.forward.constexpr("W_STREAMED") or split.resident_slice_bytes(plan.forward) <= 64 * 1024
+    # with lengths sm_80 streams two directions of H = 1024 over 64 programs of 32 units (a
+    # streamed forward holds no slice: spill-free with lengths), not batch_streamed on a few
+    sm80 = DeviceLimits.sm80()
+    shape = LayerShape(16, 1024, 1024, 2, torch.bfloat16)
+    forward = variants.choose("forward", shape, Options(lengths=True), sm80)
+    assert forward.kernel == TILED[0] and forward.constexpr("W_STREAMED") and forward.constexpr("UNITS") == 32
+    assert forward.programs >= sm80.num_sms // 2
+
+
 def test_a_streamed_plan_for_three_rows_keeps_the_batch_kernels_storage_contract(tiled_launches, seed):
     # the plan a B < 8 layer now gets where W_hh does not fit (one group, one ragged sub-tile),
     # both directions and lengths, float64, every output against the batch-tiled kernels
