@@ -271,6 +271,36 @@ def test_wide_layers_keep_w_hh_resident_in_both_passes_where_shared_memory_holds
     assert forward.programs >= sm80.num_sms // 2
 
 
+@slow  # 33 programs at K = 1024 in the interpreter
+def test_the_tiled_backward_at_block_h_1024_keeps_the_batch_kernels_storage_contract(tiled_launches, seed):
+    # BLOCK_H >= 1024 puts a CTA barrier after each gate's dh dot (one gate's dpre in flight):
+    # H = 528 (BLOCK_H = 1024, 33 programs of 16 units), two 16-row sub-tiles (20 rows), lengths,
+    # resets and every gate option, its W_hh slice resident, against the batch-tiled kernels, fp64
+    T, B, H, D, dtype = 2, 20, 528, 1, torch.float64
+    g = torch.Generator().manual_seed(seed)
+    lengths = random_lengths(B, T, g).to(DEVICE)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE, dtype)
+
+    xw, w_hh = r(T, B, D * 4 * H), r(D, 4 * H, H, scale=H ** -0.5)
+    h0, c0, peephole = r(D, B, H, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
+    dy, dh_n, dc_n = r(T, B, D * H), r(D, B, H), r(D, B, H)
+    resets = (torch.rand(T, B, generator=g) < 0.3).to(DEVICE)
+    options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True)
+    limits = dataclasses.replace(device.device_limits(torch.device(DEVICE)), triton=(3, 9))
+    plans = split.plan_split(B, H, dtype, options, limits, directions=D, group_rows=32)
+    # fp64 gets no resident BLOCK_H = 1024 tiled backward (16-bit only on a GPU): made resident here
+    backward = dataclasses.replace(plans.backward, constexprs=tuple(
+        (k, False if k == "W_STREAMED" else v) for k, v in plans.backward.constexprs))
+    assert backward.constexpr("BLOCK_H") == 1024 and backward.constexpr("K_CHUNKS") == 16
+    outputs = tiled_and_batch_outputs(split.SplitPlans(plans.forward, backward), xw, w_hh, None, h0, c0, peephole,
+                                      lengths, dy, dh_n, dc_n, 0.25, resets)
+    assert [k for k, _, _ in tiled_launches] == list(TILED)
+    for name, ref in outputs["batch"].items():
+        assert_close(outputs["split_tiled"][name], ref, TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
 def test_a_streamed_plan_for_three_rows_keeps_the_batch_kernels_storage_contract(tiled_launches, seed):
     # the plan a B < 8 layer now gets where W_hh does not fit (one group, one ragged sub-tile),
     # both directions and lengths, float64, every output against the batch-tiled kernels
