@@ -433,7 +433,8 @@ def test_split_plans_compile_spill_free_co_resident_with_resident_w_slices():
     rows.append((16, 128, torch.bfloat16,
                  split.plan_split(16, 128, torch.bfloat16, opts, DeviceLimits.sm80(), P=40), 80))
     table = split_report.compile_report(rows)
-    assert len(table) >= 8 and sum(r["projection"] for r in table) == 3
+    # (the H = 1024 projection's backward too from triton 3.8: 64 programs of 136 KB slices)
+    assert len(table) >= 8 and sum(r["projection"] for r in table) == (3 if DeviceLimits.sm90().old_triton else 4)
     for row in table:
         assert row["error"] is None, row
         assert row["spill_bytes"] == 0 and row["co_resident"], row
@@ -473,7 +474,10 @@ def test_projection_plans_keep_both_slices_within_the_spill_free_limits():
     assert plans.forward.grid == (128, 1, 1) and c["HAS_PROJ"] and c["PROJ_UNITS"] == 16
     assert (c["BLOCK_P"], c["BLOCK_H"]) == (256, 1024)
     assert split.resident_slice_bytes(plans.forward) == (4 * 256 * 8 + 1024 * 16) * 2
-    assert plans.backward is None  # no backward is spill-free at H = 1024: batch-tiled backward
+    # the backward's W_hh slice (128 KB) and W_hr columns (8 KB) of 16 units are resident too;
+    # not on sm_80, where they and the staged dpre rows exceed shared memory: batch-tiled backward
+    assert plans.backward.grid == (64, 1, 1) and split.resident_slice_bytes(plans.backward) == 136 * 1024
+    assert split.plan_split(16, 1024, torch.bfloat16, opts, NEWEST_SM80, P=256).backward is None
     # the projection dots are chunked along K (PROJ_CHUNKS) where K >= 8 N, like the dh dot
     wide = split.plan_split(3, 256, torch.bfloat16, Options(lengths=True), sm90, P=255)
     assert wide.forward.constexpr("PROJ_CHUNKS") == 4 and wide.forward.constexpr("PROJ_UNITS") == 16

@@ -28,6 +28,11 @@ BACKWARD_UNITS = (16, 32, 64)  # the backward dot's N is UNITS itself: >= 16
 RESIDENT_SLICE_MAX_BYTES = 64 * 1024
 ALIGNED_RESIDENT_SLICE_MAX_BYTES = 128 * 1024  # forwards without lengths, and tiled ones with them
 BACKWARD_SLICE_MAX_BYTES = 128 * 1024
+# With a projection the backward also holds W_hr's columns of its units: at H = 1024 (or 768),
+# P = H / 4 and 16 units that is 128 KB + 8 KB, spill-free since the slices load as vectors
+# (sm_90, with or without lengths and resets: 208-244 registers, 168 KB of shared memory; on
+# sm_80 it does not fit, fits_shared_memory)
+PROJ_BACKWARD_SLICE_MAX_BYTES = 136 * 1024
 BACKWARD_MAX_BLOCK_H = {16: 512, 32: 256, 64: 128}  # by UNITS
 # With H and P multiples of 16 (ALIGNED, see `aligned`) the exchanged dpre rows load as 16-byte
 # vectors instead of one scalar load and one 64-bit address per element (256 of them per thread

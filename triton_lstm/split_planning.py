@@ -25,7 +25,7 @@ from .planning import (DeviceLimits, GateOptions, LayerShape, Plan,
                        clip_type, dot_block, dtype_name, maxnreg, numerics)
 from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_SLICE_MAX_BYTES,
                            ALIGNED_RESIDENT_SLICE_MAX_BYTES,
-                           BACKWARD_SLICE_MAX_BYTES, BACKWARD_MAX_BLOCK_H,
+                           BACKWARD_SLICE_MAX_BYTES, PROJ_BACKWARD_SLICE_MAX_BYTES, BACKWARD_MAX_BLOCK_H,
                            ALIGNED_BACKWARD_MAX_BLOCK_H, BACKWARD_K_CHUNKS, WIDE_BACKWARD_K_CHUNKS,
                            LENGTHS_FORWARD_MAX_UNITS, LENGTHS_SLICE_MAX_BYTES,
                            ALIGNED_LENGTHS_SLICE_MAX_BYTES, MAX_TILED_ROWS,
@@ -211,7 +211,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
         if limits.small_sms:
             streamed_units = unit_choices
     else:
-        max_slice = tiled_slice = BACKWARD_SLICE_MAX_BYTES
+        max_slice = PROJ_BACKWARD_SLICE_MAX_BYTES if P not in (None, H) else BACKWARD_SLICE_MAX_BYTES
+        tiled_slice = max_slice
         max_block_h = ALIGNED_BACKWARD_MAX_BLOCK_H if is_aligned else BACKWARD_MAX_BLOCK_H
         unit_choices = [u for u in unit_choices
                         if block_h <= release_block_h(max_block_h, OLD_TRITON_BACKWARD_MAX_BLOCK_H, u, limits)]
