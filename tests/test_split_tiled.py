@@ -114,6 +114,19 @@ def tiled_and_batch_outputs(plans, xw, w_hh, w_hr, h0, c0, peephole, lengths, dy
     return outputs
 
 
+def random_layer(T, B, H, D, seed):
+    """A float64 layer without a projection: its generator, then lengths, xw, w_hh, h0, c0,
+    peephole and the upstream gradients dy, dh_n, dc_n."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = random_lengths(B, T, g).to(DEVICE)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE)
+
+    return g, (lengths, r(T, B, D * 4 * H), r(D, 4 * H, H, scale=H ** -0.5), r(D, B, H, scale=0.5),
+               r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3), r(T, B, D * H), r(D, B, H), r(D, B, H))
+
+
 # The default tier keeps the projection's streamed and 16-chunk cases: the stores are the
 # layouts' shared code, the resident outputs are also the module tests' (a ragged batch of 40,
 # peepholes and clips), and a streamed plan without a projection is the three-row test's below.
@@ -277,15 +290,7 @@ def test_the_tiled_backward_at_block_h_1024_keeps_the_batch_kernels_storage_cont
     # H = 528 (BLOCK_H = 1024, 33 programs of 16 units), two 16-row sub-tiles (20 rows), lengths,
     # resets and every gate option, its W_hh slice resident, against the batch-tiled kernels, fp64
     T, B, H, D, dtype = 2, 20, 528, 1, torch.float64
-    g = torch.Generator().manual_seed(seed)
-    lengths = random_lengths(B, T, g).to(DEVICE)
-
-    def r(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE, dtype)
-
-    xw, w_hh = r(T, B, D * 4 * H), r(D, 4 * H, H, scale=H ** -0.5)
-    h0, c0, peephole = r(D, B, H, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
-    dy, dh_n, dc_n = r(T, B, D * H), r(D, B, H), r(D, B, H)
+    g, (lengths, xw, w_hh, h0, c0, peephole, dy, dh_n, dc_n) = random_layer(T, B, H, D, seed)
     resets = (torch.rand(T, B, generator=g) < 0.3).to(DEVICE)
     options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True)
     limits = dataclasses.replace(device.device_limits(torch.device(DEVICE)), triton=(3, 9))
@@ -305,15 +310,7 @@ def test_a_streamed_plan_for_three_rows_keeps_the_batch_kernels_storage_contract
     # the plan a B < 8 layer now gets where W_hh does not fit (one group, one ragged sub-tile),
     # both directions and lengths, float64, every output against the batch-tiled kernels
     T, B, H, D, dtype = 3, 3, 40, 2, torch.float64
-    g = torch.Generator().manual_seed(seed)
-    lengths = random_lengths(B, T, g).to(DEVICE)
-
-    def r(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE, dtype)
-
-    xw, w_hh = r(T, B, D * 4 * H), r(D, 4 * H, H, scale=H ** -0.5)
-    h0, c0, peephole = r(D, B, H, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
-    dy, dh_n, dc_n = r(T, B, D * H), r(D, B, H), r(D, B, H)
+    _, (lengths, xw, w_hh, h0, c0, peephole, dy, dh_n, dc_n) = random_layer(T, B, H, D, seed)
     options = Options(peephole=True, cell_clip=True, lengths=True, store_state=True)
     plans = split.plan_split(B, H, dtype, options, device.device_limits(torch.device(DEVICE)), directions=D,
                              streamed=True)
