@@ -5,7 +5,8 @@ Legend (the storage contract of the batch-tiled kernels, lstm_fwd.py / lstm_bwd.
                 H); G = 4 gates in the order i f g o; D directions (1, or 2 when
                 bidirectional), pid_d the direction of a program
   xw_ptr        (T, B, D * 4H) x W_ih^T + b_ih + b_hh (strides stride_xw_t, stride_xw_b)
-  w_hh_ptr      (D, 4H, P) recurrent weights, rows [W_i; W_f; W_g; W_o] (strides stride_w_dir, _row, _col)
+  w_hh_ptr      (D, 4H, P) recurrent weights, rows [W_i; W_f; W_g; W_o], contiguous: the kernels
+                take its strides as (4HP, P, 1), not stride_w_dir, _row, _col (see the forward)
   w_hr_ptr      (D, P, H) output projection (HAS_PROJ): h_t = m_t W_hr^T, m_t = o_t * tanh(c_t)
   h0 (D, B, P), c0 (D, B, H) (strides stride_h0_dir, stride_h0_b, ...); peephole_ptr (D, 3, H) [p_i; p_f; p_o]
   lengths_ptr   (B,) int64 (HAS_LENGTHS): row b runs steps 0 .. len_b - 1

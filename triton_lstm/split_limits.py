@@ -65,9 +65,9 @@ MAX_TILED_ROWS = 256
 # The tiled forwards compile with room to spare (96-212 registers, 0 spills, sm_80 / sm_90, B = 64
 # and 256, H up to 1024, with lengths and projections). The tiled backward carries more across
 # its sub-tile loops: at H = 1024 (16 units, ALIGNED) it spilled 224 bytes on sm_90 with 8 or 16
-# K chunks and 8 or 16 warps (but see WIDE_TILED_BACKWARD_BLOCK_H), and at H = 512 with lengths or a projection 8-152 bytes with 4 or 8
-# chunks, none with 16 (244-254 registers); H = 256 with P = 255 and lengths spills 40-64 bytes
-# with 4 or 8, none with 16. So its widest H is the unaligned table's, at BLOCK_H >= 16
+# K chunks and 8 or 16 warps (now it need not: WIDE_TILED_BACKWARD_BLOCK_H), and at H = 512
+# with lengths or a projection 8-152 bytes with 4 or 8 chunks, none with 16 (244-254
+# registers); H = 256 with P = 255 and lengths spills 40-64 bytes with 4 or 8, none with 16. So its widest H is the unaligned table's, at BLOCK_H >= 16
 # PROJ_UNITS it takes 16 chunks along K, and its slices stay within 64 KB (fp32 H = 512, 128 KB,
 # spills 40-260 bytes; with lengths 68 KB slices spill 60-104 bytes on sm_90). Its dm dot takes
 # 16 chunks along BLOCK_P >= 16 UNITS too: with 4, H = 256, P = 255, lengths and every gate
