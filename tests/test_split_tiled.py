@@ -265,13 +265,16 @@ def test_wide_layers_keep_w_hh_resident_in_both_passes_where_shared_memory_holds
     assert old.variant != "split" or old.constexpr("BLOCK_H") < 1024 or dict(old.constexprs).get("W_STREAMED")
     # shared memory: a 128 KB slice plus its staged 16 rows of h (32 KB at BLOCK_P = 1024 in
     # 16-bit, or 512 in fp32) fit sm_80's 163 KB on triton 3.9 (160 KB compiled), not on 3.6
-    # (164 KB): two directions on 96 / 64 of sm_80's 108 SMs hold W_hh, or stream it
-    for triton, fits in (((3, 9), True), ((3, 6), False)):
+    # (164 KB), nor fp32's or with resets on 3.9 (164 KB too): two directions on 96 / 64 of
+    # sm_80's 108 SMs hold W_hh, or stream it
+    for triton, H, dtype, options, fits in (((3, 9), 768, torch.bfloat16, Options(), True),
+                                            ((3, 6), 768, torch.bfloat16, Options(), False),
+                                            ((3, 9), 768, torch.bfloat16, Options(resets=True), False),
+                                            ((3, 9), 512, torch.float32, Options(), False)):
         sm80 = dataclasses.replace(DeviceLimits.sm80(), triton=triton)
-        for H, dtype in ((768, torch.bfloat16), (512, torch.float32)):
-            plan = split.plan_split(16, H, dtype, Options(), sm80, directions=2).forward
-            assert (split.resident_slice_bytes(plan) == 128 * 1024) is fits, (triton, plan.describe())
-            assert fits or plan.constexpr("W_STREAMED"), plan.describe()
+        plan = split.plan_split(16, H, dtype, options, sm80, directions=2).forward
+        assert (split.resident_slice_bytes(plan) == 128 * 1024) is fits, (triton, plan.describe())
+        assert fits or plan.constexpr("W_STREAMED"), plan.describe()
     # fp32 at H = 1024: 128 KB and 64 KB of h rows are over sm_80's shared memory on any release
     plan = split.plan_split(16, 1024, torch.float32, Options(), dataclasses.replace(DeviceLimits.sm80(), triton=(3, 9)))
     assert plan.forward.constexpr("W_STREAMED") or split.resident_slice_bytes(plan.forward) <= 64 * 1024

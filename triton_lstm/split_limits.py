@@ -132,6 +132,10 @@ OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS = 16
 # and there 4-warp fp32 forwards of 32 units: 255 registers, with peepholes and a cell clip 24 B
 # spilled (sm_89, H = 32, 16 batch tiles); with 8 warps 208 registers
 OLD_TRITON_SM86_FP32_4_WARP_UNITS = 16
+# and on triton 3.9 too, since W_hh loads as vectors: a 4-warp fp32 forward of 16 units at H = 24
+# with lengths, resets and every gate option, 255 registers and 16 B spilled (sm_86 / sm_89); 8
+# warps: 164 registers
+SM86_FP32_RESETS_LENGTHS_8_WARP_UNITS = 16
 # Triton 3.7.1 alone: a 16-bit 32-unit forward at H = 256 (64 KB, sm_90) spilled 28 B; 16 warps: 112 registers
 TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES = 64 * 1024
 
@@ -163,9 +167,12 @@ def warps_for(plan: Plan, limits: DeviceLimits) -> int:
         return 8
     if plan.constexpr("HAS_PROJ") and plan.constexpr("HAS_LENGTHS") and plan.constexpr("HAS_RESETS"):
         return 8  # see RESETS_LENGTHS_PROJ_MIN_UNITS
-    if limits.small_sms and limits.old_triton and plan.kernel.startswith("lstm_fwd") and \
-            dict(plan.signature)["w_hh_ptr"] == "*fp32" and plan.constexpr("UNITS") > OLD_TRITON_SM86_FP32_4_WARP_UNITS:
-        return 8
+    if limits.small_sms and plan.kernel.startswith("lstm_fwd") and dict(plan.signature)["w_hh_ptr"] == "*fp32":
+        if limits.old_triton and plan.constexpr("UNITS") > OLD_TRITON_SM86_FP32_4_WARP_UNITS:
+            return 8
+        if plan.constexpr("HAS_LENGTHS") and plan.constexpr("HAS_RESETS") and \
+                plan.constexpr("UNITS") >= SM86_FP32_RESETS_LENGTHS_8_WARP_UNITS:
+            return 8
     if limits.triton == (3, 7) and plan.kernel == "lstm_fwd_kernel_split" and plan.constexpr("UNITS") == 32 and \
             resident_slice_bytes(plan) >= TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES:
         return 16
@@ -199,9 +206,10 @@ def shared_slice_limit(limits: DeviceLimits) -> int:
 
 # Besides its slice, a program stages one operand of its step's dots in shared memory: BLOCK_B
 # rows of h, m or dpre (K = BLOCK_P or BLOCK_H wide). At 128 KB slices that is what decides
-# sm_80 (163 KB): triton 3.9 took exactly slice + staged operand (16-bit H = 1024: 160 KB), and
-# 3.6 4 KB more (164 KB, over sm_80's limit), fp32 slices of 128 KB 192-194 KB (compile matrix).
-OLD_TRITON_EXTRA_SHARED_BYTES = 4 * 1024
+# sm_80 (163 KB). Triton 3.9 took exactly slice + staged operand (16-bit H = 1024: 160 KB),
+# except forwards with resets or in fp32 (TF32 dots; the matrix compiles no IEEE ones), 4 KB
+# more (164 KB: over sm_80's limit); 3.6 took those 4 KB in every forward (compile matrix).
+EXTRA_SHARED_BYTES = 4 * 1024
 
 
 def fits_shared_memory(plan: Plan, limits: DeviceLimits) -> bool:
@@ -212,7 +220,9 @@ def fits_shared_memory(plan: Plan, limits: DeviceLimits) -> bool:
     c = dict(plan.constexprs)
     element = ELEMENT_BYTES[dict(plan.signature)["w_hh_ptr"].lstrip("*")]
     staged = c["BLOCK_B"] * max(c["BLOCK_P"], c["BLOCK_H"]) * element
-    extra = OLD_TRITON_EXTRA_SHARED_BYTES if limits.old_triton else 0
+    forward = plan.kernel.startswith("lstm_fwd")
+    extra = forward and (limits.old_triton or c["HAS_RESETS"] or element == 4)
+    extra = EXTRA_SHARED_BYTES if extra else 0
     return resident_slice_bytes(plan) + staged + extra <= limits.max_shared_bytes
 
 
