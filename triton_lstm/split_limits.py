@@ -138,6 +138,9 @@ OLD_TRITON_SM86_FP32_4_WARP_UNITS = 16
 SM86_FP32_RESETS_LENGTHS_8_WARP_UNITS = 16
 # Triton 3.7.1 alone: a 16-bit 32-unit forward at H = 256 (64 KB, sm_90) spilled 28 B; 16 warps: 112 registers
 TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES = 64 * 1024
+# (its 128 KB slices, fp32 H = 256, took 128 registers and spilled 8 B with 16 warps: those keep 8)
+# and a tiled fp32 forward of 64 units with a projection (80 KB of slices) spilled 96 B on sm_80:
+# on 3.7 tiled forwards with a projection keep to RESIDENT_SLICE_MAX_BYTES
 
 
 def resident_slice_bytes(plan: Plan) -> int:
@@ -174,7 +177,7 @@ def warps_for(plan: Plan, limits: DeviceLimits) -> int:
                 plan.constexpr("UNITS") >= SM86_FP32_RESETS_LENGTHS_8_WARP_UNITS:
             return 8
     if limits.triton == (3, 7) and plan.kernel == "lstm_fwd_kernel_split" and plan.constexpr("UNITS") == 32 and \
-            resident_slice_bytes(plan) >= TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES:
+            resident_slice_bytes(plan) == TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES:
         return 16
     return 4 if resident_slice_bytes(plan) <= FOUR_WARPS_SLICE_BYTES else 8
 
