@@ -790,9 +790,10 @@ def lstm_bwd_kernel_split_tiled(
                 if ALIGNED:
                     dpre_ptrs = tl.multiple_of(dpre_ptrs, [1, 1, 16])
                 mask_dpre = mask_b[None, :, None] & mask_ck[:, None, :]
-                # at BLOCK_H = 1024 the compiler issued all four gates' dpre loads at once and spilled
-                # (176-240 B); a CTA barrier after each gate's dot keeps one block in flight
-                one_gate_at_a_time = BLOCK_H >= 1024
+                # where a gate's dpre block is 32 KB or more (16-bit BLOCK_H = 1024, fp32 512) the
+                # compiler issued all four gates' loads at once and spilled (176-260 B); a CTA
+                # barrier after each gate's dot keeps one block in flight
+                one_gate_at_a_time = BLOCK_B * BLOCK_H * dpre_ptr.dtype.element_ty.primitive_bitwidth >= 32768 * 8
                 dh_part = dot_chunk(dpre_ptrs, mask_dpre, b_w_i, tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE),
                                     INPUT_PRECISION, ACC_DTYPE)
                 cta_barrier_if(one_gate_at_a_time)

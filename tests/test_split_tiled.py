@@ -257,6 +257,17 @@ def test_wide_layers_keep_w_hh_resident_in_both_passes_where_shared_memory_holds
         assert backward.constexpr("BLOCK_H") == 1024 and backward.constexpr("K_CHUNKS") == 16
         assert split.resident_slice_bytes(backward) == 128 * 1024 and backward.programs <= sm90.num_sms
         assert cost.predict(backward, shape, sm90).work.weights_on_chip
+    # fp32 at H = 512 the same at BLOCK_H = 512 (4 K chunks), on sm_80 too (160 KB of 163 KB),
+    # except with lengths and resets together (16-24 B spilled): those stream their slices
+    for limits in (sm90, dataclasses.replace(DeviceLimits.sm80(), triton=(3, 9))):
+        for B, D in ((128, 1), (256, 1), (64, 2)):
+            shape = LayerShape(B, 512, 512, D, torch.float32)
+            backward = variants.choose("backward", shape, Options(lengths=True), limits)
+            assert backward.kernel == TILED[1] and not backward.constexpr("W_STREAMED"), backward.describe()
+            assert (backward.constexpr("BLOCK_H"), backward.constexpr("K_CHUNKS")) == (512, 4)
+            assert split.resident_slice_bytes(backward) == 128 * 1024 and backward.programs <= limits.num_sms
+            both = variants.choose("backward", shape, Options(lengths=True, resets=True), limits)
+            assert both.kernel == TILED[1] and both.constexpr("W_STREAMED"), both.describe()
     # not with a projection (its compiles spilled 8-40 B), nor before triton 3.8
     proj = variants.choose("backward", LayerShape(64, 1024, 256, 1, torch.bfloat16), Options(), sm90)
     assert not (split.is_tiled(proj) and proj.constexpr("BLOCK_H") == 1024 and not proj.constexpr("W_STREAMED"))
@@ -289,7 +300,7 @@ def test_wide_layers_keep_w_hh_resident_in_both_passes_where_shared_memory_holds
 
 @slow  # 33 programs at K = 1024 in the interpreter
 def test_the_tiled_backward_at_block_h_1024_keeps_the_batch_kernels_storage_contract(tiled_launches, seed):
-    # BLOCK_H >= 1024 puts a CTA barrier after each gate's dh dot (one gate's dpre in flight):
+    # a 16-bit gate block of dpre at BLOCK_H = 1024 puts a CTA barrier after each gate's dh dot:
     # H = 528 (BLOCK_H = 1024, 33 programs of 16 units), two 16-row sub-tiles (20 rows), lengths,
     # resets and every gate option, its W_hh slice resident, against the batch-tiled kernels, fp64
     T, B, H, D, dtype = 2, 20, 528, 1, torch.float64
@@ -304,6 +315,27 @@ def test_the_tiled_backward_at_block_h_1024_keeps_the_batch_kernels_storage_cont
     assert backward.constexpr("BLOCK_H") == 1024 and backward.constexpr("K_CHUNKS") == 16
     outputs = tiled_and_batch_outputs(split.SplitPlans(plans.forward, backward), xw, w_hh, None, h0, c0, peephole,
                                       lengths, dy, dh_n, dc_n, 0.25, resets)
+    assert [k for k, _, _ in tiled_launches] == list(TILED)
+    for name, ref in outputs["batch"].items():
+        assert_close(outputs["split_tiled"][name], ref, TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, pytest.param(torch.float32, marks=slow)])
+def test_the_fp32_tiled_backward_at_block_h_512_keeps_the_batch_kernels_storage_contract(tiled_launches, dtype,
+                                                                                         seed):
+    # fp32's 128 KB tiled backward (fp64 takes its tiles): BLOCK_H = 512, 4 K chunks, the gate
+    # barrier. H = 272 (17 programs of 16 units), two sub-tiles (20 rows) in one group, lengths
+    # and every gate option (lengths with resets keep the streamed plan), against the batch kernels
+    T, B, H, D = 2, 20, 272, 1
+    _, layer = random_layer(T, B, H, D, seed)
+    lengths, xw, w_hh, h0, c0, peephole, dy, dh_n, dc_n = (t.to(dtype) if t.is_floating_point() else t for t in layer)
+    options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True)
+    limits = dataclasses.replace(device.device_limits(torch.device(DEVICE)), triton=(3, 9))
+    plans = split.plan_split(B, H, dtype, options, limits, directions=D, group_rows=32)
+    backward = plans.backward
+    assert backward.kernel == TILED[1] and not backward.constexpr("W_STREAMED"), backward.describe()
+    assert (backward.constexpr("BLOCK_H"), backward.constexpr("K_CHUNKS"), backward.grid) == (512, 4, (17, 1, 1))
+    outputs = tiled_and_batch_outputs(plans, xw, w_hh, None, h0, c0, peephole, lengths, dy, dh_n, dc_n, 0.25)
     assert [k for k, _, _ in tiled_launches] == list(TILED)
     for name, ref in outputs["batch"].items():
         assert_close(outputs["split_tiled"][name], ref, TOLERANCE[dtype], f"{name} (seed {seed})")

@@ -69,7 +69,8 @@ MAX_TILED_ROWS = 256
 # with lengths or a projection 8-152 bytes with 4 or 8 chunks, none with 16 (244-254
 # registers); H = 256 with P = 255 and lengths spills 40-64 bytes with 4 or 8, none with 16. So its widest H is the unaligned table's, at BLOCK_H >= 16
 # PROJ_UNITS it takes 16 chunks along K, and its slices stay within 64 KB (fp32 H = 512, 128 KB,
-# spills 40-260 bytes; with lengths 68 KB slices spill 60-104 bytes on sm_90). Its dm dot takes
+# spilled 40-260 bytes: see WIDE_FP32_TILED_BACKWARD_BLOCK_H for what holds it now; with lengths
+# 68 KB slices spill 60-104 bytes on sm_90). Its dm dot takes
 # 16 chunks along BLOCK_P >= 16 UNITS too: with 4, H = 256, P = 255, lengths and every gate
 # option spilled 24-40 bytes once the matrix compiled what a launch runs (jit_kernel, aligned
 # pointers); 16 chunks: 234-252 registers, 0 spills.
@@ -83,6 +84,13 @@ TILED_BACKWARD_SLICE_MAX_BYTES = 64 * 1024
 # KB slice, 160 KB of shared memory); with a projection it still spilled 8-40 bytes.
 WIDE_TILED_BACKWARD_BLOCK_H = 1024
 WIDE_TILED_BACKWARD_SLICE_MAX_BYTES = 128 * 1024
+# The same in fp32 at BLOCK_H = 512 (a 128 KB slice, 16 units, ALIGNED, no projection): with
+# the gate barrier and 4 K chunks spill-free on sm_80 and sm_90 (triton 3.9; 252-255
+# registers, 160 KB of shared memory) with lengths or resets and every gate option; 8 and 16
+# chunks spilled 8-72 B, and lengths with resets 16-24 B with 4, 8 or 16 (so those keep the
+# streamed plan). Without the barrier: 184-296 B.
+WIDE_FP32_TILED_BACKWARD_BLOCK_H = 512
+WIDE_FP32_TILED_BACKWARD_K_CHUNKS = 4
 # Streamed split (W_STREAMED): where no resident grid fits (fp32 bidirectional H = 1024: 32 MB),
 # each program of a tiled plan re-reads only its own W_hh slice from L2 every sub-tile, BLOCK_K
 # rows at a time, spread over every SM; the cost model charges those bytes per sub-tile.
@@ -189,10 +197,17 @@ def old_triton_with_lengths_and_resets(options: GateOptions, limits: DeviceLimit
     return both_lengths_and_resets(options) and limits.old_triton
 
 
-def wide_tiled_backward(units: int, block_h: int, name: str, P: int | None, H: int, limits: DeviceLimits) -> bool:
-    """A tiled backward at WIDE_TILED_BACKWARD_BLOCK_H, where the compile matrix has it spill-free."""
-    return (block_h == WIDE_TILED_BACKWARD_BLOCK_H and units == 16 and ELEMENT_BYTES[name] == 2
-            and (P is None or P == H) and H % 16 == 0 and not limits.old_triton and not limits.small_sms)
+def wide_tiled_backward(units: int, block_h: int, name: str, P: int | None, H: int, options: GateOptions,
+                        limits: DeviceLimits) -> bool:
+    """A tiled backward with a 128 KB slice where the compile matrix has it spill-free: 16-bit at
+    WIDE_TILED_BACKWARD_BLOCK_H, fp32 (and fp64, which takes fp32's tiles) at
+    WIDE_FP32_TILED_BACKWARD_BLOCK_H without lengths and resets together."""
+    if ELEMENT_BYTES[name] == 2:
+        wide = block_h == WIDE_TILED_BACKWARD_BLOCK_H
+    else:
+        wide = block_h == WIDE_FP32_TILED_BACKWARD_BLOCK_H and not both_lengths_and_resets(options)
+    return (wide and units == 16 and (P is None or P == H) and H % 16 == 0 and not limits.old_triton
+            and not limits.small_sms)
 
 
 def release_block_h(table: dict, old_table: dict, units: int, limits: DeviceLimits) -> int:

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from . import cost
-from .planning import (DeviceLimits, GateOptions, LayerShape, Plan,
+from .planning import (ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, Plan,
                        clip_type, dot_block, dtype_name, maxnreg, numerics)
 from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_SLICE_MAX_BYTES,
                            ALIGNED_RESIDENT_SLICE_MAX_BYTES,
@@ -31,6 +31,7 @@ from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_
                            ALIGNED_LENGTHS_SLICE_MAX_BYTES, MAX_TILED_ROWS,
                            TILED_BACKWARD_MAX_BLOCK_H, TILED_WIDE_K_CHUNKS,
                            TILED_BACKWARD_SLICE_MAX_BYTES, WIDE_TILED_BACKWARD_SLICE_MAX_BYTES,
+                           WIDE_FP32_TILED_BACKWARD_K_CHUNKS,
                            wide_tiled_backward, streamed_block_k,
                            RESETS_LENGTHS_PROJ_MIN_UNITS, RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H,
                            OLD_TRITON_RESETS_LENGTHS_BACKWARD_MAX_BLOCK_H,
@@ -137,6 +138,9 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         k_chunks = (WIDE_BACKWARD_K_CHUNKS if block_h >= 1024 else BACKWARD_K_CHUNKS) if block_h >= 8 * punits else 1
         if rows_per_group is not None and block_h >= 16 * punits:
             k_chunks = TILED_WIDE_K_CHUNKS  # the sub-tile loop's extra live values: see TILED_BACKWARD_MAX_BLOCK_H
+        if rows_per_group is not None and ELEMENT_BYTES[name] > 2 and \
+                wide_tiled_backward(units, block_h, name, P, H, options, limits):
+            k_chunks = WIDE_FP32_TILED_BACKWARD_K_CHUNKS
         proj_chunks = BACKWARD_K_CHUNKS if has_proj and block_p >= 8 * units else 1  # dm dot: K = BLOCK_P, N = UNITS
         if rows_per_group is not None and has_proj and block_p >= 16 * units:
             proj_chunks = TILED_WIDE_K_CHUNKS  # see TILED_BACKWARD_MAX_BLOCK_H
@@ -240,7 +244,7 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                                allow_tf32, group_rows)
     for rows_per_group in candidates:
         for units in unit_choices:
-            wide = direction == "backward" and wide_tiled_backward(units, block_h, name, P, H, limits)
+            wide = direction == "backward" and wide_tiled_backward(units, block_h, name, P, H, options, limits)
             if rows_per_group is not None and direction == "backward" and not wide and (
                     block_h > release_block_h(TILED_BACKWARD_MAX_BLOCK_H, OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H, units,
                                               limits)
