@@ -27,12 +27,16 @@ Legend (the storage contract of the batch-tiled kernels, lstm_fwd.py / lstm_bwd.
   dh_hist_ptr   (D, T, B, P) grad of h_t (dy_t + recurrent) by time, compute dtype, zero past a
                 row's end (HAS_PROJ: the host forms dW_hr from it, as for the batch kernels)
   dh0 (D, B, P), dc0 (D, B, H), contiguous
+  dh_partial_ptr (D, K_SPLIT, B, P) compute dtype, K_SPLIT = 2 only: each program's half of
+                dh_{t-1}, the K-split pair's exchange (per-tile backward)
   sync_ptr      (D, batch tiles, 2) int32 zeroed before the launch: arrival counter, error
                 flag of each (direction, batch tile) barrier group (kernels/grid_barrier.py)
   direction0    runtime: 1 runs a lone reverse direction (reverse=True), else 0
   BLOCK_P, BLOCK_H  powers of two >= P and >= H (equal without a projection)
   K_CHUNKS, PROJ_CHUNKS  chunks along K of the backward's dh dot and of either projection dot
                 (see the backward below); 1 where K is small
+  K_SPLIT       programs per PROJ_UNITS entries in the per-tile backward (1, or 2 without a
+                projection: see the backward below)
   ALIGNED       the plan's promise (triton_lstm.split.aligned, checked at launch): H and P are
                 multiples of 16 and the exchange buffers (y or exchange, m_exchange, dh_hist,
                 dpre) are 16-byte aligned. The kernel rebuilds H and P as 16 * (H // 16), a
@@ -41,7 +45,8 @@ Legend (the storage contract of the batch-tiled kernels, lstm_fwd.py / lstm_bwd.
                 loads instead of one scalar load and one 64-bit address per element, whatever
                 Triton's JIT specialises (the compile matrix compiles without specialisation)
   b_*           register tiles, shapes in trailing comments
-Grid (cdiv(H, UNITS), cdiv(B, BLOCK_B), D). Program (p, q, d) owns hidden units
+Grid (cdiv(H, UNITS), cdiv(B, BLOCK_B), D), axis 0 K_SPLIT times that in a K-split backward
+(below). Program (p, q, d) owns hidden units
 [p * UNITS, (p + 1) * UNITS) and entries of h [p * PROJ_UNITS, (p + 1) * PROJ_UNITS)
 (the same ones without a projection, where PROJ_UNITS = UNITS; with one, programs past
 cdiv(P, PROJ_UNITS) own none) of batch rows [q * BLOCK_B, (q + 1) * BLOCK_B) in direction
@@ -88,6 +93,13 @@ projection, the step first publishes its entries of dh_t = dh carried + dy_t to 
 meets the others, and forms its units' dm_t = dh_t W_hr[:, units]; without one dm_t is
 its own dh_t. Rows past their end carry dh and dc unchanged, write dpre = 0 and ignore
 dy; c_{t-1} at a row's first step is c0 (load_c_prev).
+K-split backward (K_SPLIT = 2, per-tile, no projection): where one program's columns of all
+four gates overflow shared memory (fp32 at BLOCK_H = 1024: 256 KB), programs 2u and 2u + 1
+share entries u, one holding gates i and f, the other g and o, as four K blocks of BLOCK_H / 2.
+Both form the same dpre_t for the units (one of them stores it), each its half of dh_{t-1}
+over its blocks; each publishes its half to dh_partial, meets the others at the step's second
+barrier, and adds its partner's. One slot per program suffices: it is rewritten a step later,
+after the next dpre barrier, which the partner reaches only after its read.
 """
 import triton
 import triton.language as tl
@@ -113,6 +125,14 @@ def dot_chunk(ptrs, mask, b_w, acc, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl
     """acc + (exchanged tile at ptrs, read past L1) @ b_w, batched over the leading axis."""
     b_x = tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".cg")
     return tl.dot(b_x.to(b_w.dtype), b_w, acc=acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+
+
+@triton.jit
+def k_block(j: tl.constexpr, gate0, offs_ck, H, KB: tl.constexpr, K_SPLIT: tl.constexpr):
+    """Where K block j of a backward program starts among W_hh's rows (and dpre's columns),
+    and the mask of its offs_ck: gate gate0 + j // K_SPLIT, units from (j % K_SPLIT) * KB."""
+    units0 = (j % K_SPLIT) * KB
+    return (gate0 + j // K_SPLIT) * H + units0, units0 + offs_ck < H
 
 
 @triton.jit
@@ -272,7 +292,7 @@ def lstm_fwd_kernel_split(
 @jit_kernel
 def lstm_bwd_kernel_split(
     dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, lengths_ptr,
-    resets_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, sync_ptr,
+    resets_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_partial_ptr, sync_ptr,
     T, B, H, P, direction0, cell_clip, grad_clip, spin_limit,
     stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
     stride_hr_col, stride_c0_dir, stride_c0_b,
@@ -281,14 +301,19 @@ def lstm_bwd_kernel_split(
     USE_CELL_CLIP: tl.constexpr, USE_GRAD_CLIP: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr, HAS_PROJ: tl.constexpr, ALIGNED: tl.constexpr,
     DOT_IN_FP32: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, K_SPLIT: tl.constexpr,
 ):
     if ALIGNED:
         H, P = (H // 16) * 16, (P // 16) * 16  # the same values, now visibly multiples of 16
     if not HAS_PROJ:
         P = H  # the same value, so every offset computed from either is computed once
     stride_w_dir, stride_w_row, stride_w_col = 4 * H * P, P, 1  # W_hh is contiguous (as lstm_fwd_kernel_split)
-    pid_u = tl.program_id(0)
+    # K_SPLIT = 2 (no projection): programs 2u and 2u + 1 share entries u, each holding the
+    # columns of two gates (i, f or g, o), and add their halves of dh_{t-1} (module legend)
+    pid_u = tl.program_id(0) // K_SPLIT
+    pid_k = tl.program_id(0) % K_SPLIT
+    KB: tl.constexpr = BLOCK_H // K_SPLIT  # the width of one of the program's four K blocks
+    gate0 = pid_k * (4 // K_SPLIT)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(2).to(tl.int64)
     nprog = tl.num_programs(0)
@@ -303,13 +328,22 @@ def lstm_bwd_kernel_split(
     mask_u = offs_u < H
     offs_q = pid_u * PROJ_UNITS + tl.arange(0, PROJ_UNITS)  # [PROJ_UNITS] this program's entries of h
     mask_q = offs_q < P
-    # one gate's BLOCK_H rows of W_hh (columns of dpre) as K_CHUNKS chunks: chunk c holds hidden
-    # units c * BLOCK_H / K_CHUNKS + kk, and the dh dot is batched over the chunks (see below)
-    offs_ck = (tl.arange(0, K_CHUNKS)[:, None] * (BLOCK_H // K_CHUNKS)
-               + tl.arange(0, BLOCK_H // K_CHUNKS)[None, :])  # [K_CHUNKS, BLOCK_H // K_CHUNKS]
-    mask_ck = offs_ck < H
+    # one K block's KB rows of W_hh (columns of dpre) as K_CHUNKS chunks: chunk c holds hidden
+    # units c * KB / K_CHUNKS + kk of the block, and the dh dot is batched over the chunks (see
+    # below). Block j is gate gate0 + j // K_SPLIT, its units from (j % K_SPLIT) * KB: with
+    # K_SPLIT = 1 the four gates.
+    offs_ck = (tl.arange(0, K_CHUNKS)[:, None] * (KB // K_CHUNKS)
+               + tl.arange(0, KB // K_CHUNKS)[None, :])  # [K_CHUNKS, KB // K_CHUNKS]
+    start_0, mask_ck_0 = k_block(0, gate0, offs_ck, H, KB, K_SPLIT)
+    start_1, mask_ck_1 = k_block(1, gate0, offs_ck, H, KB, K_SPLIT)
+    start_2, mask_ck_2 = k_block(2, gate0, offs_ck, H, KB, K_SPLIT)
+    start_3, mask_ck_3 = k_block(3, gate0, offs_ck, H, KB, K_SPLIT)
     mask_bu = mask_b[:, None] & mask_u[None, :]
     mask_bq = mask_b[:, None] & mask_q[None, :]
+    # of a K-split pair, the program that stores what both compute (a tensor: the interpreter
+    # refuses a scalar mask operand)
+    owner_bu = mask_bu & (offs_u * 0 + pid_k == 0)[None, :]
+    owner_bq = mask_bq & (offs_q * 0 + pid_k == 0)[None, :]
     B64 = tl.cast(B, tl.int64)
     stride_g_t = B64 * 4 * H  # gates: (D, T, B, 4H)
     stride_c_t = B64 * H  # c_hist: (D, T, B, H)
@@ -327,14 +361,17 @@ def lstm_bwd_kernel_split(
     state_offs = offs_b[:, None] * H + offs_u[None, :]
     gate_offs = offs_b[:, None] * 4 * H + offs_u[None, :]
 
-    # Resident for the whole sequence, per gate g: b_w_g[c, kk, q] = W_hh[g H + k, q] for hidden
-    # unit k = offs_ck[c, kk] and this program's entries q of h
+    # Resident for the whole sequence, per K block j: b_w_j[c, kk, q] = W_hh[start_j + k, q] for
+    # k = offs_ck[c, kk] and this program's entries q of h
     w_ptrs = w_hh_ptr + offs_ck[:, :, None] * stride_w_row + offs_q[None, None, :] * stride_w_col
-    mask_w = mask_ck[:, :, None] & mask_q[None, None, :]
-    b_w_i = dot_operand(w_ptrs, mask_w, DOT_IN_FP32)  # [K_CHUNKS, BLOCK_H // K_CHUNKS, PROJ_UNITS]
-    b_w_f = dot_operand(w_ptrs + H * stride_w_row, mask_w, DOT_IN_FP32)
-    b_w_g = dot_operand(w_ptrs + 2 * H * stride_w_row, mask_w, DOT_IN_FP32)
-    b_w_o = dot_operand(w_ptrs + 3 * H * stride_w_row, mask_w, DOT_IN_FP32)
+    b_w_0 = dot_operand(w_ptrs + start_0 * stride_w_row, mask_ck_0[:, :, None] & mask_q[None, None, :],
+                        DOT_IN_FP32)  # [K_CHUNKS, KB // K_CHUNKS, PROJ_UNITS]
+    b_w_1 = dot_operand(w_ptrs + start_1 * stride_w_row, mask_ck_1[:, :, None] & mask_q[None, None, :], DOT_IN_FP32)
+    b_w_2 = dot_operand(w_ptrs + start_2 * stride_w_row, mask_ck_2[:, :, None] & mask_q[None, None, :], DOT_IN_FP32)
+    b_w_3 = dot_operand(w_ptrs + start_3 * stride_w_row, mask_ck_3[:, :, None] & mask_q[None, None, :], DOT_IN_FP32)
+    dh_partial_ptr += pid_d * K_SPLIT * B64 * P  # (D, K_SPLIT, B, P): each program's half of dh_{t-1}
+    own_partial = dh_partial_ptr + pid_k * B64 * P + offs_b[:, None] * P + offs_q[None, :]
+    other_partial = dh_partial_ptr + (1 - pid_k) * B64 * P + offs_b[:, None] * P + offs_q[None, :]
     if HAS_PROJ:
         # and W_hr's columns of this program's units, in PROJ_CHUNKS chunks along K = the
         # entries of h: b_whr[c, kk, u] = W_hr[k, u]
@@ -388,29 +425,48 @@ def lstm_bwd_kernel_split(
         # dpre is also the exchange: each (row, time) is written exactly once (rows past their
         # end write zeros at time s >= len, a time no active step uses), so no slot is rewritten
         dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b  # [BLOCK_B, 1]
-        store_step_tiles(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, active, mask_bu,
+        store_step_tiles(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, active, owner_bu,
                          HAS_LENGTHS)
         if HAS_PROJ:
             barriers = 2 * tt + 2
+        elif K_SPLIT > 1:
+            barriers = 2 * tt + 1  # the pairs' halves of dh meet at the step's second
         else:
             barriers = tt + 1
         grid_barrier(sync_ptr, barriers * nprog, spin_limit)
-        # dh_{t-1} = dpre_t W_hh[:, entries] one gate at a time, so only one gate's block of
-        # dpre_t is live, each dot batched over K chunks: with M = BLOCK_B = 16 a 2D dot gives
-        # every warp the whole K (warps split only M and N); the batch lets them split K
-        dpre_ptrs = dpre_rows[None, :, :] + offs_ck[:, None, :]  # [K_CHUNKS, BLOCK_B, BLOCK_H // K_CHUNKS]
+        # dh_{t-1} = dpre_t W_hh[:, entries] one K block at a time, so only one block of dpre_t
+        # is live, each dot batched over K chunks: with M = BLOCK_B = 16 a 2D dot gives every
+        # warp the whole K (warps split only M and N); the batch lets them split K. K-split
+        # plans (fp32 blocks of 512: 32 KB of dpre) take a CTA barrier after each dot so one
+        # block is in flight (as lstm_bwd_kernel_split_tiled); the others compile spill-free
+        # without it and with it some spilled (bf16 H = 1024 with lengths and resets: 16 B)
+        one_block_at_a_time = K_SPLIT > 1
+        dpre_ptrs = dpre_rows[None, :, :] + offs_ck[:, None, :]  # [K_CHUNKS, BLOCK_B, KB // K_CHUNKS]
         if ALIGNED:
             dpre_ptrs = tl.multiple_of(dpre_ptrs, [1, 1, 16])
-        mask_dpre = mask_b[None, :, None] & mask_ck[:, None, :]
-        dh_part = dot_chunk(dpre_ptrs, mask_dpre, b_w_i, tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE),
+        dh_part = dot_chunk(dpre_ptrs + start_0, mask_b[None, :, None] & mask_ck_0[:, None, :], b_w_0,
+                            tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE), INPUT_PRECISION, ACC_DTYPE)
+        cta_barrier_if(one_block_at_a_time)
+        dh_part = dot_chunk(dpre_ptrs + start_1, mask_b[None, :, None] & mask_ck_1[:, None, :], b_w_1, dh_part,
                             INPUT_PRECISION, ACC_DTYPE)
-        dh_part = dot_chunk(dpre_ptrs + H, mask_dpre, b_w_f, dh_part, INPUT_PRECISION, ACC_DTYPE)
-        dh_part = dot_chunk(dpre_ptrs + 2 * H, mask_dpre, b_w_g, dh_part, INPUT_PRECISION, ACC_DTYPE)
-        dh_part = dot_chunk(dpre_ptrs + 3 * H, mask_dpre, b_w_o, dh_part, INPUT_PRECISION, ACC_DTYPE)
-        dh_prev = rows_or_fresh(tl.sum(dh_part, axis=0), keep, HAS_RESETS)  # [BLOCK_B, PROJ_UNITS] dh_{t-1}
+        cta_barrier_if(one_block_at_a_time)
+        dh_part = dot_chunk(dpre_ptrs + start_2, mask_b[None, :, None] & mask_ck_2[:, None, :], b_w_2, dh_part,
+                            INPUT_PRECISION, ACC_DTYPE)
+        cta_barrier_if(one_block_at_a_time)
+        dh_part = dot_chunk(dpre_ptrs + start_3, mask_b[None, :, None] & mask_ck_3[:, None, :], b_w_3, dh_part,
+                            INPUT_PRECISION, ACC_DTYPE)
+        dh_sum = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} (K_SPLIT = 2: this program's half)
+        if K_SPLIT > 1:
+            # one slot per program suffices: it is rewritten a step later, after the next dpre
+            # barrier, which the partner reaches only once it has read this one
+            tl.store(own_partial, dh_sum, mask=mask_bq)
+            grid_barrier(sync_ptr, (2 * tt + 2) * nprog, spin_limit)
+            dh_sum += tl.load(other_partial, mask=mask_bq, other=0.0, cache_modifier=".cg")
+        dh_prev = rows_or_fresh(dh_sum, keep, HAS_RESETS)  # [BLOCK_B, PROJ_UNITS] dh_{t-1}
         b_dh = rows_or_carry(dh_prev, b_dh, active, HAS_LENGTHS)  # a row past its end carries dh unchanged
-    tl.store(dh0_ptr + offs_b[:, None] * P + offs_q[None, :], b_dh.to(dh0_ptr.dtype.element_ty), mask=mask_bq)
-    tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=mask_bu)
+    tl.store(dh0_ptr + offs_b[:, None] * P + offs_q[None, :], b_dh.to(dh0_ptr.dtype.element_ty),
+             mask=owner_bq)
+    tl.store(dc0_ptr + state_offs, b_dc.to(dc0_ptr.dtype.element_ty), mask=owner_bu)
 
 
 # ---- Split for any batch: one barrier group covers many batch rows ---------------------------

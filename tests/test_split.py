@@ -13,11 +13,13 @@ import torch
 from conftest import ON_GPU, SPLIT_FP64_REASON, TOLERANCE, assert_close, interpreter_only, slow
 
 import triton_lstm
-from triton_lstm import barrier, compile_check, cost, device, launcher, reference, split, split_report, variants
+from triton_lstm import (barrier, compile_check, cost, device, launcher, reference, split, split_planning,
+                         split_report, variants)
 from triton_lstm.batch import plan_forward
 from triton_lstm.interpreter_threads import concurrent_programs
 from triton_lstm.planning import DeviceLimits, LayerShape
 from triton_lstm.planning import GateOptions as Options
+from triton_lstm.split_limits import fits_shared_memory
 
 # Planning tests that pin exact plans read them off triton 3.9's tables; the releases before 3.8
 # keep narrower ones (test_backward_limits_follow_the_installed_triton_release).
@@ -711,6 +713,64 @@ def test_split_keeps_the_batch_kernels_storage_contract_both_directions(concurre
     for name, ref in outputs["batch"].items():
         assert split_out[name].shape == ref.shape, name
         assert_close(split_out[name], ref, TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
+@fp64_split
+def test_a_k_split_backward_keeps_the_batch_kernels_storage_contract(concurrent, seed):
+    # K_SPLIT = 2 (fp32 H = 768 / 1024 on a GPU, forced here at a small H): two programs per 16
+    # entries, each holding two gates' columns of W_hh, adding their halves of dh_{t-1} after a
+    # second barrier. H = 40 leaves each gate's second K block ragged (units 32-39 of 32-63);
+    # two batch tiles, both directions, lengths, resets and every gate option; dpre, dh0 and
+    # dc0 against the batch-tiled backward on the same saved state, fp64
+    T, B, H, D, dtype = 4, 20, 40, 2, torch.float64
+    g = torch.Generator().manual_seed(seed)
+    lengths = random_lengths(B, T, g).to(DEVICE)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE, dtype)
+
+    xw, w_hh = r(T, B, D * 4 * H), r(D, 4 * H, H, scale=H ** -0.5)
+    h0, c0, peephole = r(D, B, H, scale=0.5), r(D, B, H, scale=0.5), r(D, 3, H, scale=0.3)
+    dy, dh_n, dc_n = r(T, B, D * H), r(D, B, H), r(D, B, H)
+    resets = (torch.rand(T, B, generator=g) < 0.3).to(DEVICE)
+    options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True)
+    plan = split_planning.k_split_backward_plan(B, H, dtype, options, device.device_limits(torch.device(DEVICE)), D)
+    assert (plan.grid, plan.constexpr("K_SPLIT")) == ((6, 2, 2), 2)
+    _, _, _, gates, c_hist = launcher.forward(xw, w_hh, None, h0, c0, peephole, lengths, 0.5, False, False, True,
+                                              "batch", resets=resets)
+    outputs = [launcher.backward(dy, dh_n, dc_n, w_hh, None, gates, c_hist, c0, peephole, lengths, 0.5, 0.25,
+                                 False, False, kernel, resets=resets, plan=forced)[:3]
+               for kernel, forced in (("split", plan), ("batch", None))]
+    for name, got, ref in zip(("dpre", "dh0", "dc0"), *outputs):
+        assert_close(got, ref, TOLERANCE[dtype], f"{name} (seed {seed})")
+
+
+def test_fp32_backwards_at_h_768_and_1024_split_each_slice_over_a_pair_of_programs():
+    # a 16-unit fp32 slice at BLOCK_H = 1024 is 256 KB: over shared memory. Two programs of 128
+    # KB each keep W_hh on chip at B <= 16 (one 16-row tile) instead of streaming it
+    for limits, H, k_split in ((NEWEST_SM90, 1024, 2), (NEWEST_SM90, 768, 2), (NEWEST_SM80, 768, 2),
+                               (NEWEST_SM80, 1024, 1)):  # sm_80: 128 programs > 108 SMs
+        for B in (1, 16):
+            shape = LayerShape(B, H, H, 1, torch.float32)
+            plan = variants.choose("backward", shape, Options(lengths=True), limits)
+            assert plan.variant == "split" and dict(plan.constexprs).get("K_SPLIT", 1) == k_split, plan.describe()
+            if k_split == 1:
+                assert plan.constexpr("W_STREAMED")
+                continue
+            assert plan.kernel == "lstm_bwd_kernel_split" and plan.grid == (2 * H // 16, 1, 1)
+            assert split.resident_slice_bytes(plan) == 128 * 1024 and fits_shared_memory(plan, limits)
+            estimate = cost.predict(plan, shape, limits)
+            assert estimate.work.weights_on_chip and estimate.work.barriers == 2
+            assert estimate.work.exchanged_bytes == B * (2 * H * 4 + 16 * 4)  # two gates of dpre, the partner's dh
+            streamed = variants.choose("backward", shape, Options(lengths=True), dataclasses.replace(
+                limits, triton=(3, 6)))  # before 3.8 no K-split: the streamed plan
+            assert "K_SPLIT" not in dict(streamed.constexprs) or streamed.constexpr("K_SPLIT") == 1
+            assert estimate.us_per_step * 2 < cost.predict(streamed, shape, limits).us_per_step
+    # not with a projection, nor for 16-bit (their 16-unit slices fit)
+    proj = variants.choose("backward", LayerShape(16, 1024, 256, 1, torch.float32), Options(), NEWEST_SM90)
+    assert dict(proj.constexprs).get("K_SPLIT", 1) == 1
+    bf16 = variants.choose("backward", LayerShape(16, 1024, 1024, 1, torch.bfloat16), Options(), NEWEST_SM90)
+    assert bf16.constexpr("K_SPLIT") == 1 and split.resident_slice_bytes(bf16) == 128 * 1024
 
 
 # test_modules.py proves the module's breadth; here one case shows it holds with split kernels

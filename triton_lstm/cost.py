@@ -13,7 +13,8 @@ The model, per step of one launch (all its programs run the step at once):
     step     = max(critical, private) * waves + LAUNCH_US / T
 
 - "L2 bytes each program must read": what the variant exchanges (split: all of h, or m and
-  h with a projection, forward; all of dpre, and dh with a projection, backward) and what it
+  h with a projection, forward; all of dpre, and dh with a projection, backward; a K-split
+  backward program its two gates of dpre and its partner's half of dh) and what it
   streams (batch_streamed: all of W_hh, and W_hr, every step; its h and c scratch rows).
   Resident weights cost nothing per step.
 - The program's own rows do not wait for other programs (xw is prefetched), so their reads
@@ -133,10 +134,13 @@ def step_work(plan: Plan, shape: LayerShape) -> StepWork:
         if not backward:
             exchanged = rows * P * e + (rows * H * e if has_proj else 0)  # all of h (and of m)
             dot = 2 * m_rows * c["BLOCK_P"] * 4 * units + (2 * m_rows * c["BLOCK_H"] * entries if has_proj else 0)
-        else:
-            exchanged = rows * 4 * H * e + (rows * P * acc if has_proj else 0)  # all of dpre (and of dh)
-            dot = 2 * m_rows * 4 * c["BLOCK_H"] * entries + (2 * m_rows * c["BLOCK_P"] * units if has_proj else 0)
-        barriers = 2 if has_proj else 1
+        else:  # all of dpre (and of dh); a K-split program its gates' share, and its partner's half of dh
+            k_split = c.get("K_SPLIT", 1)
+            exchanged = (rows * 4 * H * e // k_split + (rows * P * acc if has_proj else 0)
+                         + (k_split - 1) * rows * entries * acc)
+            dot = (2 * m_rows * 4 * c["BLOCK_H"] * entries // k_split
+                   + (2 * m_rows * c["BLOCK_P"] * units if has_proj else 0))
+        barriers = 2 if has_proj or c.get("K_SPLIT", 1) > 1 else 1
         on_chip = not c.get("W_STREAMED", False)
         if not on_chip:  # a streamed split plan reads its own W_hh slice every sub-tile
             w_elements = 4 * (c["BLOCK_H"] * entries if backward else c["BLOCK_P"] * units)

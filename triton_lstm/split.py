@@ -81,8 +81,9 @@ def _check_plan_fits(plan: Plan, args: dict) -> None:
 
 def _barriers(plan: Plan, T: int) -> int:
     """Barriers of one launch: per step the m_t (dh_t) exchange with a projection, then h_t
-    (dpre_t); the tiled forward adds one publishing h0."""
-    per_step = 2 if plan.constexpr("HAS_PROJ") else 1
+    (dpre_t), then in a K-split backward the pairs' halves of dh_{t-1}; the tiled forward adds
+    one publishing h0."""
+    per_step = 2 if plan.constexpr("HAS_PROJ") or dict(plan.constexprs).get("K_SPLIT", 1) > 1 else 1
     return T * per_step + (1 if is_tiled(plan) and plan.kernel.startswith("lstm_fwd") else 0)
 
 
@@ -141,6 +142,10 @@ def _buffers(plan: Plan, args: dict, *, spin_limit: int | None = None, sync: tor
     elif tiled:
         extras["dh_state_ptr"] = device.output(like, D, 2, B, P, dtype=acc)
         extras["dc_state_ptr"] = device.output(like, D, 2, B, H, dtype=acc)
+    else:  # a K-split pair's halves of dh_{t-1}, one slot per program
+        k_split = plan.constexpr("K_SPLIT")
+        extras["dh_partial_ptr"] = (device.output(like, D, k_split, B, P, dtype=acc) if k_split > 1
+                                    else like.new_empty(1, dtype=acc))
     extras["sync_ptr"] = new_sync(plan, like.device) if sync is None else sync.zero_()
     extras["spin_limit"] = spin_limit if spin_limit is not None else barrier.default_spin_limit()
     _check_plan_fits(plan, {**args, **extras})

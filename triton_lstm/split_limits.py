@@ -91,6 +91,13 @@ WIDE_TILED_BACKWARD_SLICE_MAX_BYTES = 128 * 1024
 # streamed plan). Without the barrier: 184-296 B.
 WIDE_FP32_TILED_BACKWARD_BLOCK_H = 512
 WIDE_FP32_TILED_BACKWARD_K_CHUNKS = 4
+# K-split per-tile backward (K_SPLIT = 2): where an fp32 16-unit slice overflows shared memory
+# (H = 768 / 1024: 4 BLOCK_H x 16 x 4 B = 256 KB), two programs share the entries, each holding
+# two gates' columns (128 KB) and adding the pair's halves of dh_{t-1} after a second barrier.
+# With a CTA barrier after each of its four 512-wide dots and 4 K chunks: 220-254 registers,
+# 0 spills, 160 KB of shared memory, every gate option with lengths and resets, sm_80 / sm_90
+# (triton 3.9, H = 768 and 1024, ALIGNED); not compiled on older releases nor with a projection.
+K_SPLIT_BACKWARD = 2
 # Streamed split (W_STREAMED): where no resident grid fits (fp32 bidirectional H = 1024: 32 MB),
 # each program of a tiled plan re-reads only its own W_hh slice from L2 every sub-tile, BLOCK_K
 # rows at a time, spread over every SM; the cost model charges those bytes per sub-tile.
@@ -160,8 +167,9 @@ def resident_slice_bytes(plan: Plan) -> int:
     w_hh = 0 if c.get("W_STREAMED") else 1  # a streamed plan keeps only W_hr's slice
     if plan.kernel.startswith("lstm_fwd"):
         elements = w_hh * 4 * c["BLOCK_P"] * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
-    else:
-        elements = w_hh * 4 * c["BLOCK_H"] * c["PROJ_UNITS"] + (c["BLOCK_P"] * c["UNITS"] if c["HAS_PROJ"] else 0)
+    else:  # a K-split program holds 4 / K_SPLIT gates' columns
+        elements = (w_hh * 4 * c["BLOCK_H"] * c["PROJ_UNITS"] // c.get("K_SPLIT", 1)
+                    + (c["BLOCK_P"] * c["UNITS"] if c["HAS_PROJ"] else 0))
     return elements * element
 
 
@@ -210,6 +218,13 @@ def wide_tiled_backward(units: int, block_h: int, name: str, P: int | None, H: i
             and not limits.small_sms)
 
 
+def k_split_backward(units: int, block_h: int, name: str, P: int | None, H: int, limits: DeviceLimits) -> bool:
+    """A per-tile backward that may split its slice over a pair of programs (K_SPLIT_BACKWARD):
+    fp32 (and fp64, which takes fp32's tiles) where the compile matrix has it spill-free."""
+    return (ELEMENT_BYTES[name] > 2 and units == 16 and block_h == ALIGNED_BACKWARD_MAX_BLOCK_H[16]
+            and (P is None or P == H) and H % 16 == 0 and not limits.old_triton and not limits.small_sms)
+
+
 def release_block_h(table: dict, old_table: dict, units: int, limits: DeviceLimits) -> int:
     """A backward's widest BLOCK_H for `units`: from `table` (read off triton 3.9), or from
     `old_table` on older releases (limits.old_triton); 0: no such plan."""
@@ -237,8 +252,9 @@ def fits_shared_memory(plan: Plan, limits: DeviceLimits) -> bool:
         return True
     c = dict(plan.constexprs)
     element = ELEMENT_BYTES[dict(plan.signature)["w_hh_ptr"].lstrip("*")]
-    staged = c["BLOCK_B"] * max(c["BLOCK_P"], c["BLOCK_H"]) * element
     forward = plan.kernel.startswith("lstm_fwd")
+    k_width = c["BLOCK_H"] // c.get("K_SPLIT", 1)  # a K-split backward stages one of its 4 K blocks of dpre
+    staged = c["BLOCK_B"] * max(c["BLOCK_P"] if forward or c["HAS_PROJ"] else 0, k_width) * element
     extra = forward and (limits.old_triton or c["HAS_RESETS"] or element == 4)
     extra = EXTRA_SHARED_BYTES if extra else 0
     return resident_slice_bytes(plan) + staged + extra <= limits.max_shared_bytes

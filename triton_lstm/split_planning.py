@@ -32,7 +32,7 @@ from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_
                            TILED_BACKWARD_MAX_BLOCK_H, TILED_WIDE_K_CHUNKS,
                            TILED_BACKWARD_SLICE_MAX_BYTES, WIDE_TILED_BACKWARD_SLICE_MAX_BYTES,
                            WIDE_FP32_TILED_BACKWARD_K_CHUNKS,
-                           wide_tiled_backward, streamed_block_k,
+                           wide_tiled_backward, streamed_block_k, K_SPLIT_BACKWARD, k_split_backward,
                            RESETS_LENGTHS_PROJ_MIN_UNITS, RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H,
                            OLD_TRITON_RESETS_LENGTHS_BACKWARD_MAX_BLOCK_H,
                            OLD_TRITON_BACKWARD_MAX_BLOCK_H, OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H,
@@ -82,7 +82,7 @@ def before_sync(signature, params):
 
 def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name: str, options: GateOptions,
               limits: DeviceLimits, P: int | None, allow_tf32: bool, rows_per_group: int | None = None,
-              streamed: bool = False) -> Plan:
+              streamed: bool = False, k_split: int = 1) -> Plan:
     """One split plan; rows_per_group (a multiple of MAX_BLOCK_B) selects the tiled kernels, with
     cdiv(B, rows_per_group) barrier groups, else one group per MAX_BLOCK_B rows; streamed (tiled
     only) re-reads each program's W_hh slice from L2 every step instead of holding it."""
@@ -93,7 +93,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
     block_h, block_p = dot_block(H), dot_block(P)
     punits = proj_units(units, H, P) if has_proj else units
     rows = rows_per_group or block_b  # rows of one barrier group
-    grid = (-(-H // units), -(-B // rows), directions)  # (unit slices, barrier groups, directions)
+    grid = (-(-H // units) * k_split, -(-B // rows), directions)  # (unit slices, barrier groups, directions)
     p, a, clip = f"*{name}", f"*{acc}", clip_type(acc)
     common = (("BLOCK_B", block_b), ("UNITS", units), ("PROJ_UNITS", punits), ("BLOCK_P", block_p),
               ("BLOCK_H", block_h))
@@ -135,7 +135,8 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
             ("stride_c0_dir", "i32"), ("stride_c0_b", "i32"),
         )
         # the dh dot batched over K chunks where K = BLOCK_H is at least 8 N (see the limits above)
-        k_chunks = (WIDE_BACKWARD_K_CHUNKS if block_h >= 1024 else BACKWARD_K_CHUNKS) if block_h >= 8 * punits else 1
+        k_block = block_h // k_split  # K of each of its four dots (kernels/lstm_split.py, k_block)
+        k_chunks = (WIDE_BACKWARD_K_CHUNKS if k_block >= 1024 else BACKWARD_K_CHUNKS) if k_block >= 8 * punits else 1
         if rows_per_group is not None and block_h >= 16 * punits:
             k_chunks = TILED_WIDE_K_CHUNKS  # the sub-tile loop's extra live values: see TILED_BACKWARD_MAX_BLOCK_H
         if rows_per_group is not None and ELEMENT_BYTES[name] > 2 and \
@@ -150,6 +151,9 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         kernel = "lstm_bwd_kernel_split"
         if rows_per_group is not None:  # and the program's carried dh and dc of all its rows
             signature = before_sync(signature, (("dh_state_ptr", a), ("dc_state_ptr", a)))
+        else:  # and the halves of dh_{t-1} of a K-split pair
+            signature = before_sync(signature, (("dh_partial_ptr", a),))
+            constexprs += (("K_SPLIT", k_split),)
     if rows_per_group is not None:
         kernel += "_tiled"
         k_width = block_p if direction == "forward" else block_h  # K of the W_hh dot
@@ -158,6 +162,15 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
     plan = Plan(kernel, "split", grid, 4, 1, maxnreg(4, limits), signature, constexprs)
     num_warps = warps_for(plan, limits)
     return dataclasses.replace(plan, num_warps=num_warps, maxnreg=maxnreg(num_warps, limits))
+
+
+def k_split_backward_plan(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits: DeviceLimits,
+                          directions: int = 1, allow_tf32: bool = True) -> Plan:
+    """The per-tile backward with each 16-unit slice split over a pair of programs
+    (K_SPLIT_BACKWARD) for these sizes, whether or not plan_split would choose it: the tests
+    run it at sizes the interpreter affords."""
+    return _plan_one("backward", 16, B, H, directions, dtype_name(dtype), options, limits, None, allow_tf32,
+                     k_split=K_SPLIT_BACKWARD)
 
 
 def single_group_rows(B: int) -> int:
@@ -262,7 +275,13 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
             else:
                 slice_limit = tiled_slice
             slice_limit = min(slice_limit, shared_limit)
-            if budgeted_slice_bytes(plan) > slice_limit or not fits_shared_memory(plan, limits):
+            fits = budgeted_slice_bytes(plan) <= slice_limit and fits_shared_memory(plan, limits)
+            if not fits and rows_per_group is None and direction == "backward" and \
+                    k_split_backward(units, block_h, name, P, H, limits):  # a pair of programs shares the slice
+                plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32,
+                                 k_split=K_SPLIT_BACKWARD)
+                fits = budgeted_slice_bytes(plan) <= slice_limit and fits_shared_memory(plan, limits)
+            if not fits:
                 continue
             per_sm = occupancy(plan) if occupancy is not None else 1
             if plan.programs <= limits.num_sms * per_sm:
