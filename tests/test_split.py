@@ -719,10 +719,11 @@ def test_split_keeps_the_batch_kernels_storage_contract_both_directions(concurre
 def test_a_k_split_backward_keeps_the_batch_kernels_storage_contract(concurrent, seed):
     # K_SPLIT = 2 (fp32 H = 768 / 1024 on a GPU, forced here at a small H): two programs per 16
     # entries, each holding two gates' columns of W_hh, adding their halves of dh_{t-1} after a
-    # second barrier. H = 40 leaves each gate's second K block ragged (units 32-39 of 32-63);
-    # two batch tiles, both directions, lengths, resets and every gate option; dpre, dh0 and
-    # dc0 against the batch-tiled backward on the same saved state, fp64
-    T, B, H, D, dtype = 4, 20, 40, 2, torch.float64
+    # second barrier. H = 136 gives 128-wide K blocks in 4 chunks (as 512-wide ones on a GPU),
+    # each gate's second block ragged (units 128-135 of 128-255); two batch tiles, both
+    # directions, lengths, resets and every gate option; dpre, dh0 and dc0 against the
+    # batch-tiled backward on the same saved state, fp64
+    T, B, H, D, dtype = 3, 20, 136, 2, torch.float64
     g = torch.Generator().manual_seed(seed)
     lengths = random_lengths(B, T, g).to(DEVICE)
 
@@ -735,7 +736,7 @@ def test_a_k_split_backward_keeps_the_batch_kernels_storage_contract(concurrent,
     resets = (torch.rand(T, B, generator=g) < 0.3).to(DEVICE)
     options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True)
     plan = split_planning.k_split_backward_plan(B, H, dtype, options, device.device_limits(torch.device(DEVICE)), D)
-    assert (plan.grid, plan.constexpr("K_SPLIT")) == ((6, 2, 2), 2)
+    assert (plan.grid, plan.constexpr("K_SPLIT"), plan.constexpr("K_CHUNKS")) == ((18, 2, 2), 2, 4)
     _, _, _, gates, c_hist = launcher.forward(xw, w_hh, None, h0, c0, peephole, lengths, 0.5, False, False, True,
                                               "batch", resets=resets)
     outputs = [launcher.backward(dy, dh_n, dc_n, w_hh, None, gates, c_hist, c0, peephole, lengths, 0.5, 0.25,
