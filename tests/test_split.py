@@ -851,6 +851,13 @@ def test_backward_limits_follow_the_installed_triton_release():
         limits = dataclasses.replace(DeviceLimits.sm90(), triton=release)
         forward = split.plan_split(256, 256, torch.bfloat16, Options(store_state=True), limits).forward
         assert split.resident_slice_bytes(forward) == 64 * 1024 and forward.num_warps == warps, release
+    # and a tiled fp32 forward of 64 units with a projection (80 KB, resets, sm_80) spilled 96 B:
+    # on 3.7 tiled forwards with a projection keep within 64 KB (here: none co-resident fits)
+    resets = Options(peephole=True, cell_clip=True, resets=True, store_state=True)
+    for release, slice_kb in (((3, 9), 80), ((3, 7), None)):
+        limits = dataclasses.replace(DeviceLimits.sm80(), triton=release)
+        plans = split.plan_split(256, 256, torch.float32, resets, limits, directions=2, P=64, group_rows=32)
+        assert (plans and split.resident_slice_bytes(plans.forward) // 1024) == slice_kb, release
 
 
 def test_lengths_with_resets_take_the_narrower_plans_their_compiles_asked_for():

@@ -154,8 +154,10 @@ SM86_FP32_RESETS_LENGTHS_8_WARP_UNITS = 16
 # Triton 3.7.1 alone: a 16-bit 32-unit forward at H = 256 (64 KB, sm_90) spilled 28 B; 16 warps: 112 registers
 TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES = 64 * 1024
 # (its 128 KB slices, fp32 H = 256, took 128 registers and spilled 8 B with 16 warps: those keep 8)
-# and a tiled fp32 forward of 64 units with a projection (80 KB of slices) spilled 96 B on sm_80:
-# on 3.7 tiled forwards with a projection keep to RESIDENT_SLICE_MAX_BYTES
+# and a tiled fp32 forward of 64 units with a projection (80 KB of slices, resets, no lengths)
+# spilled 96 B on sm_80: on 3.7 tiled forwards with a projection keep to RESIDENT_SLICE_MAX_BYTES
+# (this rule's first form capped only those with lengths, already within it; the whole 3.7.1
+# split matrix found the plan still planned)
 
 
 def resident_slice_bytes(plan: Plan) -> int:

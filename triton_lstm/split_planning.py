@@ -215,9 +215,10 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
         max_slice = lengths_slice if options.lengths else resident_slice
         # the tiled forward carries less per step: ALIGNED 128 KB slices with lengths too
         tiled_slice = max_slice
-        if is_aligned and not old_triton_with_lengths_and_resets(options, limits) and \
-                not (limits.triton == (3, 7) and P not in (None, H)):
+        if is_aligned and not old_triton_with_lengths_and_resets(options, limits):
             tiled_slice = ALIGNED_RESIDENT_SLICE_MAX_BYTES
+        if limits.triton == (3, 7) and P not in (None, H):  # see split_limits, TRITON_3_7_*
+            tiled_slice = min(tiled_slice, RESIDENT_SLICE_MAX_BYTES)
         max_units = LENGTHS_FORWARD_MAX_UNITS if options.lengths else max(unit_choices)
         if limits.small_sms:  # 64-unit forwards spill 8-320 B there
             max_units = min(max_units, 16 if both_lengths_and_resets(options) else 32)
