@@ -746,6 +746,20 @@ def test_a_k_split_backward_keeps_the_batch_kernels_storage_contract(concurrent,
         assert_close(got, ref, TOLERANCE[dtype], f"{name} (seed {seed})")
 
 
+def test_a_k_split_plan_the_kernel_cannot_pair_is_refused(concurrent):
+    # the kernel pairs programs 2u, 2u + 1 and gives the pair's sum the step's second barrier:
+    # K_SPLIT 3, or 2 with a projection (whose second barrier is dh's), would race
+    T, B, H = 2, 3, 32
+    g = torch.Generator().manual_seed(0)
+    w_hh, gates = torch.randn(1, 4 * H, H, generator=g), torch.rand(1, T, B, 4 * H, generator=g)
+    c_hist, zeros = torch.randn(1, T, B, H, generator=g), torch.zeros(1, B, H)
+    plan = split_planning.k_split_backward_plan(B, H, torch.float32, Options(), device.device_limits(w_hh.device))
+    bad = dataclasses.replace(plan, constexprs=tuple((k, 3 if k == "K_SPLIT" else v) for k, v in plan.constexprs))
+    with pytest.raises(RuntimeError, match="K_SPLIT = 2 only without a projection"):
+        launcher.backward(torch.randn(T, B, H, generator=g), zeros, zeros, w_hh, None, gates, c_hist, zeros, None,
+                          None, None, None, False, False, "split", plan=bad)
+
+
 def test_fp32_backwards_at_h_768_and_1024_split_each_slice_over_a_pair_of_programs():
     # a 16-unit fp32 slice at BLOCK_H = 1024 is 256 KB: over shared memory. Two programs of 128
     # KB each keep W_hh on chip at B <= 16 (one 16-row tile) instead of streaming it

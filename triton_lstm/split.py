@@ -13,8 +13,8 @@ When split beats batch-tiled
 short: batch-tiled keeps only cdiv(B, 16) programs busy; while its W_hh^T fits one program
 it has no barrier and is the fastest thing there is, beyond that it streams all of W_hh from
 L2 every step through those few SMs. Split keeps cdiv(H, UNITS) programs per barrier group
-busy with W_hh resident, and pays per step one barrier (two with a projection) and every
-program's read of all of h. Under the interpreter the programs of a launch run one after
+busy with W_hh resident, and pays per step one barrier (two with a projection or in a
+K-split backward) and every program's read of all of h. Under the interpreter the programs of a launch run one after
 another, so `kernel="auto"` never picks split there (a forced split fails fast: the
 barrier's bound, below).
 
@@ -63,6 +63,9 @@ def _check_plan_fits(plan: Plan, args: dict) -> None:
         raise RuntimeError(f"the split plan was made for other sizes: BLOCK_H={c['BLOCK_H']}, "
                            f"BLOCK_P={c['BLOCK_P']}, HAS_PROJ={c['HAS_PROJ']}; got H={H}, P={P}")
     forward = plan.kernel.startswith("lstm_fwd")
+    if c.get("K_SPLIT", 1) not in (1, 2) or c.get("K_SPLIT", 1) == 2 and c["HAS_PROJ"]:
+        # the kernel pairs programs 2u, 2u + 1 and gives the pair's sum the step's second barrier
+        raise RuntimeError(f"a split backward takes K_SPLIT = 2 only without a projection; got {plan.describe()}")
     if not args["w_hh_ptr"].is_contiguous():
         raise RuntimeError("a split kernel reads w_hh with its contiguous strides; got strides "
                            f"{tuple(args['w_hh_ptr'].stride())}")

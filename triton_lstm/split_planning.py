@@ -139,7 +139,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         k_chunks = (WIDE_BACKWARD_K_CHUNKS if k_block >= 1024 else BACKWARD_K_CHUNKS) if k_block >= 8 * punits else 1
         if rows_per_group is not None and block_h >= 16 * punits:
             k_chunks = TILED_WIDE_K_CHUNKS  # the sub-tile loop's extra live values: see TILED_BACKWARD_MAX_BLOCK_H
-        if rows_per_group is not None and ELEMENT_BYTES[name] > 2 and \
+        if rows_per_group is not None and not streamed and ELEMENT_BYTES[name] > 2 and \
                 wide_tiled_backward(units, block_h, name, P, H, options, limits):
             k_chunks = WIDE_FP32_TILED_BACKWARD_K_CHUNKS
         proj_chunks = BACKWARD_K_CHUNKS if has_proj and block_p >= 8 * units else 1  # dm dot: K = BLOCK_P, N = UNITS
