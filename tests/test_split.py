@@ -768,7 +768,7 @@ def test_fp32_backwards_at_h_768_and_1024_split_each_slice_over_a_pair_of_progra
         for B in (1, 16):
             shape = LayerShape(B, H, H, 1, torch.float32)
             plan = variants.choose("backward", shape, Options(lengths=True), limits)
-            assert plan.variant == "split" and dict(plan.constexprs).get("K_SPLIT", 1) == k_split, plan.describe()
+            assert plan.variant == "split" and plan.k_split == k_split, plan.describe()
             if k_split == 1:
                 assert plan.constexpr("W_STREAMED")
                 continue
@@ -783,7 +783,7 @@ def test_fp32_backwards_at_h_768_and_1024_split_each_slice_over_a_pair_of_progra
             assert estimate.us_per_step * 2 < cost.predict(streamed, shape, limits).us_per_step
     # not with a projection, nor for 16-bit (their 16-unit slices fit)
     proj = variants.choose("backward", LayerShape(16, 1024, 256, 1, torch.float32), Options(), NEWEST_SM90)
-    assert dict(proj.constexprs).get("K_SPLIT", 1) == 1
+    assert proj.k_split == 1
     bf16 = variants.choose("backward", LayerShape(16, 1024, 1024, 1, torch.bfloat16), Options(), NEWEST_SM90)
     assert bf16.constexpr("K_SPLIT") == 1 and split.resident_slice_bytes(bf16) == 128 * 1024
 

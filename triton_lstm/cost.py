@@ -135,12 +135,11 @@ def step_work(plan: Plan, shape: LayerShape) -> StepWork:
             exchanged = rows * P * e + (rows * H * e if has_proj else 0)  # all of h (and of m)
             dot = 2 * m_rows * c["BLOCK_P"] * 4 * units + (2 * m_rows * c["BLOCK_H"] * entries if has_proj else 0)
         else:  # all of dpre (and of dh); a K-split program its gates' share, and its partner's half of dh
-            k_split = c.get("K_SPLIT", 1)
-            exchanged = (rows * 4 * H * e // k_split + (rows * P * acc if has_proj else 0)
-                         + (k_split - 1) * rows * entries * acc)
-            dot = (2 * m_rows * 4 * c["BLOCK_H"] * entries // k_split
+            exchanged = (rows * 4 * H * e // plan.k_split + (rows * P * acc if has_proj else 0)
+                         + (plan.k_split - 1) * rows * entries * acc)
+            dot = (2 * m_rows * 4 * c["BLOCK_H"] * entries // plan.k_split
                    + (2 * m_rows * c["BLOCK_P"] * units if has_proj else 0))
-        barriers = 2 if has_proj or c.get("K_SPLIT", 1) > 1 else 1
+        barriers = 2 if has_proj or plan.k_split > 1 else 1
         on_chip = not c.get("W_STREAMED", False)
         if not on_chip:  # a streamed split plan reads its own W_hh slice every sub-tile
             w_elements = 4 * (c["BLOCK_H"] * entries if backward else c["BLOCK_P"] * units)

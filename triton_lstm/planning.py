@@ -139,12 +139,17 @@ class Plan:
     def constexpr(self, name: str):
         return dict(self.constexprs)[name]
 
+    @property
+    def k_split(self) -> int:
+        """Programs that share one weight slice: 2 in a K-split split backward, else 1."""
+        return dict(self.constexprs).get("K_SPLIT", 1)
+
     def describe(self) -> str:
         c = dict(self.constexprs)
         tiles = " ".join(f"{k}={c[k]}" for k in ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS",
                                                  "PROJ_UNITS", "ROWS_PER_GROUP") if k in c)
-        if c.get("K_SPLIT", 1) > 1:  # the grid alone does not say two programs share each slice
-            tiles += f" K_SPLIT={c['K_SPLIT']}"
+        if self.k_split > 1:  # the grid alone does not say two programs share each slice
+            tiles += f" K_SPLIT={self.k_split}"
         return (f"{self.kernel}[{self.variant}] grid={self.grid} warps={self.num_warps} "
                 f"stages={self.num_stages} maxnreg={self.maxnreg} {tiles} dot={c.get('INPUT_PRECISION')}")
 

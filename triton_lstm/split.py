@@ -14,9 +14,9 @@ short: batch-tiled keeps only cdiv(B, 16) programs busy; while its W_hh^T fits o
 it has no barrier and is the fastest thing there is, beyond that it streams all of W_hh from
 L2 every step through those few SMs. Split keeps cdiv(H, UNITS) programs per barrier group
 busy with W_hh resident, and pays per step one barrier (two with a projection or in a
-K-split backward) and every program's read of all of h. Under the interpreter the programs of a launch run one after
-another, so `kernel="auto"` never picks split there (a forced split fails fast: the
-barrier's bound, below).
+K-split backward) and every program's read of all of h. Under the interpreter the programs
+of a launch run one after another, so `kernel="auto"` never picks split there (a forced
+split fails fast: the barrier's bound, below).
 
 Co-residency and the barrier's bound (kernels/README.md, "Split variant: host side")
 ------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def _check_plan_fits(plan: Plan, args: dict) -> None:
         raise RuntimeError(f"the split plan was made for other sizes: BLOCK_H={c['BLOCK_H']}, "
                            f"BLOCK_P={c['BLOCK_P']}, HAS_PROJ={c['HAS_PROJ']}; got H={H}, P={P}")
     forward = plan.kernel.startswith("lstm_fwd")
-    if c.get("K_SPLIT", 1) not in (1, 2) or c.get("K_SPLIT", 1) == 2 and c["HAS_PROJ"]:
+    if plan.k_split not in (1, 2) or plan.k_split == 2 and c["HAS_PROJ"]:
         # the kernel pairs programs 2u, 2u + 1 and gives the pair's sum the step's second barrier
         raise RuntimeError(f"a split backward takes K_SPLIT = 2 only without a projection; got {plan.describe()}")
     if not args["w_hh_ptr"].is_contiguous():
@@ -86,7 +86,7 @@ def _barriers(plan: Plan, T: int) -> int:
     """Barriers of one launch: per step the m_t (dh_t) exchange with a projection, then h_t
     (dpre_t), then in a K-split backward the pairs' halves of dh_{t-1}; the tiled forward adds
     one publishing h0."""
-    per_step = 2 if plan.constexpr("HAS_PROJ") or dict(plan.constexprs).get("K_SPLIT", 1) > 1 else 1
+    per_step = 2 if plan.constexpr("HAS_PROJ") or plan.k_split > 1 else 1
     return T * per_step + (1 if is_tiled(plan) and plan.kernel.startswith("lstm_fwd") else 0)
 
 
@@ -146,8 +146,7 @@ def _buffers(plan: Plan, args: dict, *, spin_limit: int | None = None, sync: tor
         extras["dh_state_ptr"] = device.output(like, D, 2, B, P, dtype=acc)
         extras["dc_state_ptr"] = device.output(like, D, 2, B, H, dtype=acc)
     else:  # a K-split pair's halves of dh_{t-1}, one slot per program
-        k_split = plan.constexpr("K_SPLIT")
-        extras["dh_partial_ptr"] = (device.output(like, D, k_split, B, P, dtype=acc) if k_split > 1
+        extras["dh_partial_ptr"] = (device.output(like, D, plan.k_split, B, P, dtype=acc) if plan.k_split > 1
                                     else like.new_empty(1, dtype=acc))
     extras["sync_ptr"] = new_sync(plan, like.device) if sync is None else sync.zero_()
     extras["spin_limit"] = spin_limit if spin_limit is not None else barrier.default_spin_limit()

@@ -170,7 +170,7 @@ def resident_slice_bytes(plan: Plan) -> int:
     if plan.kernel.startswith("lstm_fwd"):
         elements = w_hh * 4 * c["BLOCK_P"] * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
     else:  # a K-split program holds 4 / K_SPLIT gates' columns
-        elements = (w_hh * 4 * c["BLOCK_H"] * c["PROJ_UNITS"] // c.get("K_SPLIT", 1)
+        elements = (w_hh * 4 * c["BLOCK_H"] * c["PROJ_UNITS"] // plan.k_split
                     + (c["BLOCK_P"] * c["UNITS"] if c["HAS_PROJ"] else 0))
     return elements * element
 
@@ -255,7 +255,7 @@ def fits_shared_memory(plan: Plan, limits: DeviceLimits) -> bool:
     c = dict(plan.constexprs)
     element = ELEMENT_BYTES[dict(plan.signature)["w_hh_ptr"].lstrip("*")]
     forward = plan.kernel.startswith("lstm_fwd")
-    k_width = c["BLOCK_H"] // c.get("K_SPLIT", 1)  # a K-split backward stages one of its 4 K blocks of dpre
+    k_width = c["BLOCK_H"] // plan.k_split  # a K-split backward stages one of its 4 K blocks of dpre
     staged = c["BLOCK_B"] * max(c["BLOCK_P"] if forward or c["HAS_PROJ"] else 0, k_width) * element
     extra = forward and (limits.old_triton or c["HAS_RESETS"] or element == 4)
     extra = EXTRA_SHARED_BYTES if extra else 0
