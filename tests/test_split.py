@@ -933,3 +933,54 @@ def test_lengths_with_resets_take_the_narrower_plans_their_compiles_asked_for():
         assert batch.tiles(H, H, "fp64", True, "forward", old80_37, both)[2:5] == (32, 32, 32), H
     assert batch.tiles(64, 64, "fp64", True, "forward", dataclasses.replace(old90, triton=(3, 7)), both)[2:5] == \
         (32, 16, 16)
+
+
+def test_fp32_with_tf32_off_keeps_to_the_plans_its_fma_dots_compile_clean():
+    """IEEE fp32 dots (cudnn.allow_tf32 off) run on the FMA units with other register needs
+    (split_limits.IEEE_*, batch.IEEE_W_RESIDENT): 8-unit resident forwards, 16-unit backwards
+    on 8 warps, no K-split pair, no resident batch-tiled W_hh, and before triton 3.8 no resident
+    slice with a dot over BLOCK_P > 64. TF32 plans, and the interpreter's, are unchanged."""
+    from triton_lstm import batch, split_limits
+    new = dataclasses.replace(DeviceLimits.sm90(), triton=(3, 9))
+    old = dataclasses.replace(new, triton=(3, 6))
+    shapes = [(B, H, D) for B in (1, 3, 64, 256) for H in (24, 64, 256, 512, 1024) for D in (1, 2)]
+    checked = 0
+    for limits in (new, old, dataclasses.replace(DeviceLimits.sm80(), triton=(3, 9))):
+        for B, H, D in shapes:
+            for options in (Options(), Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True)):
+                plans = split.plan_split(B, H, torch.float32, options, limits, directions=D, allow_tf32=False)
+                for plan in () if plans is None else (plans.forward, plans.backward):
+                    if plan is None:
+                        continue
+                    assert plan.constexpr("INPUT_PRECISION") == "ieee"
+                    if dict(plan.constexprs).get("W_STREAMED"):
+                        continue
+                    checked += 1
+                    if plan.kernel.startswith("lstm_fwd"):
+                        assert plan.constexpr("UNITS") == split_limits.IEEE_FORWARD_UNITS, (limits, B, H, D)
+                        assert plan.num_warps == 8 or plan.constexpr("BLOCK_P") < 128, (limits, B, H, D)
+                        assert not limits.old_triton or plan.constexpr("BLOCK_P") <= 64, (limits, B, H, D)
+                    else:
+                        assert (plan.constexpr("UNITS"), plan.num_warps, plan.k_split) == (16, 8, 1), (limits, B, H, D)
+                        assert not split.is_tiled(plan) or plan.constexpr("BLOCK_H") <= 64
+    assert checked > 100
+    # where TF32 plans differ: 4-warp backwards at H = 24, the K-split pair at H = 1024 (IEEE:
+    # the streamed tiled backward), and before 3.8 the resident forward at H = 256 (IEEE: streamed)
+    tf32, ieee = (split.plan_split(3, 24, torch.float32, Options(), new, allow_tf32=a) for a in (True, False))
+    assert (tf32.backward.num_warps, ieee.backward.num_warps) == (4, 8)
+    tf32, ieee = (split.plan_split(1, 1024, torch.float32, Options(), new, allow_tf32=a) for a in (True, False))
+    assert tf32.backward.k_split == 2 and ieee.backward.constexpr("W_STREAMED")
+    assert tf32.forward == dataclasses.replace(ieee.forward, constexprs=tuple(
+        (k, "tf32" if k == "INPUT_PRECISION" else v) for k, v in ieee.forward.constexprs))
+    tf32, ieee = (split.plan_split(64, 256, torch.float32, Options(), old, allow_tf32=a) for a in (True, False))
+    assert not split.is_tiled(tf32.forward) and ieee.forward.constexpr("W_STREAMED")
+    # the batch-tiled kernels stream W_hh; the interpreter (always ieee) plans as with TF32
+    shape = LayerShape(8, 64, 64, 1, torch.float32)
+    for pass_ in ("forward", "backward"):
+        assert batch.plan_layer(pass_, shape, Options(), new, False, True).variant == "batch_resident"
+        assert batch.plan_layer(pass_, shape, Options(), new, False, False).variant == "batch_streamed"
+        cpu = DeviceLimits.interpreter()
+        assert batch.plan_layer(pass_, shape, Options(), cpu, False, False).variant == "batch_resident"
+    cpu = DeviceLimits.interpreter()
+    assert split.plan_split(3, 24, torch.float32, Options(), cpu, allow_tf32=False) == \
+        split.plan_split(3, 24, torch.float32, Options(), cpu, allow_tf32=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 from .planning import (ELEMENT_BYTES, MIN_DOT, DeviceLimits, GateOptions, LayerShape, MatrixGrid, Plan, Variant,
-                       clip_type, dot_block, dtype_name, maxnreg, numerics)
+                       clip_type, dot_block, dtype_name, ieee_fp32, maxnreg, numerics)
 
 # A resident W_hh^T (four [BLOCK_H, BLOCK_H] gate blocks in the dot operand dtype) of at
 # most this many bytes compiles without spills with 8 warps on sm_80 and sm_90 (bf16 at
@@ -20,6 +20,11 @@ RESIDENT_W_FOUR_WARPS_BYTES = 16 * 1024
 # The resident backward with lengths and resets together and every gate option spilled 16-56
 # bytes at 32 KB (fp64, H = 24, 8 warps; triton 3.9, sm_80 / sm_90): there it keeps 16 KB.
 RESETS_LENGTHS_RESIDENT_BACKWARD_MAX_BYTES = 16 * 1024
+# IEEE fp32 dots (TF32 off, on a GPU) run on the FMA units: of 36 resident plans of the fp32
+# matrix 25 spilled (16-344 bytes: every forward with lengths or peepholes, at 64 KB on sm_80,
+# backwards with lengths) or crashed LLVM's SLP vectorizer (forwards on sm_86 / sm_89 /
+# sm_90, triton 3.9); all 72 streamed ones compiled clean. So those layers stream W_hh.
+IEEE_W_RESIDENT = False
 # Streamed tiles: 32 x 32 with 8 warps and one stage is spill-free in every dtype
 # (64 x 64 spills in fp64, and with 4 warps in every dtype).
 STREAMED_TILE = 32
@@ -46,7 +51,7 @@ SM86_FP64_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES = 16 * 1024
 
 
 def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", limits: DeviceLimits | None = None,
-          gates: GateOptions | None = None):
+          gates: GateOptions | None = None, ieee: bool = False):
     """(variant, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_P, num_warps, num_stages) of the batch-tiled kernels."""
     block_b = MIN_DOT  # the smallest dot M: most programs for a given B, fewest registers
     block_h = dot_block(H)
@@ -65,6 +70,8 @@ def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", li
             max_resident = OLD_TRITON_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES
         if pass_ == "forward" and dtype == "fp64" and limits is not None and limits.small_sms:
             max_resident = SM86_FP64_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES
+    if ieee and not IEEE_W_RESIDENT:
+        max_resident = 0
     if not streamed and P == H and w_bytes <= max_resident:
         num_warps = 4 if w_bytes <= RESIDENT_W_FOUR_WARPS_BYTES else 8
         return "batch_resident", block_b, block_h, block_h, block_h, num_warps, 1
@@ -118,7 +125,8 @@ def plan_layer(pass_: str, shape: LayerShape, gates: GateOptions, limits: Device
     """Plan the forward or backward recurrence of one layer (the same tiles, but for fp64 on old tritons)."""
     B, H, P, directions, dtype = shape
     name = dtype_name(dtype)
-    variant, block_b, block_n, block_k, block_p, num_warps, num_stages = tiles(H, P, name, streamed, pass_, limits, gates)
+    variant, block_b, block_n, block_k, block_p, num_warps, num_stages = tiles(
+        H, P, name, streamed, pass_, limits, gates, ieee_fp32(name, allow_tf32, limits))
     num = numerics(name, allow_tf32, limits)
     flags = (("W_RESIDENT", variant == "batch_resident"), ("HAS_PEEPHOLE", gates.peephole),
              ("USE_CELL_CLIP", gates.cell_clip))
@@ -170,15 +178,15 @@ def _buffers(plan: Plan, args: dict, **_) -> dict:
 
 def _matrix(limits: DeviceLimits, grid: MatrixGrid) -> list[Plan]:
     plans = []
-    for B, H, dtype in Variant.shapes(grid):
+    for B, H, dtype, allow_tf32 in Variant.shapes(grid):
         shapes = [(H, o) for o in grid.options] + [(grid.proj_size_for(H), o) for o in grid.proj_options]
         for P, gates in shapes:
             for streamed in (False, True):
                 for directions in (1, 2):
                     shape = LayerShape(B, H, P, directions, dtype)
-                    plans.append(plan_layer("forward", shape, gates, limits, streamed))
+                    plans.append(plan_layer("forward", shape, gates, limits, streamed, allow_tf32))
                     if gates.store_state:
-                        plans.append(plan_layer("backward", shape, gates, limits, streamed))
+                        plans.append(plan_layer("backward", shape, gates, limits, streamed, allow_tf32))
     return plans
 
 

@@ -77,9 +77,10 @@ def _plan(pass_, shape, gates, limits, choice, allow_tf32):
 
 def _matrix(limits: DeviceLimits, grid: MatrixGrid) -> list[Plan]:
     plans = []
-    for B, H, dtype in Variant.shapes(grid):
+    for B, H, dtype, allow_tf32 in Variant.shapes(grid):
         for gates in grid.options + (GateOptions(bias=False),):
-            plans.append(plan_cell_forward(B, H, dtype, dataclasses.replace(gates, lengths=False, resets=False), limits))
+            plans.append(plan_cell_forward(B, H, dtype, dataclasses.replace(gates, lengths=False, resets=False), limits,
+                                           allow_tf32))
             if gates.store_state:
                 plans.append(plan_cell_backward(B, H, dtype, gates, limits))
     return plans

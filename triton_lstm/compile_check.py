@@ -37,11 +37,13 @@ TARGETS = {cc: limits() for cc, limits in TARGET_LIMITS.items()}
 # and every gate-mechanics branch at once with variable lengths and resets; a projection changes
 # the code too (P is runtime, only BLOCK_P varies). At H = 768 a split forward fits sm_80's 108
 # SMs (96 programs) where H = 1024's does not, so its BLOCK_H = 1024 backward is reachable.
+# fp32 is planned with TF32 dots and with IEEE ones (cudnn.allow_tf32 off): other tiles.
 _OPTIONS = (GateOptions(), GateOptions(store_state=False),
             GateOptions(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True))
 FULL_GRID = MatrixGrid(Bs=(1, 3, 64, 256), Hs=(24, 64, 128, 256, 512, 1024),
                        dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64),
-                       options=_OPTIONS, proj_options=(_OPTIONS[0], _OPTIONS[2]), split_Hs=(768,))
+                       options=_OPTIONS, proj_options=(_OPTIONS[0], _OPTIONS[2]), split_Hs=(768,),
+                       fp32_allow_tf32=(True, False))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -190,6 +190,9 @@ class MatrixGrid:
     options: tuple[GateOptions, ...]  # with and without each gate flag
     proj_options: tuple[GateOptions, ...]  # the subset also planned with a projection
     split_Hs: tuple[int, ...] = ()  # extra H for the split variant only
+    # fp32 is planned for each: TF32 dots (cudnn.allow_tf32, torch's default) and ieee ones,
+    # which run on FMA units with other register needs, so other tiles
+    fp32_allow_tf32: tuple[bool, ...] = (True,)
 
     @staticmethod
     def proj_size_for(H: int) -> int:
@@ -227,8 +230,11 @@ class Variant:
 
     @staticmethod
     def shapes(grid: "MatrixGrid"):
-        """(B, H, dtype) over a matrix grid, in the order every variant's matrix walks it."""
-        return itertools.product(grid.Bs, grid.Hs, grid.dtypes)
+        """(B, H, dtype, allow_tf32) over a matrix grid, in the order every variant's matrix
+        walks it; allow_tf32 varies for fp32 only (other dtypes ignore it)."""
+        for B, H, dtype in itertools.product(grid.Bs, grid.Hs, grid.dtypes):
+            for allow_tf32 in grid.fp32_allow_tf32 if dtype == torch.float32 else (True,):
+                yield B, H, dtype, allow_tf32
 
 
 def _next_pow2(n: int) -> int:
@@ -261,6 +267,12 @@ def numerics(dtype: str, allow_tf32: bool, limits: DeviceLimits) -> Numerics:
     precision = "tf32" if dtype == "fp32" and allow_tf32 and not limits.interpreted else "ieee"
     return Numerics(acc, dot_in_fp32, precision)
 
+
+def ieee_fp32(dtype: str, allow_tf32: bool, limits: DeviceLimits) -> bool:
+    """An fp32 layer (input dtype name `dtype`) whose dots compile as IEEE FMA dots on a GPU,
+    whose register needs differ from TF32's (split_limits, IEEE_*; batch.IEEE_W_RESIDENT); the
+    interpreter computes in full fp32 whatever the flag, and has no registers to spill."""
+    return dtype == "fp32" and not allow_tf32 and not limits.interpreted
 
 def clip_type(acc: str) -> str:
     """The triton type of a plan's clip arguments (cell_clip, grad_clip) for compute dtype `acc`:

@@ -174,7 +174,7 @@ def _matrix(limits: DeviceLimits, grid: MatrixGrid) -> list[Plan]:
     gate option on: a split program's resident W_hr slice and its dots grow with P), and the
     barrier's self-test."""
     plans = [BARRIER_SELFTEST_PLAN]
-    for B, H, dtype in Variant.shapes(dataclasses.replace(grid, Hs=grid.Hs + grid.split_Hs)):
+    for B, H, dtype, allow_tf32 in Variant.shapes(dataclasses.replace(grid, Hs=grid.Hs + grid.split_Hs)):
         shapes = [(None, o) for o in grid.options] + [(grid.proj_size_for(H), o) for o in grid.proj_options]
         if H - 1 != grid.proj_size_for(H):
             shapes.append((H - 1, grid.proj_options[-1]))
@@ -182,7 +182,7 @@ def _matrix(limits: DeviceLimits, grid: MatrixGrid) -> list[Plan]:
             for lengths in (False, True):
                 for directions in (1, 2):
                     found = plan_split(B, H, dtype, dataclasses.replace(gates, lengths=lengths), limits,
-                                       directions=directions, P=P)
+                                       directions=directions, P=P, allow_tf32=allow_tf32)
                     if found is not None:
                         plans += [p for p in (found.forward, found.backward) if p is not None]
     return plans

@@ -5,7 +5,7 @@ which compile found it; triton_lstm.split_planning searches the plans within the
 """
 from __future__ import annotations
 
-from .planning import ELEMENT_BYTES, DeviceLimits, GateOptions, Plan
+from .planning import ELEMENT_BYTES, DeviceLimits, GateOptions, Plan, ieee_fp32
 
 # From the split compile report (sm_80 and sm_90, `python -m triton_lstm.split_report`):
 # - BLOCK_B = 64 spills in almost every plan; 16 never does, so a larger batch gets more
@@ -160,6 +160,34 @@ TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES = 64 * 1024
 # split matrix found the plan still planned)
 
 
+# IEEE fp32 dots (torch.backends.cudnn.allow_tf32 off) run on the FMA units, not the tensor
+# cores: Triton's FMA lowering holds far more of both operands per thread, so the limits above
+# (read off TF32 plans) do not hold. Compiling every fp32 plan of the matrix with TF32 off
+# (triton 3.9, sm_80 / sm_86 / sm_89 / sm_90: 1550 plans) found 430 spilling, and 13 crashing
+# LLVM's SLP vectorizer (sm_86 / sm_89 / sm_90; triton 3.6 and 3.7.1 compile the same plans).
+# Spill-free there: resident forwards of 8 units (N = 32) at every BLOCK_P up to 1024, with 8
+# warps from BLOCK_P = 128 (4 warps spilled 588-1124 B); 16 units and more spilled 464-12112 B
+# from BLOCK_P = 128 (48 B at 64). Backwards of 16 units with 8 warps (4 spilled 16-56 B at
+# BLOCK_H 32 and 64; 32 and 64 units 16-464 B), per tile at every BLOCK_H up to 512, tiled up
+# to 64 without a projection (128 spilled 8-60 B on sm_90, 256 with lengths 80 B on sm_86 /
+# sm_89, 512 8 B on sm_90, 64 with a projection 16 B). K-split backwards spilled 32-72 B on sm_90; streamed backwards of
+# 32 units with lengths and resets 8-20 B; streamed forwards of 8-32 units and streamed
+# backwards of 16 were all clean. The batch-tiled kernels: see batch.py, IEEE_W_RESIDENT.
+IEEE_FORWARD_UNITS = 8
+IEEE_EIGHT_WARPS_BLOCK_P = 128
+IEEE_BACKWARD_UNITS = 16
+IEEE_TILED_BACKWARD_MAX_BLOCK_H = 64
+# Before triton 3.8 (3.6.0, the same plans) the FMA dot holds its whole K per thread: every
+# resident forward with BLOCK_P >= 128 spilled (8 units: 736-15656 B), as did a backward's dm
+# dot over BLOCK_P = 128 (24 B, sm_90); at 64 none did. Wider layers there stream W_hh.
+IEEE_OLD_TRITON_MAX_BLOCK_P = 64
+
+
+def ieee_fp32_plan(plan: Plan, limits: DeviceLimits) -> bool:
+    return ieee_fp32(dict(plan.signature)["w_hh_ptr"].lstrip("*"), plan.constexpr("INPUT_PRECISION") != "ieee",
+                     limits)
+
+
 def resident_slice_bytes(plan: Plan) -> int:
     """Bytes of weights a program keeps on chip. Forward: W_hh [BLOCK_P, 4 UNITS], and with a
     projection W_hr [BLOCK_H, PROJ_UNITS]; backward: W_hh [4 BLOCK_H, PROJ_UNITS], and with a
@@ -184,6 +212,9 @@ def budgeted_slice_bytes(plan: Plan) -> int:
 def warps_for(plan: Plan, limits: DeviceLimits) -> int:
     if dict(plan.constexprs).get("W_STREAMED"):
         return 8  # its slice streams through registers every sub-tile: 4 warps spilled 8-1644 bytes
+    if ieee_fp32_plan(plan, limits) and (plan.kernel.startswith("lstm_bwd")
+                                         or plan.constexpr("BLOCK_P") >= IEEE_EIGHT_WARPS_BLOCK_P):
+        return 8
     if plan.constexpr("HAS_PROJ") and plan.constexpr("UNITS") > FOUR_WARPS_PROJ_MAX_UNITS:
         return 8
     if plan.constexpr("HAS_PROJ") and plan.constexpr("HAS_LENGTHS") and plan.constexpr("HAS_RESETS"):
@@ -242,7 +273,7 @@ def shared_slice_limit(limits: DeviceLimits) -> int:
 # Besides its slice, a program stages one operand of its step's dots in shared memory: BLOCK_B
 # rows of h, m or dpre (K = BLOCK_P or BLOCK_H wide). At 128 KB slices that is what decides
 # sm_80 (163 KB). Triton 3.9 took exactly slice + staged operand (16-bit H = 1024: 160 KB),
-# except forwards with resets or in fp32 (TF32 dots; the matrix compiles no IEEE ones), 4 KB
+# except forwards with resets or in fp32 (TF32 or IEEE dots), 4 KB
 # more (164 KB: over sm_80's limit); 3.6 took those 4 KB in every forward (compile matrix).
 EXTRA_SHARED_BYTES = 4 * 1024
 

@@ -22,7 +22,7 @@ import torch
 
 from . import cost
 from .planning import (ELEMENT_BYTES, DeviceLimits, GateOptions, LayerShape, Plan,
-                       clip_type, dot_block, dtype_name, maxnreg, numerics)
+                       clip_type, dot_block, dtype_name, ieee_fp32, maxnreg, numerics)
 from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_SLICE_MAX_BYTES,
                            ALIGNED_RESIDENT_SLICE_MAX_BYTES,
                            BACKWARD_SLICE_MAX_BYTES, PROJ_BACKWARD_SLICE_MAX_BYTES, BACKWARD_MAX_BLOCK_H,
@@ -39,7 +39,9 @@ from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_
                            OLD_TRITON_TILED_PROJ_MIN_UNITS,
                            OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS, budgeted_slice_bytes,
                            warps_for, both_lengths_and_resets, old_triton_with_lengths_and_resets,
-                           release_block_h, shared_slice_limit, fits_shared_memory, auto_streamed_units)
+                           release_block_h, shared_slice_limit, fits_shared_memory, auto_streamed_units,
+                           IEEE_FORWARD_UNITS, IEEE_BACKWARD_UNITS, IEEE_TILED_BACKWARD_MAX_BLOCK_H,
+                           IEEE_OLD_TRITON_MAX_BLOCK_P)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +243,15 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
             unit_choices = [u for u in unit_choices if u <= 16]  # 32 units spilled 16-40 B there
             if limits.old_triton:
                 streamed_units = [u for u in streamed_units if u <= OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS]
+    ieee = ieee_fp32(name, allow_tf32, limits)
+    if ieee:  # see split_limits, IEEE_*
+        keep = IEEE_FORWARD_UNITS if direction == "forward" else IEEE_BACKWARD_UNITS
+        unit_choices = [u for u in unit_choices if u == keep]
+        if direction == "backward":
+            streamed_units = [u for u in streamed_units if u == IEEE_BACKWARD_UNITS]
+        if limits.old_triton and dot_block(H if P is None else P) > IEEE_OLD_TRITON_MAX_BLOCK_P and (
+                direction == "forward" or P not in (None, H)):
+            unit_choices = []  # the K = BLOCK_P dot of a resident slice spills there: streamed plans only
     if group_rows is not None:
         candidates = [group_rows]  # forced: the tiled kernels with groups of that many rows
     else:
@@ -265,6 +276,9 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                     or both_lengths_and_resets(options) and block_h > RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H
                     or old_triton_with_lengths_and_resets(options, limits)):
                 continue
+            if ieee and rows_per_group is not None and direction == "backward" and (
+                    block_h > IEEE_TILED_BACKWARD_MAX_BLOCK_H or P not in (None, H)):
+                continue
             if rows_per_group is not None and direction == "forward" and P is not None and P != H and \
                     units < OLD_TRITON_TILED_PROJ_MIN_UNITS and limits.old_triton:
                 continue
@@ -277,7 +291,7 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                 slice_limit = tiled_slice
             slice_limit = min(slice_limit, shared_limit)
             fits = budgeted_slice_bytes(plan) <= slice_limit and fits_shared_memory(plan, limits)
-            if not fits and rows_per_group is None and direction == "backward" and \
+            if not fits and rows_per_group is None and direction == "backward" and not ieee and \
                     k_split_backward(units, block_h, name, P, H, limits):  # a pair of programs shares the slice
                 plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32,
                                  k_split=K_SPLIT_BACKWARD)
