@@ -7,6 +7,7 @@ conftest in each process sets TRITON_INTERPRET before triton is imported). float
 """
 import os
 import socket
+import sys
 
 import pytest
 import torch
@@ -80,6 +81,15 @@ def worker(rank, world, port, state, batches, out_dir):
                 torch.save(result, os.path.join(out_dir, f"{wrapper}.pt"))
     finally:
         dist.destroy_process_group()
+    # Done, results on disk: leave without finalizing the interpreter. A gloo worker thread may
+    # still be destroying a finished collective's work object, whose tensors take the GIL; during
+    # finalization that thread is killed inside a noexcept frame and the process aborts (SIGABRT,
+    # "terminate called without an active exception", about 1 run in 10 here; a core dump's
+    # backtrace: ProcessGroupGloo::runLoop -> ~AsyncAllgatherCoalescedWork -> take_gil ->
+    # pthread_exit while the main thread is in Py_FinalizeEx; pytorch/pytorch#190489).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def free_port():
