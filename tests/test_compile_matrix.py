@@ -107,7 +107,7 @@ def test_every_plan_compiles_without_spills_and_fits(items):
 def test_interpreter_plans_are_the_gpu_plans():
     # What the interpreted suite runs is what a GPU runs (with TF32, torch's default), but for
     # the bf16/fp16 upcast flag and the precision the interpreter ignores. (fp32 with TF32 off
-    # has narrower plans on a GPU, batch.IEEE_W_RESIDENT: the ones kernel="batch_streamed" runs.)
+    # has narrower plans on a GPU, batch.IEEE_RESIDENT_W_MAX_BYTES: the ones kernel="batch_streamed" runs.)
     for dtype in compile_check.FULL_GRID.dtypes:
         for H in (24, 64, 256):
             for make in (batch.plan_forward, batch.plan_backward):

@@ -937,7 +937,7 @@ def test_lengths_with_resets_take_the_narrower_plans_their_compiles_asked_for():
 
 def test_fp32_with_tf32_off_keeps_to_the_plans_its_fma_dots_compile_clean():
     """IEEE fp32 dots (cudnn.allow_tf32 off) run on the FMA units with other register needs
-    (split_limits.IEEE_*, batch.IEEE_W_RESIDENT): 8-unit resident forwards, 16-unit backwards
+    (split_limits.IEEE_*, batch.IEEE_RESIDENT_W_MAX_BYTES): 8-unit resident forwards, 16-unit backwards
     on 8 warps, no K-split pair, no resident batch-tiled W_hh, and before triton 3.8 no resident
     slice with a dot over BLOCK_P > 64. TF32 plans, and the interpreter's, are unchanged."""
     from triton_lstm import batch, split_limits

@@ -24,7 +24,7 @@ RESETS_LENGTHS_RESIDENT_BACKWARD_MAX_BYTES = 16 * 1024
 # matrix 25 spilled (16-344 bytes: every forward with lengths or peepholes, at 64 KB on sm_80,
 # backwards with lengths) or crashed LLVM's SLP vectorizer (forwards on sm_86 / sm_89 /
 # sm_90, triton 3.9); all 72 streamed ones compiled clean. So those layers stream W_hh.
-IEEE_W_RESIDENT = False
+IEEE_RESIDENT_W_MAX_BYTES = 0
 # Streamed tiles: 32 x 32 with 8 warps and one stage is spill-free in every dtype
 # (64 x 64 spills in fp64, and with 4 warps in every dtype).
 STREAMED_TILE = 32
@@ -70,8 +70,8 @@ def tiles(H: int, P: int, dtype: str, streamed: bool, pass_: str = "forward", li
             max_resident = OLD_TRITON_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES
         if pass_ == "forward" and dtype == "fp64" and limits is not None and limits.small_sms:
             max_resident = SM86_FP64_RESETS_LENGTHS_RESIDENT_FORWARD_MAX_BYTES
-    if ieee and not IEEE_W_RESIDENT:
-        max_resident = 0
+    if ieee:
+        max_resident = IEEE_RESIDENT_W_MAX_BYTES
     if not streamed and P == H and w_bytes <= max_resident:
         num_warps = 4 if w_bytes <= RESIDENT_W_FOUR_WARPS_BYTES else 8
         return "batch_resident", block_b, block_h, block_h, block_h, num_warps, 1

@@ -270,9 +270,10 @@ def numerics(dtype: str, allow_tf32: bool, limits: DeviceLimits) -> Numerics:
 
 def ieee_fp32(dtype: str, allow_tf32: bool, limits: DeviceLimits) -> bool:
     """An fp32 layer (input dtype name `dtype`) whose dots compile as IEEE FMA dots on a GPU,
-    whose register needs differ from TF32's (split_limits, IEEE_*; batch.IEEE_W_RESIDENT); the
+    whose register needs differ from TF32's (split_limits, IEEE_*; batch.IEEE_RESIDENT_W_MAX_BYTES); the
     interpreter computes in full fp32 whatever the flag, and has no registers to spill."""
     return dtype == "fp32" and not allow_tf32 and not limits.interpreted
+
 
 def clip_type(acc: str) -> str:
     """The triton type of a plan's clip arguments (cell_clip, grad_clip) for compute dtype `acc`:

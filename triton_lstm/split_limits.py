@@ -170,9 +170,9 @@ TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES = 64 * 1024
 # from BLOCK_P = 128 (48 B at 64). Backwards of 16 units with 8 warps (4 spilled 16-56 B at
 # BLOCK_H 32 and 64; 32 and 64 units 16-464 B), per tile at every BLOCK_H up to 512, tiled up
 # to 64 without a projection (128 spilled 8-60 B on sm_90, 256 with lengths 80 B on sm_86 /
-# sm_89, 512 8 B on sm_90, 64 with a projection 16 B). K-split backwards spilled 32-72 B on sm_90; streamed backwards of
-# 32 units with lengths and resets 8-20 B; streamed forwards of 8-32 units and streamed
-# backwards of 16 were all clean. The batch-tiled kernels: see batch.py, IEEE_W_RESIDENT.
+# sm_89, 512 8 B on sm_90, 64 with a projection 16 B). K-split backwards spilled 32-72 B on
+# sm_90 (k_split_backward excludes them); streamed backwards of 32 units with lengths and
+# resets 8-20 B; streamed forwards of 8-32 units and streamed backwards of 16 were all clean. The batch-tiled kernels: see batch.py, IEEE_RESIDENT_W_MAX_BYTES.
 IEEE_FORWARD_UNITS = 8
 IEEE_EIGHT_WARPS_BLOCK_P = 128
 IEEE_BACKWARD_UNITS = 16
@@ -184,8 +184,9 @@ IEEE_OLD_TRITON_MAX_BLOCK_P = 64
 
 
 def ieee_fp32_plan(plan: Plan, limits: DeviceLimits) -> bool:
-    return ieee_fp32(dict(plan.signature)["w_hh_ptr"].lstrip("*"), plan.constexpr("INPUT_PRECISION") != "ieee",
-                     limits)
+    """planning.ieee_fp32 of a plan: fp32 weights, ieee dots, a GPU target."""
+    return dict(plan.signature)["w_hh_ptr"] == "*fp32" and plan.constexpr("INPUT_PRECISION") == "ieee" and \
+        not limits.interpreted
 
 
 def resident_slice_bytes(plan: Plan) -> int:
@@ -251,11 +252,14 @@ def wide_tiled_backward(units: int, block_h: int, name: str, P: int | None, H: i
             and not limits.small_sms)
 
 
-def k_split_backward(units: int, block_h: int, name: str, P: int | None, H: int, limits: DeviceLimits) -> bool:
+def k_split_backward(units: int, block_h: int, name: str, P: int | None, H: int, limits: DeviceLimits,
+                     allow_tf32: bool = True) -> bool:
     """A per-tile backward that may split its slice over a pair of programs (K_SPLIT_BACKWARD):
-    fp32 (and fp64, which takes fp32's tiles) where the compile matrix has it spill-free."""
+    fp32 (and fp64, which takes fp32's tiles) where the compile matrix has it spill-free (not
+    with IEEE fp32 dots: see IEEE_*)."""
     return (ELEMENT_BYTES[name] > 2 and units == 16 and block_h == ALIGNED_BACKWARD_MAX_BLOCK_H[16]
-            and (P is None or P == H) and H % 16 == 0 and not limits.old_triton and not limits.small_sms)
+            and (P is None or P == H) and H % 16 == 0 and not limits.old_triton and not limits.small_sms
+            and not ieee_fp32(name, allow_tf32, limits))
 
 
 def release_block_h(table: dict, old_table: dict, units: int, limits: DeviceLimits) -> int:

@@ -291,8 +291,8 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                 slice_limit = tiled_slice
             slice_limit = min(slice_limit, shared_limit)
             fits = budgeted_slice_bytes(plan) <= slice_limit and fits_shared_memory(plan, limits)
-            if not fits and rows_per_group is None and direction == "backward" and not ieee and \
-                    k_split_backward(units, block_h, name, P, H, limits):  # a pair of programs shares the slice
+            if not fits and rows_per_group is None and direction == "backward" and \
+                    k_split_backward(units, block_h, name, P, H, limits, allow_tf32):  # a pair shares the slice
                 plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32,
                                  k_split=K_SPLIT_BACKWARD)
                 fits = budgeted_slice_bytes(plan) <= slice_limit and fits_shared_memory(plan, limits)
