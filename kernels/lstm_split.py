@@ -35,7 +35,7 @@ Legend (the storage contract of the batch-tiled kernels, lstm_fwd.py / lstm_bwd.
   BLOCK_P, BLOCK_H  powers of two >= P and >= H (equal without a projection)
   K_CHUNKS, PROJ_CHUNKS  chunks along K of the backward's dh dot and of either projection dot
                 (see the backward below); 1 where K is small
-  K_SPLIT       programs per PROJ_UNITS entries in the per-tile backward (1, or 2 without a
+  K_SPLIT       programs per PROJ_UNITS entries in a backward (1, or 2 resident without a
                 projection: see the backward below)
   ALIGNED       the plan's promise (triton_lstm.split.aligned, checked at launch): H and P are
                 multiples of 16 and the exchange buffers (y or exchange, m_exchange, dh_hist,
@@ -93,13 +93,17 @@ projection, the step first publishes its entries of dh_t = dh carried + dy_t to 
 meets the others, and forms its units' dm_t = dh_t W_hr[:, units]; without one dm_t is
 its own dh_t. Rows past their end carry dh and dc unchanged, write dpre = 0 and ignore
 dy; c_{t-1} at a row's first step is c0 (load_c_prev).
-K-split backward (K_SPLIT = 2, per-tile, no projection): where one program's columns of all
-four gates overflow shared memory (fp32 at BLOCK_H = 1024: 256 KB), programs 2u and 2u + 1
-share entries u, one holding gates i and f, the other g and o, as four K blocks of BLOCK_H / 2.
-Both form the same dpre_t for the units (one of them stores it), each its half of dh_{t-1}
-over its blocks; each publishes its half to dh_partial, meets the others at the step's second
-barrier, and adds its partner's. One slot per program suffices: it is rewritten a step later,
-after the next dpre barrier, which the partner reaches only after its read.
+K-split backward (K_SPLIT = 2, per-tile or tiled, resident, no projection): where one
+program's columns of all four gates overflow shared memory (fp32 at BLOCK_H = 1024: 256 KB),
+programs 2u and 2u + 1 share entries u, program 2u + k holding W_hh's rows of hidden units
+[k * BLOCK_H / 2, (k + 1) * BLOCK_H / 2) of every gate: four K blocks of BLOCK_H / 2, offset
+and masked alike, so the dot loop is the unsplit one at half the width. (Splitting by gates
+instead, i and f against g and o, gave each block its own offset and mask, and the tiled
+kernel's hoisted addresses of four blocks spilled on sm_90: 16-92 B.) Both form the same
+dpre_t for the units (one of them stores it), each its half of dh_{t-1} over its units; each
+publishes its half to dh_partial, meets the others at the step's second barrier, and adds its
+partner's. One slot per program suffices: it is rewritten a step later, after the next dpre
+barrier, which the partner reaches only after its read.
 """
 import triton
 import triton.language as tl
@@ -125,14 +129,6 @@ def dot_chunk(ptrs, mask, b_w, acc, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl
     """acc + (exchanged tile at ptrs, read past L1) @ b_w, batched over the leading axis."""
     b_x = tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".cg")
     return tl.dot(b_x.to(b_w.dtype), b_w, acc=acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-
-
-@triton.jit
-def k_block(j: tl.constexpr, gate0, offs_ck, H, KB: tl.constexpr, K_SPLIT: tl.constexpr):
-    """Where K block j of a backward program starts among W_hh's rows (and dpre's columns),
-    and the mask of its offs_ck: gate gate0 + j // K_SPLIT, units from (j % K_SPLIT) * KB."""
-    units0 = (j % K_SPLIT) * KB
-    return (gate0 + j // K_SPLIT) * H + units0, units0 + offs_ck < H
 
 
 @triton.jit
@@ -309,11 +305,11 @@ def lstm_bwd_kernel_split(
         P = H  # the same value, so every offset computed from either is computed once
     stride_w_dir, stride_w_row, stride_w_col = 4 * H * P, P, 1  # W_hh is contiguous (as lstm_fwd_kernel_split)
     # K_SPLIT = 2 (no projection): programs 2u and 2u + 1 share entries u, each holding the
-    # columns of two gates (i, f or g, o), and add their halves of dh_{t-1} (module legend)
+    # rows of W_hh of half of the units (of every gate), and add their halves of dh_{t-1}
+    # (module legend)
     pid_u = tl.program_id(0) // K_SPLIT
     pid_k = tl.program_id(0) % K_SPLIT
-    KB: tl.constexpr = BLOCK_H // K_SPLIT  # the width of one of the program's four K blocks
-    gate0 = pid_k * (4 // K_SPLIT)
+    KB: tl.constexpr = BLOCK_H // K_SPLIT  # K of each gate's block: this program's units
     pid_b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(2).to(tl.int64)
     nprog = tl.num_programs(0)
@@ -328,16 +324,12 @@ def lstm_bwd_kernel_split(
     mask_u = offs_u < H
     offs_q = pid_u * PROJ_UNITS + tl.arange(0, PROJ_UNITS)  # [PROJ_UNITS] this program's entries of h
     mask_q = offs_q < P
-    # one K block's KB rows of W_hh (columns of dpre) as K_CHUNKS chunks: chunk c holds hidden
-    # units c * KB / K_CHUNKS + kk of the block, and the dh dot is batched over the chunks (see
-    # below). Block j is gate gate0 + j // K_SPLIT, its units from (j % K_SPLIT) * KB: with
-    # K_SPLIT = 1 the four gates.
-    offs_ck = (tl.arange(0, K_CHUNKS)[:, None] * (KB // K_CHUNKS)
-               + tl.arange(0, KB // K_CHUNKS)[None, :])  # [K_CHUNKS, KB // K_CHUNKS]
-    start_0, mask_ck_0 = k_block(0, gate0, offs_ck, H, KB, K_SPLIT)
-    start_1, mask_ck_1 = k_block(1, gate0, offs_ck, H, KB, K_SPLIT)
-    start_2, mask_ck_2 = k_block(2, gate0, offs_ck, H, KB, K_SPLIT)
-    start_3, mask_ck_3 = k_block(3, gate0, offs_ck, H, KB, K_SPLIT)
+    # the program's KB hidden units (all, or with K_SPLIT = 2 half, from pid_k * KB), as the
+    # K of each gate's rows of W_hh (columns of dpre) in K_CHUNKS chunks: chunk c holds units
+    # pid_k * KB + c * KB / K_CHUNKS + kk, and the dh dot is batched over the chunks (see below)
+    offs_ck = pid_k * KB + (tl.arange(0, K_CHUNKS)[:, None] * (KB // K_CHUNKS)
+                            + tl.arange(0, KB // K_CHUNKS)[None, :])  # [K_CHUNKS, KB // K_CHUNKS]
+    mask_ck = offs_ck < H
     mask_bu = mask_b[:, None] & mask_u[None, :]
     mask_bq = mask_b[:, None] & mask_q[None, :]
     # of a K-split pair, the program that stores what both compute (a tensor: the interpreter
@@ -361,14 +353,14 @@ def lstm_bwd_kernel_split(
     state_offs = offs_b[:, None] * H + offs_u[None, :]
     gate_offs = offs_b[:, None] * 4 * H + offs_u[None, :]
 
-    # Resident for the whole sequence, per K block j: b_w_j[c, kk, q] = W_hh[start_j + k, q] for
+    # Resident for the whole sequence, per gate g: b_w_g[c, kk, q] = W_hh[g * H + k, q] for
     # k = offs_ck[c, kk] and this program's entries q of h
     w_ptrs = w_hh_ptr + offs_ck[:, :, None] * stride_w_row + offs_q[None, None, :] * stride_w_col
-    b_w_0 = dot_operand(w_ptrs + start_0 * stride_w_row, mask_ck_0[:, :, None] & mask_q[None, None, :],
-                        DOT_IN_FP32)  # [K_CHUNKS, KB // K_CHUNKS, PROJ_UNITS]
-    b_w_1 = dot_operand(w_ptrs + start_1 * stride_w_row, mask_ck_1[:, :, None] & mask_q[None, None, :], DOT_IN_FP32)
-    b_w_2 = dot_operand(w_ptrs + start_2 * stride_w_row, mask_ck_2[:, :, None] & mask_q[None, None, :], DOT_IN_FP32)
-    b_w_3 = dot_operand(w_ptrs + start_3 * stride_w_row, mask_ck_3[:, :, None] & mask_q[None, None, :], DOT_IN_FP32)
+    mask_w = mask_ck[:, :, None] & mask_q[None, None, :]
+    b_w_i = dot_operand(w_ptrs, mask_w, DOT_IN_FP32)  # [K_CHUNKS, KB // K_CHUNKS, PROJ_UNITS]
+    b_w_f = dot_operand(w_ptrs + H * stride_w_row, mask_w, DOT_IN_FP32)
+    b_w_g = dot_operand(w_ptrs + 2 * H * stride_w_row, mask_w, DOT_IN_FP32)
+    b_w_o = dot_operand(w_ptrs + 3 * H * stride_w_row, mask_w, DOT_IN_FP32)
     dh_partial_ptr += pid_d * K_SPLIT * B64 * P  # (D, K_SPLIT, B, P): each program's half of dh_{t-1}
     own_partial = dh_partial_ptr + pid_k * B64 * P + offs_b[:, None] * P + offs_q[None, :]
     other_partial = dh_partial_ptr + (1 - pid_k) * B64 * P + offs_b[:, None] * P + offs_q[None, :]
@@ -444,17 +436,15 @@ def lstm_bwd_kernel_split(
         dpre_ptrs = dpre_rows[None, :, :] + offs_ck[:, None, :]  # [K_CHUNKS, BLOCK_B, KB // K_CHUNKS]
         if ALIGNED:
             dpre_ptrs = tl.multiple_of(dpre_ptrs, [1, 1, 16])
-        dh_part = dot_chunk(dpre_ptrs + start_0, mask_b[None, :, None] & mask_ck_0[:, None, :], b_w_0,
-                            tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE), INPUT_PRECISION, ACC_DTYPE)
-        cta_barrier_if(one_block_at_a_time)
-        dh_part = dot_chunk(dpre_ptrs + start_1, mask_b[None, :, None] & mask_ck_1[:, None, :], b_w_1, dh_part,
+        mask_dpre = mask_b[None, :, None] & mask_ck[:, None, :]
+        dh_part = dot_chunk(dpre_ptrs, mask_dpre, b_w_i, tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE),
                             INPUT_PRECISION, ACC_DTYPE)
         cta_barrier_if(one_block_at_a_time)
-        dh_part = dot_chunk(dpre_ptrs + start_2, mask_b[None, :, None] & mask_ck_2[:, None, :], b_w_2, dh_part,
-                            INPUT_PRECISION, ACC_DTYPE)
+        dh_part = dot_chunk(dpre_ptrs + H, mask_dpre, b_w_f, dh_part, INPUT_PRECISION, ACC_DTYPE)
         cta_barrier_if(one_block_at_a_time)
-        dh_part = dot_chunk(dpre_ptrs + start_3, mask_b[None, :, None] & mask_ck_3[:, None, :], b_w_3, dh_part,
-                            INPUT_PRECISION, ACC_DTYPE)
+        dh_part = dot_chunk(dpre_ptrs + 2 * H, mask_dpre, b_w_g, dh_part, INPUT_PRECISION, ACC_DTYPE)
+        cta_barrier_if(one_block_at_a_time)
+        dh_part = dot_chunk(dpre_ptrs + 3 * H, mask_dpre, b_w_o, dh_part, INPUT_PRECISION, ACC_DTYPE)
         dh_sum = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} (K_SPLIT = 2: this program's half)
         if K_SPLIT > 1:
             # one slot per program suffices: it is rewritten a step later, after the next dpre
@@ -481,8 +471,9 @@ def lstm_bwd_kernel_split(
 #   c_state_ptr   (D, 2, G rows, H) compute dtype: forward c of the program's units
 #   exchange_ptr  (D, 2, B, P) y's dtype: the h exchange (every program reads all of it) and
 #                 the program's own carried h (h_n; frozen past a row's end with lengths)
-#   dh_state_ptr  (D, 2, B, P), dc_state_ptr (D, 2, B, H) compute dtype: the backward's carried
-#                 dh (own entries) and dc (own units)
+#   dh_state_ptr  (D, K_SPLIT, 2, B, P), dc_state_ptr (D, K_SPLIT, 2, B, H) compute dtype: the
+#                 backward's carried dh (own entries) and dc (own units), one copy for each
+#                 program of a K-split pair (both carry the same values)
 # What one program wrote to its own slots it reads back in a later step, after a grid barrier
 # or a tl.debug_barrier (all warps' stores done). Forward: h0 goes to exchange slot 1 before
 # the loop and one barrier publishes it, so step s always reads slot (s + 1) % 2 and writes
@@ -669,10 +660,21 @@ def split_tiled_emit_h(h_new, read_x, write_x, y_ptr, offs_b, offs_q, mask_bq, t
     tl.store(write_x + own, b_h.to(write_x.dtype.element_ty), mask=mask_bq)
 
 
+@triton.jit
+def split_tiled_carry_dh(b_dh, resets_ptr, t_row, offs_b, mask_b, mask_bq, active, own_q, read_dh, write_dh, B64,
+                         HAS_RESETS: tl.constexpr, HAS_LENGTHS: tl.constexpr):
+    """Store a sub-tile's dh_{t-1} (zero for a row whose segment starts at t) as the carried dh;
+    a row past its end carries its dh unchanged."""
+    b_dh = rows_or_fresh(b_dh, load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS), HAS_RESETS)
+    if HAS_LENGTHS:
+        b_dh = tl.where(active[:, None], b_dh, tl.load(read_dh + own_q, mask=mask_bq, other=0.0))
+    tl.store(write_dh + own_q, b_dh, mask=mask_bq)
+
+
 @jit_kernel
 def lstm_bwd_kernel_split_tiled(
     dy_ptr, dh_n_ptr, dc_n_ptr, w_hh_ptr, w_hr_ptr, gates_ptr, c_hist_ptr, c0_ptr, peephole_ptr, lengths_ptr,
-    resets_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_state_ptr, dc_state_ptr, sync_ptr,
+    resets_ptr, dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, dh_state_ptr, dc_state_ptr, dh_partial_ptr, sync_ptr,
     T, B, H, P, direction0, cell_clip, grad_clip, spin_limit,
     stride_dy_t, stride_dy_b, stride_w_dir, stride_w_row, stride_w_col, stride_hr_dir, stride_hr_row,
     stride_hr_col, stride_c0_dir, stride_c0_b,
@@ -682,14 +684,18 @@ def lstm_bwd_kernel_split_tiled(
     HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr, HAS_PROJ: tl.constexpr, ALIGNED: tl.constexpr,
     DOT_IN_FP32: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, ROWS_PER_GROUP: tl.constexpr,
-    W_STREAMED: tl.constexpr, BLOCK_K: tl.constexpr,
+    W_STREAMED: tl.constexpr, BLOCK_K: tl.constexpr, K_SPLIT: tl.constexpr,
 ):
     if ALIGNED:
         H, P = (H // 16) * 16, (P // 16) * 16
     if not HAS_PROJ:
         P = H
     stride_w_dir, stride_w_row, stride_w_col = 4 * H * P, P, 1  # W_hh is contiguous (as lstm_fwd_kernel_split)
-    pid_u = tl.program_id(0)
+    # K_SPLIT = 2 (resident, no projection): a pair shares entries u, each holding half of the
+    # units, as in lstm_bwd_kernel_split (module legend)
+    pid_u = tl.program_id(0) // K_SPLIT
+    pid_k = tl.program_id(0) % K_SPLIT
+    KB: tl.constexpr = BLOCK_H // K_SPLIT  # K of each gate's block: this program's half of the units
     pid_b = tl.program_id(1).to(tl.int64)
     pid_d = tl.program_id(2).to(tl.int64)
     nprog = tl.num_programs(0)
@@ -706,9 +712,11 @@ def lstm_bwd_kernel_split_tiled(
     mask_u = offs_u < H
     offs_q = pid_u * PROJ_UNITS + tl.arange(0, PROJ_UNITS)  # [PROJ_UNITS]
     mask_q = offs_q < P
-    offs_ck = (tl.arange(0, K_CHUNKS)[:, None] * (BLOCK_H // K_CHUNKS)
-               + tl.arange(0, BLOCK_H // K_CHUNKS)[None, :])  # [K_CHUNKS, BLOCK_H // K_CHUNKS]
+    offs_ck = pid_k * KB + (tl.arange(0, K_CHUNKS)[:, None] * (KB // K_CHUNKS)
+                            + tl.arange(0, KB // K_CHUNKS)[None, :])  # [K_CHUNKS, KB // K_CHUNKS]
     mask_ck = offs_ck < H
+    owner_u = mask_u & (offs_u * 0 + pid_k == 0)  # of a pair, the program that stores what both compute
+    owner_q = mask_q & (offs_q * 0 + pid_k == 0)
     B64 = tl.cast(B, tl.int64)
     stride_g_t = B64 * 4 * H
     stride_c_t = B64 * H
@@ -722,15 +730,19 @@ def lstm_bwd_kernel_split_tiled(
     dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr = bwd_outputs_of_direction(
         dpre_ptr, dh_hist_ptr, dh0_ptr, dc0_ptr, pid_d, T, B64, H, P, stride_h_t)
     resets_ptr += pid_d * T * B64
-    dh_state_ptr += pid_d * 2 * stride_h_t  # (D, 2, B, P)
-    dc_state_ptr += pid_d * 2 * stride_c_t  # (D, 2, B, H)
+    dh_state_ptr += (pid_d * K_SPLIT + pid_k) * 2 * stride_h_t  # (D, K_SPLIT, 2, B, P): each program's own
+    dc_state_ptr += (pid_d * K_SPLIT + pid_k) * 2 * stride_c_t  # (D, K_SPLIT, 2, B, H)
+    dh_partial_ptr += pid_d * K_SPLIT * stride_h_t  # (D, K_SPLIT, B, P): each program's half of dh_{t-1}
+    own_partial = dh_partial_ptr + pid_k * stride_h_t
+    other_partial = dh_partial_ptr + (1 - pid_k) * stride_h_t
 
     if not W_STREAMED:
         # Resident for the whole sequence (as lstm_bwd_kernel_split): per gate, W_hh's rows of
-        # every unit at this program's entries of h, in K_CHUNKS chunks along K
+        # the program's KB units (all, or half in a K-split pair) at its entries of h, in
+        # K_CHUNKS chunks along K
         w_ptrs = w_hh_ptr + offs_ck[:, :, None] * stride_w_row + offs_q[None, None, :] * stride_w_col
         mask_w = mask_ck[:, :, None] & mask_q[None, None, :]
-        b_w_i = dot_operand(w_ptrs, mask_w, DOT_IN_FP32)  # [K_CHUNKS, BLOCK_H // K_CHUNKS, PROJ_UNITS]
+        b_w_i = dot_operand(w_ptrs, mask_w, DOT_IN_FP32)  # [K_CHUNKS, KB // K_CHUNKS, PROJ_UNITS]
         b_w_f = dot_operand(w_ptrs + H * stride_w_row, mask_w, DOT_IN_FP32)
         b_w_g = dot_operand(w_ptrs + 2 * H * stride_w_row, mask_w, DOT_IN_FP32)
         b_w_o = dot_operand(w_ptrs + 3 * H * stride_w_row, mask_w, DOT_IN_FP32)
@@ -812,10 +824,12 @@ def lstm_bwd_kernel_split_tiled(
             tl.store(write_dc + state_offs, rows_or_carry(rows_or_fresh(dc_prev, keep, HAS_RESETS), b_dc, active,
                                                           HAS_LENGTHS), mask=mask_bu)
             dpre_rows = dpre_ptr + t_row[:, None] * stride_dpre_t + offs_b[:, None] * stride_dpre_b
-            store_step_tiles(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, active, mask_bu,
-                             HAS_LENGTHS)
+            store_step_tiles(dpre_rows + offs_u[None, :], H, dpre_i, dpre_f, dpre_g, dpre_o, active,
+                             mask_b[:, None] & owner_u[None, :], HAS_LENGTHS)
         if HAS_PROJ:
             barriers = 2 * tt + 2
+        elif K_SPLIT > 1:
+            barriers = 2 * tt + 1  # the pairs' halves of dh meet at the step's second
         else:
             barriers = tt + 1
         grid_barrier(sync_ptr, barriers * nprog, spin_limit)
@@ -842,14 +856,14 @@ def lstm_bwd_kernel_split_tiled(
                         b_dh = dot_chunk(d_ptrs, mask_b[:, None] & mask_kk[None, :], b_wk, b_dh, INPUT_PRECISION,
                                          ACC_DTYPE)
             else:
-                dpre_ptrs = dpre_rows[None, :, :] + offs_ck[:, None, :]  # [K_CHUNKS, BLOCK_B, BLOCK_H // K_CHUNKS]
+                dpre_ptrs = dpre_rows[None, :, :] + offs_ck[:, None, :]  # [K_CHUNKS, BLOCK_B, KB // K_CHUNKS]
                 if ALIGNED:
                     dpre_ptrs = tl.multiple_of(dpre_ptrs, [1, 1, 16])
+                # where a K block of dpre is 32 KB or more (16-bit BLOCK_H = 1024, fp32 512) the
+                # compiler issued all four blocks' loads at once and spilled (176-260 B); a CTA
+                # barrier after each block's dot keeps one in flight
+                one_gate_at_a_time = BLOCK_B * KB * dpre_ptr.dtype.element_ty.primitive_bitwidth >= 32768 * 8
                 mask_dpre = mask_b[None, :, None] & mask_ck[:, None, :]
-                # where a gate's dpre block is 32 KB or more (16-bit BLOCK_H = 1024, fp32 512) the
-                # compiler issued all four gates' loads at once and spilled (176-260 B); a CTA
-                # barrier after each gate's dot keeps one block in flight
-                one_gate_at_a_time = BLOCK_B * BLOCK_H * dpre_ptr.dtype.element_ty.primitive_bitwidth >= 32768 * 8
                 dh_part = dot_chunk(dpre_ptrs, mask_dpre, b_w_i, tl.zeros([K_CHUNKS, BLOCK_B, PROJ_UNITS], ACC_DTYPE),
                                     INPUT_PRECISION, ACC_DTYPE)
                 cta_barrier_if(one_gate_at_a_time)
@@ -858,12 +872,28 @@ def lstm_bwd_kernel_split_tiled(
                 dh_part = dot_chunk(dpre_ptrs + 2 * H, mask_dpre, b_w_g, dh_part, INPUT_PRECISION, ACC_DTYPE)
                 cta_barrier_if(one_gate_at_a_time)
                 dh_part = dot_chunk(dpre_ptrs + 3 * H, mask_dpre, b_w_o, dh_part, INPUT_PRECISION, ACC_DTYPE)
-                b_dh = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} from the recurrence
+                b_dh = tl.sum(dh_part, axis=0)  # [BLOCK_B, PROJ_UNITS] dh_{t-1} (K_SPLIT = 2: this program's half)
             own_q = offs_b[:, None] * P + offs_q[None, :]
-            b_dh = rows_or_fresh(b_dh, load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS), HAS_RESETS)
-            if HAS_LENGTHS:  # a row past its end carries dh unchanged
-                b_dh = tl.where(active[:, None], b_dh, tl.load(read_dh + own_q, mask=mask_bq, other=0.0))
-            tl.store(write_dh + own_q, b_dh, mask=mask_bq)
+            if K_SPLIT > 1:
+                # one slot per program: rewritten a step later, after the next dpre barrier,
+                # which the partner reaches only once it has read this one
+                tl.store(own_partial + own_q, b_dh, mask=mask_bq)
+            else:
+                split_tiled_carry_dh(b_dh, resets_ptr, t_row, offs_b, mask_b, mask_bq, active, own_q, read_dh,
+                                     write_dh, B64, HAS_RESETS, HAS_LENGTHS)
+        if K_SPLIT > 1:
+            grid_barrier(sync_ptr, (2 * tt + 2) * nprog, spin_limit)
+            for j in range(n_sub):
+                offs_b = row0 + j * BLOCK_B + offs_r
+                mask_b = offs_b < row_end
+                mask_bq = mask_b[:, None] & mask_q[None, :]
+                b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)
+                active, t_row = rows_at_step(s64, b_len, is_reverse)
+                own_q = offs_b[:, None] * P + offs_q[None, :]
+                b_dh = tl.load(own_partial + own_q, mask=mask_bq, other=0.0) + tl.load(
+                    other_partial + own_q, mask=mask_bq, other=0.0, cache_modifier=".cg")
+                split_tiled_carry_dh(b_dh, resets_ptr, t_row, offs_b, mask_b, mask_bq, active, own_q, read_dh,
+                                     write_dh, B64, HAS_RESETS, HAS_LENGTHS)
         tl.debug_barrier()  # this step's dh and dc stores done before the next step reads them
     last_dh = dh_state_ptr + (T % 2) * stride_h_t
     last_dc = dc_state_ptr + (T % 2) * stride_c_t
@@ -875,6 +905,6 @@ def lstm_bwd_kernel_split_tiled(
         own_q = offs_b[:, None] * P + offs_q[None, :]
         own_u = offs_b[:, None] * H + offs_u[None, :]
         tl.store(dh0_ptr + own_q, tl.load(last_dh + own_q, mask=mask_bq, other=0.0).to(dh0_ptr.dtype.element_ty),
-                 mask=mask_bq)
+                 mask=mask_b[:, None] & owner_q[None, :])
         tl.store(dc0_ptr + own_u, tl.load(last_dc + own_u, mask=mask_bu, other=0.0).to(dc0_ptr.dtype.element_ty),
-                 mask=mask_bu)
+                 mask=mask_b[:, None] & owner_u[None, :])

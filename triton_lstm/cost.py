@@ -14,8 +14,9 @@ The model, per step of one launch (all its programs run the step at once):
 
 - "L2 bytes each program must read": what the variant exchanges (split: all of h, or m and
   h with a projection, forward; all of dpre, and dh with a projection, backward; a K-split
-  backward program its two gates of dpre and its partner's half of dh) and what it
-  streams (batch_streamed: all of W_hh, and W_hr, every step; its h and c scratch rows).
+  backward program the four gates of dpre of its half of the units, and its partner's half
+  of dh) and what it streams (batch_streamed: all of W_hh, and W_hr, every step; its h and c
+  scratch rows).
   Resident weights cost nothing per step.
 - The program's own rows do not wait for other programs (xw is prefetched), so their reads
   overlap the critical path: only the longer of the two counts. Stores (y, gates, c, dpre)
@@ -134,7 +135,7 @@ def step_work(plan: Plan, shape: LayerShape) -> StepWork:
         if not backward:
             exchanged = rows * P * e + (rows * H * e if has_proj else 0)  # all of h (and of m)
             dot = 2 * m_rows * c["BLOCK_P"] * 4 * units + (2 * m_rows * c["BLOCK_H"] * entries if has_proj else 0)
-        else:  # all of dpre (and of dh); a K-split program its gates' share, and its partner's half of dh
+        else:  # all of dpre (and of dh); a K-split program its units' share, and its partner's half of dh
             exchanged = (rows * 4 * H * e // plan.k_split + (rows * P * acc if has_proj else 0)
                          + (plan.k_split - 1) * rows * entries * acc)
             dot = (2 * m_rows * 4 * c["BLOCK_H"] * entries // plan.k_split

@@ -63,9 +63,11 @@ def _check_plan_fits(plan: Plan, args: dict) -> None:
         raise RuntimeError(f"the split plan was made for other sizes: BLOCK_H={c['BLOCK_H']}, "
                            f"BLOCK_P={c['BLOCK_P']}, HAS_PROJ={c['HAS_PROJ']}; got H={H}, P={P}")
     forward = plan.kernel.startswith("lstm_fwd")
-    if plan.k_split not in (1, 2) or plan.k_split == 2 and c["HAS_PROJ"]:
-        # the kernel pairs programs 2u, 2u + 1 and gives the pair's sum the step's second barrier
-        raise RuntimeError(f"a split backward takes K_SPLIT = 2 only without a projection; got {plan.describe()}")
+    if plan.k_split not in (1, 2) or plan.k_split == 2 and (c["HAS_PROJ"] or c.get("W_STREAMED")):
+        # the kernel pairs programs 2u, 2u + 1 and gives the pair's sum the step's second barrier;
+        # a streamed slice is not split (each program would stream all of K)
+        raise RuntimeError("a split backward takes K_SPLIT = 2 only resident and without a projection; "
+                           f"got {plan.describe()}")
     if not args["w_hh_ptr"].is_contiguous():
         raise RuntimeError("a split kernel reads w_hh with its contiguous strides; got strides "
                            f"{tuple(args['w_hh_ptr'].stride())}")
@@ -142,10 +144,11 @@ def _buffers(plan: Plan, args: dict, *, spin_limit: int | None = None, sync: tor
                                     else like.new_empty(1, dtype=m_dtype))
         if tiled:
             extras["c_state_ptr"] = device.output(like, D, 2, B, H, dtype=acc)
-    elif tiled:
-        extras["dh_state_ptr"] = device.output(like, D, 2, B, P, dtype=acc)
-        extras["dc_state_ptr"] = device.output(like, D, 2, B, H, dtype=acc)
-    else:  # a K-split pair's halves of dh_{t-1}, one slot per program
+    else:
+        if tiled:  # each program of a K-split pair carries its own copy
+            extras["dh_state_ptr"] = device.output(like, D, plan.k_split, 2, B, P, dtype=acc)
+            extras["dc_state_ptr"] = device.output(like, D, plan.k_split, 2, B, H, dtype=acc)
+        # a K-split pair's halves of dh_{t-1}, one slot per program
         extras["dh_partial_ptr"] = (device.output(like, D, plan.k_split, B, P, dtype=acc) if plan.k_split > 1
                                     else like.new_empty(1, dtype=acc))
     extras["sync_ptr"] = new_sync(plan, like.device) if sync is None else sync.zero_()

@@ -91,12 +91,16 @@ WIDE_TILED_BACKWARD_SLICE_MAX_BYTES = 128 * 1024
 # streamed plan). Without the barrier: 184-296 B.
 WIDE_FP32_TILED_BACKWARD_BLOCK_H = 512
 WIDE_FP32_TILED_BACKWARD_K_CHUNKS = 4
-# K-split per-tile backward (K_SPLIT = 2): where an fp32 16-unit slice overflows shared memory
-# (H = 768 / 1024: 4 BLOCK_H x 16 x 4 B = 256 KB), two programs share the entries, each holding
-# two gates' columns (128 KB) and adding the pair's halves of dh_{t-1} after a second barrier.
-# With a CTA barrier after each of its four 512-wide dots and 4 K chunks: 220-254 registers,
-# 0 spills, 160 KB of shared memory, every gate option with lengths and resets, sm_80 / sm_90
-# (triton 3.9, H = 768 and 1024, ALIGNED); not compiled on older releases nor with a projection.
+# K-split backward (K_SPLIT = 2): where an fp32 16-unit slice overflows shared memory (H = 768
+# / 1024: 4 BLOCK_H x 16 x 4 B = 256 KB), two programs share the entries, each holding W_hh's
+# rows of half the units of every gate (128 KB) and adding the pair's halves of dh_{t-1} after
+# a second barrier. With a CTA barrier after each of its four 512-wide dots and 4 K chunks,
+# sm_80 / sm_90, triton 3.9, H = 768 and 1024, ALIGNED, every gate option with lengths and
+# resets, 160 KB of shared memory, 0 spills: per-tile 218 registers at most, tiled (B > 16,
+# one barrier group of all rows) 254-255. The tiled one spilled 16-92 B on sm_90 while each
+# program held two gates (four blocks of their own offsets and masks, whose hoisted addresses
+# the compiler kept in registers); halves of the units leave one offset and one mask. Not
+# compiled on older releases, with a projection or with IEEE fp32 dots.
 K_SPLIT_BACKWARD = 2
 # Streamed split (W_STREAMED): where no resident grid fits (fp32 bidirectional H = 1024: 32 MB),
 # each program of a tiled plan re-reads only its own W_hh slice from L2 every sub-tile, BLOCK_K

@@ -141,9 +141,9 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         k_chunks = (WIDE_BACKWARD_K_CHUNKS if k_block >= 1024 else BACKWARD_K_CHUNKS) if k_block >= 8 * punits else 1
         if rows_per_group is not None and block_h >= 16 * punits:
             k_chunks = TILED_WIDE_K_CHUNKS  # the sub-tile loop's extra live values: see TILED_BACKWARD_MAX_BLOCK_H
-        if rows_per_group is not None and not streamed and ELEMENT_BYTES[name] > 2 and \
-                wide_tiled_backward(units, block_h, name, P, H, options, limits):
-            k_chunks = WIDE_FP32_TILED_BACKWARD_K_CHUNKS
+        if rows_per_group is not None and not streamed and ELEMENT_BYTES[name] > 2 and (
+                wide_tiled_backward(units, block_h, name, P, H, options, limits) or k_split > 1):
+            k_chunks = WIDE_FP32_TILED_BACKWARD_K_CHUNKS  # (a K-split program's blocks are as wide)
         proj_chunks = BACKWARD_K_CHUNKS if has_proj and block_p >= 8 * units else 1  # dm dot: K = BLOCK_P, N = UNITS
         if rows_per_group is not None and has_proj and block_p >= 16 * units:
             proj_chunks = TILED_WIDE_K_CHUNKS  # see TILED_BACKWARD_MAX_BLOCK_H
@@ -153,26 +153,28 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         kernel = "lstm_bwd_kernel_split"
         if rows_per_group is not None:  # and the program's carried dh and dc of all its rows
             signature = before_sync(signature, (("dh_state_ptr", a), ("dc_state_ptr", a)))
-        else:  # and the halves of dh_{t-1} of a K-split pair
-            signature = before_sync(signature, (("dh_partial_ptr", a),))
+        signature = before_sync(signature, (("dh_partial_ptr", a),))  # the halves of dh_{t-1} of a K-split pair
+        if rows_per_group is None:
             constexprs += (("K_SPLIT", k_split),)
     if rows_per_group is not None:
         kernel += "_tiled"
         k_width = block_p if direction == "forward" else block_h  # K of the W_hh dot
         constexprs += (("ROWS_PER_GROUP", rows_per_group), ("W_STREAMED", streamed),
                        ("BLOCK_K", min(streamed_block_k(direction, name), k_width)))
+        if direction == "backward":
+            constexprs += (("K_SPLIT", k_split),)
     plan = Plan(kernel, "split", grid, 4, 1, maxnreg(4, limits), signature, constexprs)
     num_warps = warps_for(plan, limits)
     return dataclasses.replace(plan, num_warps=num_warps, maxnreg=maxnreg(num_warps, limits))
 
 
 def k_split_backward_plan(B: int, H: int, dtype: torch.dtype, options: GateOptions, limits: DeviceLimits,
-                          directions: int = 1, allow_tf32: bool = True) -> Plan:
-    """The per-tile backward with each 16-unit slice split over a pair of programs
-    (K_SPLIT_BACKWARD) for these sizes, whether or not plan_split would choose it: the tests
-    run it at sizes the interpreter affords."""
+                          directions: int = 1, allow_tf32: bool = True, rows_per_group: int | None = None) -> Plan:
+    """The per-tile backward (or with rows_per_group the tiled one) with each 16-unit slice
+    split over a pair of programs (K_SPLIT_BACKWARD) for these sizes, whether or not
+    plan_split would choose it: the tests run it at sizes the interpreter affords."""
     return _plan_one("backward", 16, B, H, directions, dtype_name(dtype), options, limits, None, allow_tf32,
-                     k_split=K_SPLIT_BACKWARD)
+                     rows_per_group, k_split=K_SPLIT_BACKWARD)
 
 
 def single_group_rows(B: int) -> int:
@@ -270,6 +272,17 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
     for rows_per_group in candidates:
         for units in unit_choices:
             wide = direction == "backward" and wide_tiled_backward(units, block_h, name, P, H, options, limits)
+            if rows_per_group is not None and direction == "backward" and \
+                    k_split_backward(units, block_h, name, P, H, limits, allow_tf32):
+                # a 16-unit fp32 slice at BLOCK_H = 1024 (256 KB) only as a K-split pair's halves
+                plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32,
+                                 rows_per_group, k_split=K_SPLIT_BACKWARD)
+                per_sm = occupancy(plan) if occupancy is not None else 1
+                if budgeted_slice_bytes(plan) <= min(WIDE_TILED_BACKWARD_SLICE_MAX_BYTES, shared_limit) and \
+                        fits_shared_memory(plan, limits) and plan.programs <= limits.num_sms * per_sm:
+                    found.append(plan)
+                    break
+                continue
             if rows_per_group is not None and direction == "backward" and not wide and (
                     block_h > release_block_h(TILED_BACKWARD_MAX_BLOCK_H, OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H, units,
                                               limits)
