@@ -90,11 +90,12 @@ def test_must_show_covers_the_whole_grid_on_both_targets(capsys):
         assert not any(m.startswith("bf16 H=64 B=1 D=1:") for m in report["forward_time"]["missed"])
     sm90, sm80 = got["reports"]
     assert sm90["on_chip"]["missed"] == []
-    # sm_80: fp32 forwards of 128 KB slices (H = 768, or 512 in two directions), whose staged
-    # h rows take 164 KB of its 163 KB of shared memory, stream their slices; nothing else
-    assert len(sm80["on_chip"]["missed"]) == 24 and all(
-        re.match(r"fp32 (H=768 B=\d+ D=1|H=512 B=\d+ D=2)( lengths)? forward: split on (96|64) programs", m)
-        for m in sm80["on_chip"]["missed"])
+    # sm_80: fp32 forwards of 128 KB slices whose staged h rows and tiles overflow its 163 KB of
+    # shared memory stream their slices: H = 768 (196 KB), and H = 512 in two directions tiled
+    # (B >= 64, or lengths: 164 KB); nothing else
+    assert len(sm80["on_chip"]["missed"]) == 21 and all(
+        re.match(r"fp32 (H=768 B=\d+ D=1( lengths)?|H=512 B=(64|128|256) D=2( lengths)?|H=512 B=\d+ D=2 lengths) "
+                 r"forward: split on (96|64) programs", m) for m in sm80["on_chip"]["missed"])
 
 
 def test_weights_fit_on_chip_is_sixty_percent_of_all_shared_memory():

@@ -812,6 +812,27 @@ def test_fp32_backwards_at_h_768_and_1024_split_each_slice_over_a_pair_of_progra
     assert bf16.constexpr("K_SPLIT") == 1 and split.resident_slice_bytes(bf16) == 128 * 1024
 
 
+def test_sm80_holds_an_fp32_128_kb_forward_slice_only_where_it_compiled_within_163_kb():
+    # fp32 H = 512 in two directions: 32 programs of 16 units per direction, 128 KB slices, 32
+    # KB of staged h rows. On triton 3.9 the per-tile forward took exactly those 160 KB; with
+    # resets, tiled (lengths take the tiled kernel at B <= 16), or on triton 3.6 it took 4 KB
+    # more, over sm_80's 163 KB: those stream their slices (about 2.6x the predicted time)
+    shape = LayerShape(16, 512, 512, 2, torch.float32)
+    resident = variants.choose("forward", shape, Options(), NEWEST_SM80)
+    assert resident.kernel == "lstm_fwd_kernel_split" and resident.grid == (32, 1, 2)
+    assert split.resident_slice_bytes(resident) == 128 * 1024
+    assert cost.predict(resident, shape, NEWEST_SM80).work.weights_on_chip
+    for options, limits in ((Options(resets=True), NEWEST_SM80), (Options(lengths=True), NEWEST_SM80),
+                            (Options(), dataclasses.replace(NEWEST_SM80, triton=(3, 6)))):
+        streamed = variants.choose("forward", shape, options, limits)
+        assert streamed.kernel == "lstm_fwd_kernel_split_tiled" and streamed.constexpr("W_STREAMED"), (options, limits)
+        assert cost.predict(streamed, shape, limits).us_per_step > 2 * cost.predict(resident, shape, limits).us_per_step
+    # sm_90's 227 KB hold them all
+    for options in (Options(resets=True), Options(lengths=True)):
+        assert cost.predict(variants.choose("forward", shape, options, NEWEST_SM90), shape,
+                            NEWEST_SM90).work.weights_on_chip
+
+
 # test_modules.py proves the module's breadth; here one case shows it holds with split kernels
 MODULE_CASES = [(96, 5, torch.float64), (64, 1, torch.float64), (64, 5, torch.float32), (96, 1, torch.float32)]
 

@@ -281,8 +281,10 @@ def shared_slice_limit(limits: DeviceLimits) -> int:
 # Besides its slice, a program stages one operand of its step's dots in shared memory: BLOCK_B
 # rows of h, m or dpre (K = BLOCK_P or BLOCK_H wide). At 128 KB slices that is what decides
 # sm_80 (163 KB). Triton 3.9 took exactly slice + staged operand (16-bit H = 1024: 160 KB),
-# except forwards with resets or in fp32 (TF32 or IEEE dots), 4 KB
-# more (164 KB: over sm_80's limit); 3.6 took those 4 KB in every forward (compile matrix).
+# except forwards with resets and tiled forwards in fp32 (TF32 or IEEE dots), 4 KB more (164
+# KB: over sm_80's limit; the tiled forward converts its xw tile to the dot's accumulator
+# layout while the staged h rows are live, the per-tile one before staging them); 3.6 took
+# those 4 KB in every forward (compile matrix).
 EXTRA_SHARED_BYTES = 4 * 1024
 
 
@@ -296,7 +298,7 @@ def fits_shared_memory(plan: Plan, limits: DeviceLimits) -> bool:
     forward = plan.kernel.startswith("lstm_fwd")
     k_width = c["BLOCK_H"] // plan.k_split  # a K-split backward stages one of its 4 K blocks of dpre
     staged = c["BLOCK_B"] * max(c["BLOCK_P"] if forward or c["HAS_PROJ"] else 0, k_width) * element
-    extra = forward and (limits.old_triton or c["HAS_RESETS"] or element == 4)
+    extra = forward and (limits.old_triton or c["HAS_RESETS"] or element == 4 and plan.kernel.endswith("_tiled"))
     extra = EXTRA_SHARED_BYTES if extra else 0
     return resident_slice_bytes(plan) + staged + extra <= limits.max_shared_bytes
 
