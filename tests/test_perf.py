@@ -396,6 +396,47 @@ def test_split_bytes_per_step_equal_a_hand_count():
 
 
 @COUNTED
+@pytest.mark.parametrize("rows_per_group", [None, 32], ids=["per-tile", "tiled"])
+def test_a_k_split_backward_reads_what_the_cost_model_charges(rows_per_group):
+    # fp32 B = 20, H = 48: 3 pairs of programs (K_SPLIT = 2, forced at a size the interpreter
+    # affords), per-tile in two batch tiles or tiled in one group of 20 rows. Bytes loaded per
+    # step, counted as T = 4 minus T = 2 over 2 steps (the W_hh slices and the state cancel).
+    # A pair reads every row's four gates of dpre once between them, each program its half of
+    # the units; each reads its partner's half of dh_{t-1}, and the tiled one its own back too
+    # (and c0 every step, and its carried dh and dc). Summed over the programs, the exchange and
+    # the private reads are exactly what the cost model charges.
+    from triton_lstm import cost, device, launcher, split_planning
+    from triton_lstm.interpreter_threads import concurrent_programs
+    from triton_lstm.planning import GateOptions, LayerShape
+
+    B, H, E = 20, 48, F32
+    limits = device.device_limits(torch.device("cpu"))
+    plan = split_planning.k_split_backward_plan(B, H, torch.float32, GateOptions(), limits,
+                                                rows_per_group=rows_per_group)
+    per_step = {}
+    for T in (2, 4):
+        g = torch.Generator().manual_seed(T)
+        w_hh, xw = torch.randn(1, 4 * H, H, generator=g) * H ** -0.5, torch.randn(T, B, 4 * H, generator=g)
+        h0, c0, dh_n, dc_n = (torch.randn(1, B, H, generator=g) for _ in range(4))
+        dy = torch.randn(T, B, H, generator=g)
+        _, _, _, gates, c_hist = launcher.forward(xw, w_hh, None, h0, c0, None, None, None, False, False, True, "batch")
+        with concurrent_programs(), InterpreterCounter() as counter:
+            launcher.backward(dy, dh_n, dc_n, w_hh, None, gates, c_hist, c0, None, None, None, None, False, False,
+                              "split", plan=plan)
+        (launch,) = counter.launches
+        per_step[T] = {name.split("|")[0]: n for name, n in launch.loaded.items()}
+    loaded = {name: (per_step[4][name] - per_step[2][name]) / 2 for name in per_step[4]}
+    tiled = rows_per_group is not None
+    pairs = H // 16
+    assert math.prod(plan.grid) == 2 * pairs * (1 if tiled else 2)
+    assert loaded["dpre_ptr"] == pairs * B * 4 * H * E
+    assert loaded["dh_partial_ptr"] == (2 if tiled else 1) * 2 * B * H * F32
+    work = cost.step_work(plan, LayerShape(B, H, H, 1, torch.float32))
+    assert work.programs * work.exchanged_bytes == pairs * B * 4 * H * E + 2 * B * H * F32
+    assert work.programs * (work.exchanged_bytes + work.private_bytes) == sum(loaded.values())
+
+
+@COUNTED
 def test_variant_rows_report_both_variants_and_the_sm90_pick():
     rows = cpu_reports.variant_rows(ENV, shapes=((64, 1), (128, 16)))
     busy = {(r["H"], r["config"], r["mode"]): r["p50"] for r in rows if r["metric"] == "programs_busy"}

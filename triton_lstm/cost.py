@@ -151,6 +151,8 @@ def step_work(plan: Plan, shape: LayerShape) -> StepWork:
         private = rows * 4 * units * e
     if plan.kernel.endswith("_tiled"):  # the state carried in buffers: c (forward), dh and dc (backward)
         private += rows * ((units + entries) * acc if backward else units * acc)
+        if backward:  # c0 (read every step, for the rows at their first), a K-split program's own half of dh
+            private += rows * units * e + (plan.k_split - 1) * rows * entries * acc
     return StepWork(plan.programs, barriers, exchanged, private, dot, ieee, on_chip)
 
 
