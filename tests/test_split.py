@@ -771,6 +771,13 @@ def test_a_k_split_plan_the_kernel_cannot_pair_is_refused(concurrent):
         with pytest.raises(RuntimeError, match="K_SPLIT = 2 only resident and without a projection"):
             launcher.backward(torch.randn(T, B, H, generator=g), zeros, zeros, w_hh, None, gates, c_hist, zeros,
                               None, None, None, None, False, False, "split", plan=bad)
+    P = 16  # with a projection
+    projected = split_planning._plan_one("backward", 16, B, H, 1, "fp32", Options(), limits, P, True)
+    assert projected.constexpr("HAS_PROJ") and projected.k_split == 1
+    w_hh_p, w_hr, dh_n = torch.randn(1, 4 * H, P, generator=g), torch.randn(1, P, H, generator=g), torch.zeros(1, B, P)
+    with pytest.raises(RuntimeError, match="K_SPLIT = 2 only resident and without a projection"):
+        launcher.backward(torch.randn(T, B, P, generator=g), dh_n, zeros, w_hh_p, w_hr, gates, c_hist, zeros, None,
+                          None, None, None, False, False, "split", plan=with_(projected, "K_SPLIT", 2))
 
 
 def test_fp32_backwards_at_h_768_and_1024_split_each_slice_over_a_pair_of_programs():

@@ -12,7 +12,7 @@ from test_split import random_lengths
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import triton_lstm
-from triton_lstm import compile_check, cost, device, launcher, split, variants
+from triton_lstm import compile_check, cost, device, launcher, split, split_planning, variants
 from triton_lstm.interpreter_threads import concurrent_programs
 from triton_lstm.planning import DeviceLimits, LayerShape
 from triton_lstm.planning import GateOptions as Options
@@ -276,12 +276,14 @@ def test_wide_layers_keep_w_hh_resident_in_both_passes_where_shared_memory_holds
     assert old.variant != "split" or old.constexpr("BLOCK_H") < 1024 or dict(old.constexprs).get("W_STREAMED")
     # shared memory: a 128 KB slice plus its staged 16 rows of h (32 KB at BLOCK_P = 1024 in
     # 16-bit, or 512 in fp32) fit sm_80's 163 KB on triton 3.9 (160 KB compiled), not on 3.6
-    # (164 KB), nor fp32's or with resets on 3.9 (164 KB too): two directions on 96 / 64 of
-    # sm_80's 108 SMs hold W_hh, or stream it
+    # (164 KB), nor with resets or (fp32) tiled on 3.9 (164 KB too): two directions on 96 / 64
+    # of sm_80's 108 SMs hold W_hh, or stream it
     for triton, H, dtype, options, fits in (((3, 9), 768, torch.bfloat16, Options(), True),
                                             ((3, 6), 768, torch.bfloat16, Options(), False),
                                             ((3, 9), 768, torch.bfloat16, Options(resets=True), False),
-                                            ((3, 9), 512, torch.float32, Options(), False)):
+                                            ((3, 9), 512, torch.float32, Options(), True),
+                                            ((3, 9), 512, torch.float32, Options(lengths=True), False),
+                                            ((3, 6), 512, torch.float32, Options(), False)):
         sm80 = dataclasses.replace(DeviceLimits.sm80(), triton=triton)
         plan = split.plan_split(16, H, dtype, options, sm80, directions=2).forward
         assert (split.resident_slice_bytes(plan) == 128 * 1024) is fits, (triton, plan.describe())
@@ -309,9 +311,12 @@ def test_the_tiled_backward_at_block_h_1024_keeps_the_batch_kernels_storage_cont
     options = Options(peephole=True, cell_clip=True, grad_clip=True, lengths=True, resets=True)
     limits = dataclasses.replace(device.device_limits(torch.device(DEVICE)), triton=(3, 9))
     plans = split.plan_split(B, H, dtype, options, limits, directions=D, group_rows=32)
-    # fp64 gets no resident BLOCK_H = 1024 tiled backward (16-bit only on a GPU): made resident here
-    backward = dataclasses.replace(plans.backward, constexprs=tuple(
-        (k, False if k == "W_STREAMED" else v) for k, v in plans.backward.constexprs))
+    # fp64 plans a K-split pair here (fp32's tiles: test_split.py); the one-program slice of
+    # 16-bit on a GPU is made for fp64 by hand
+    assert plans.backward.k_split == 2
+    backward = split_planning._plan_one("backward", 16, B, H, D, "fp64", options, limits, None, True,
+                                        rows_per_group=32)
+    assert backward.k_split == 1 and not backward.constexpr("W_STREAMED")
     assert backward.constexpr("BLOCK_H") == 1024 and backward.constexpr("K_CHUNKS") == 16
     outputs = tiled_and_batch_outputs(split.SplitPlans(plans.forward, backward), xw, w_hh, None, h0, c0, peephole,
                                       lengths, dy, dh_n, dc_n, 0.25, resets)

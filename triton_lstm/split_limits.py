@@ -202,7 +202,7 @@ def resident_slice_bytes(plan: Plan) -> int:
     w_hh = 0 if c.get("W_STREAMED") else 1  # a streamed plan keeps only W_hr's slice
     if plan.kernel.startswith("lstm_fwd"):
         elements = w_hh * 4 * c["BLOCK_P"] * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
-    else:  # a K-split program holds 4 / K_SPLIT gates' columns
+    else:  # a K-split program holds its half of the units of every gate
         elements = (w_hh * 4 * c["BLOCK_H"] * c["PROJ_UNITS"] // plan.k_split
                     + (c["BLOCK_P"] * c["UNITS"] if c["HAS_PROJ"] else 0))
     return elements * element
@@ -258,7 +258,7 @@ def wide_tiled_backward(units: int, block_h: int, name: str, P: int | None, H: i
 
 def k_split_backward(units: int, block_h: int, name: str, P: int | None, H: int, limits: DeviceLimits,
                      allow_tf32: bool = True) -> bool:
-    """A per-tile backward that may split its slice over a pair of programs (K_SPLIT_BACKWARD):
+    """A backward (per-tile or tiled) that may split its slice over a pair of programs (K_SPLIT_BACKWARD):
     fp32 (and fp64, which takes fp32's tiles) where the compile matrix has it spill-free (not
     with IEEE fp32 dots: see IEEE_*)."""
     return (ELEMENT_BYTES[name] > 2 and units == 16 and block_h == ALIGNED_BACKWARD_MAX_BLOCK_H[16]

@@ -137,7 +137,7 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
             ("stride_c0_dir", "i32"), ("stride_c0_b", "i32"),
         )
         # the dh dot batched over K chunks where K = BLOCK_H is at least 8 N (see the limits above)
-        k_block = block_h // k_split  # K of each of its four dots (kernels/lstm_split.py, k_block)
+        k_block = block_h // k_split  # K of each of its four dots (kernels/lstm_split.py, KB)
         k_chunks = (WIDE_BACKWARD_K_CHUNKS if k_block >= 1024 else BACKWARD_K_CHUNKS) if k_block >= 8 * punits else 1
         if rows_per_group is not None and block_h >= 16 * punits:
             k_chunks = TILED_WIDE_K_CHUNKS  # the sub-tile loop's extra live values: see TILED_BACKWARD_MAX_BLOCK_H
