@@ -1029,6 +1029,12 @@ def test_fp32_with_tf32_off_keeps_to_the_plans_its_fma_dots_compile_clean():
         (k, "tf32" if k == "INPUT_PRECISION" else v) for k, v in ieee.forward.constexprs))
     tf32, ieee = (split.plan_split(64, 256, torch.float32, Options(), old, allow_tf32=a) for a in (True, False))
     assert not split.is_tiled(tf32.forward) and ieee.forward.constexpr("W_STREAMED")
+    # a projection forward's second dot runs over K = BLOCK_H: H = 128, P = 64 with lengths on 4
+    # warps spilled 16 B on sm_90 (BLOCK_P = 64 alone would keep 4); 8 warps held it in 150
+    tf32, ieee = (split.plan_split(1, 128, torch.float32, Options(lengths=True), new, P=64, allow_tf32=a)
+                  for a in (True, False))
+    assert (ieee.forward.constexpr("BLOCK_P"), ieee.forward.constexpr("BLOCK_H")) == (64, 128)
+    assert (tf32.forward.num_warps, ieee.forward.num_warps) == (4, 8)
     # the batch-tiled kernels stream W_hh; the interpreter (always ieee) plans as with TF32
     shape = LayerShape(8, 64, 64, 1, torch.float32)
     for pass_ in ("forward", "backward"):

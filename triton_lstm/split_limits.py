@@ -170,7 +170,8 @@ TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES = 64 * 1024
 # (triton 3.9, sm_80 / sm_86 / sm_89 / sm_90: 1550 plans) found 430 spilling, and 13 crashing
 # LLVM's SLP vectorizer (sm_86 / sm_89 / sm_90; triton 3.6 and 3.7.1 compile the same plans).
 # Spill-free there: resident forwards of 8 units (N = 32) at every BLOCK_P up to 1024, with 8
-# warps from BLOCK_P = 128 (4 warps spilled 588-1124 B); 16 units and more spilled 464-12112 B
+# warps from BLOCK_P = 128 (4 warps spilled 588-1124 B), or from BLOCK_H = 128 with a projection
+# (H = 128, P = 64, lengths: 16 B on sm_90 with 4); 16 units and more spilled 464-12112 B
 # from BLOCK_P = 128 (48 B at 64). Backwards of 16 units with 8 warps (4 spilled 16-56 B at
 # BLOCK_H 32 and 64; 32 and 64 units 16-464 B), per tile at every BLOCK_H up to 512, tiled up
 # to 64 without a projection (128 spilled 8-60 B on sm_90, 256 with lengths 80 B on sm_86 /
@@ -217,9 +218,10 @@ def budgeted_slice_bytes(plan: Plan) -> int:
 def warps_for(plan: Plan, limits: DeviceLimits) -> int:
     if dict(plan.constexprs).get("W_STREAMED"):
         return 8  # its slice streams through registers every sub-tile: 4 warps spilled 8-1644 bytes
-    if ieee_fp32_plan(plan, limits) and (plan.kernel.startswith("lstm_bwd")
-                                         or plan.constexpr("BLOCK_P") >= IEEE_EIGHT_WARPS_BLOCK_P):
-        return 8
+    if ieee_fp32_plan(plan, limits) and (plan.kernel.startswith("lstm_bwd") or max(
+            plan.constexpr("BLOCK_P"), plan.constexpr("BLOCK_H") if plan.constexpr("HAS_PROJ") else 0)
+            >= IEEE_EIGHT_WARPS_BLOCK_P):
+        return 8  # (a forward's projection dot runs over K = BLOCK_H)
     if plan.constexpr("HAS_PROJ") and plan.constexpr("UNITS") > FOUR_WARPS_PROJ_MAX_UNITS:
         return 8
     if plan.constexpr("HAS_PROJ") and plan.constexpr("HAS_LENGTHS") and plan.constexpr("HAS_RESETS"):
