@@ -28,7 +28,7 @@ Legend (the storage contract of the batch-tiled kernels, lstm_fwd.py / lstm_bwd.
                 row's end (HAS_PROJ: the host forms dW_hr from it, as for the batch kernels)
   dh0 (D, B, P), dc0 (D, B, H), contiguous
   dh_partial_ptr (D, K_SPLIT, B, P) compute dtype, K_SPLIT = 2 only: each program's half of
-                dh_{t-1}, the K-split pair's exchange (per-tile backward)
+                dh_{t-1}, the K-split pair's exchange (both backwards)
   sync_ptr      (D, batch tiles, 2) int32 zeroed before the launch: arrival counter, error
                 flag of each (direction, batch tile) barrier group (kernels/grid_barrier.py)
   direction0    runtime: 1 runs a lone reverse direction (reverse=True), else 0
@@ -460,7 +460,8 @@ def lstm_bwd_kernel_split(
 
 
 # ---- Split for any batch: one barrier group covers many batch rows ---------------------------
-# lstm_fwd_kernel_split_tiled / lstm_bwd_kernel_split_tiled: grid (cdiv(H, UNITS), G, D). The
+# lstm_fwd_kernel_split_tiled / lstm_bwd_kernel_split_tiled: grid (cdiv(H, UNITS), G, D), axis 0
+# K_SPLIT times that in a K-split backward (a pair per slice, as in lstm_bwd_kernel_split). The
 # programs of one (group, direction) share a barrier and own rows [pid_b * ROWS_PER_GROUP,
 # (pid_b + 1) * ROWS_PER_GROUP) of B (ROWS_PER_GROUP a multiple of BLOCK_B; G = 1 covers the
 # whole batch): each keeps its weight slice resident, as above, for ALL of those rows, and
