@@ -772,7 +772,7 @@ def test_a_k_split_plan_the_kernel_cannot_pair_is_refused(concurrent):
             launcher.backward(torch.randn(T, B, H, generator=g), zeros, zeros, w_hh, None, gates, c_hist, zeros,
                               None, None, None, None, False, False, "split", plan=bad)
     P = 16  # with a projection
-    projected = split_planning._plan_one("backward", 16, B, H, 1, "fp32", Options(), limits, P, True)
+    projected = split.plan_split(B, H, torch.float32, Options(), limits, P=P).backward
     assert projected.constexpr("HAS_PROJ") and projected.k_split == 1
     w_hh_p, w_hr, dh_n = torch.randn(1, 4 * H, P, generator=g), torch.randn(1, P, H, generator=g), torch.zeros(1, B, P)
     with pytest.raises(RuntimeError, match="K_SPLIT = 2 only resident and without a projection"):

@@ -12,7 +12,7 @@ from test_split import random_lengths
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import triton_lstm
-from triton_lstm import compile_check, cost, device, launcher, split, split_planning, variants
+from triton_lstm import compile_check, cost, device, launcher, split, variants
 from triton_lstm.interpreter_threads import concurrent_programs
 from triton_lstm.planning import DeviceLimits, LayerShape
 from triton_lstm.planning import GateOptions as Options
@@ -313,9 +313,10 @@ def test_the_tiled_backward_at_block_h_1024_keeps_the_batch_kernels_storage_cont
     plans = split.plan_split(B, H, dtype, options, limits, directions=D, group_rows=32)
     # fp64 plans a K-split pair here (fp32's tiles: test_split.py); the one-program slice of
     # 16-bit on a GPU is made for fp64 by hand
-    assert plans.backward.k_split == 2
-    backward = split_planning._plan_one("backward", 16, B, H, D, "fp64", options, limits, None, True,
-                                        rows_per_group=32)
+    assert plans.backward.k_split == 2 and plans.backward.grid == (66, 1, 1)
+    one = {"K_SPLIT": 1, "K_CHUNKS": 16}  # (the planner's K chunks at BLOCK_H = 1024 without a pair)
+    backward = dataclasses.replace(plans.backward, grid=(33, 1, 1), constexprs=tuple(
+        (k, one.get(k, v)) for k, v in plans.backward.constexprs))
     assert backward.k_split == 1 and not backward.constexpr("W_STREAMED")
     assert backward.constexpr("BLOCK_H") == 1024 and backward.constexpr("K_CHUNKS") == 16
     outputs = tiled_and_batch_outputs(split.SplitPlans(plans.forward, backward), xw, w_hh, None, h0, c0, peephole,
