@@ -154,15 +154,13 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         if rows_per_group is not None:  # and the program's carried dh and dc of all its rows
             signature = before_sync(signature, (("dh_state_ptr", a), ("dc_state_ptr", a)))
         signature = before_sync(signature, (("dh_partial_ptr", a),))  # the halves of dh_{t-1} of a K-split pair
-        if rows_per_group is None:
-            constexprs += (("K_SPLIT", k_split),)
     if rows_per_group is not None:
         kernel += "_tiled"
         k_width = block_p if direction == "forward" else block_h  # K of the W_hh dot
         constexprs += (("ROWS_PER_GROUP", rows_per_group), ("W_STREAMED", streamed),
                        ("BLOCK_K", min(streamed_block_k(direction, name), k_width)))
-        if direction == "backward":
-            constexprs += (("K_SPLIT", k_split),)
+    if direction == "backward":
+        constexprs += (("K_SPLIT", k_split),)
     plan = Plan(kernel, "split", grid, 4, 1, maxnreg(4, limits), signature, constexprs)
     num_warps = warps_for(plan, limits)
     return dataclasses.replace(plan, num_warps=num_warps, maxnreg=maxnreg(num_warps, limits))
@@ -272,18 +270,10 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
     for rows_per_group in candidates:
         for units in unit_choices:
             wide = direction == "backward" and wide_tiled_backward(units, block_h, name, P, H, options, limits)
-            if rows_per_group is not None and direction == "backward" and \
-                    k_split_backward(units, block_h, name, P, H, limits, allow_tf32):
-                # a 16-unit fp32 slice at BLOCK_H = 1024 (256 KB) only as a K-split pair's halves
-                plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32,
-                                 rows_per_group, k_split=K_SPLIT_BACKWARD)
-                per_sm = occupancy(plan) if occupancy is not None else 1
-                if budgeted_slice_bytes(plan) <= min(WIDE_TILED_BACKWARD_SLICE_MAX_BYTES, shared_limit) and \
-                        fits_shared_memory(plan, limits) and plan.programs <= limits.num_sms * per_sm:
-                    found.append(plan)
-                    break
-                continue
-            if rows_per_group is not None and direction == "backward" and not wide and (
+            # a tiled 16-unit fp32 slice at BLOCK_H = 1024 (256 KB) only as a K-split pair's halves
+            tiled_pair = rows_per_group is not None and direction == "backward" and \
+                k_split_backward(units, block_h, name, P, H, limits, allow_tf32)
+            if rows_per_group is not None and direction == "backward" and not wide and not tiled_pair and (
                     block_h > release_block_h(TILED_BACKWARD_MAX_BLOCK_H, OLD_TRITON_TILED_BACKWARD_MAX_BLOCK_H, units,
                                               limits)
                     or both_lengths_and_resets(options) and block_h > RESETS_LENGTHS_TILED_BACKWARD_MAX_BLOCK_H
@@ -295,11 +285,13 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
             if rows_per_group is not None and direction == "forward" and P is not None and P != H and \
                     units < OLD_TRITON_TILED_PROJ_MIN_UNITS and limits.old_triton:
                 continue
-            plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group)
+            plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group,
+                             k_split=K_SPLIT_BACKWARD if tiled_pair else 1)
             if rows_per_group is None:
                 slice_limit = max_slice
             elif direction == "backward":
-                slice_limit = WIDE_TILED_BACKWARD_SLICE_MAX_BYTES if wide else TILED_BACKWARD_SLICE_MAX_BYTES
+                wide_slice = wide or tiled_pair
+                slice_limit = WIDE_TILED_BACKWARD_SLICE_MAX_BYTES if wide_slice else TILED_BACKWARD_SLICE_MAX_BYTES
             else:
                 slice_limit = tiled_slice
             slice_limit = min(slice_limit, shared_limit)
