@@ -3,6 +3,7 @@
 Without CUDA the kernels run on CPU in Triton's interpreter: TRITON_INTERPRET must be set
 before triton is imported, hence at the top of this file.
 """
+import dataclasses
 import os
 import zlib
 
@@ -34,6 +35,11 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def assert_close(out, ref, tol, what=""):
     err = rel_err(out, ref)
     assert err <= tol, f"{what}: rel err {err:.3e} > {tol:.1e}"
+
+
+def with_constexprs(plan, **values):
+    """`plan` with these constexprs replaced: a plan made by hand for a test."""
+    return dataclasses.replace(plan, constexprs=tuple((k, values.get(k, v)) for k, v in plan.constexprs))
 
 
 # The default tier (`make test`) keeps one case of every property; the rest of the breadth

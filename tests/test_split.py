@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import ON_GPU, SPLIT_FP64_REASON, TOLERANCE, assert_close, interpreter_only, slow
+from conftest import ON_GPU, SPLIT_FP64_REASON, TOLERANCE, assert_close, interpreter_only, slow, with_constexprs
 
 import triton_lstm
 from triton_lstm import (barrier, compile_check, cost, device, launcher, reference, split, split_planning,
@@ -763,11 +763,8 @@ def test_a_k_split_plan_the_kernel_cannot_pair_is_refused(concurrent):
     limits = device.device_limits(w_hh.device)
     per_tile = split_planning.k_split_backward_plan(B, H, torch.float32, Options(), limits)
     tiled = split_planning.k_split_backward_plan(B, H, torch.float32, Options(), limits, rows_per_group=16)
-
-    def with_(plan, name, value):
-        return dataclasses.replace(plan, constexprs=tuple((k, value if k == name else v) for k, v in plan.constexprs))
-
-    for bad in (with_(per_tile, "K_SPLIT", 3), with_(tiled, "K_SPLIT", 3), with_(tiled, "W_STREAMED", True)):
+    for bad in (with_constexprs(per_tile, K_SPLIT=3), with_constexprs(tiled, K_SPLIT=3),
+                with_constexprs(tiled, W_STREAMED=True)):
         with pytest.raises(RuntimeError, match="K_SPLIT = 2 only resident and without a projection"):
             launcher.backward(torch.randn(T, B, H, generator=g), zeros, zeros, w_hh, None, gates, c_hist, zeros,
                               None, None, None, None, False, False, "split", plan=bad)
@@ -777,7 +774,7 @@ def test_a_k_split_plan_the_kernel_cannot_pair_is_refused(concurrent):
     w_hh_p, w_hr, dh_n = torch.randn(1, 4 * H, P, generator=g), torch.randn(1, P, H, generator=g), torch.zeros(1, B, P)
     with pytest.raises(RuntimeError, match="K_SPLIT = 2 only resident and without a projection"):
         launcher.backward(torch.randn(T, B, P, generator=g), dh_n, zeros, w_hh_p, w_hr, gates, c_hist, zeros, None,
-                          None, None, None, False, False, "split", plan=with_(projected, "K_SPLIT", 2))
+                          None, None, None, False, False, "split", plan=with_constexprs(projected, K_SPLIT=2))
 
 
 def test_fp32_backwards_at_h_768_and_1024_split_each_slice_over_a_pair_of_programs():
@@ -1025,8 +1022,7 @@ def test_fp32_with_tf32_off_keeps_to_the_plans_its_fma_dots_compile_clean():
     assert (tf32.backward.num_warps, ieee.backward.num_warps) == (4, 8)
     tf32, ieee = (split.plan_split(1, 1024, torch.float32, Options(), new, allow_tf32=a) for a in (True, False))
     assert tf32.backward.k_split == 2 and ieee.backward.constexpr("W_STREAMED")
-    assert tf32.forward == dataclasses.replace(ieee.forward, constexprs=tuple(
-        (k, "tf32" if k == "INPUT_PRECISION" else v) for k, v in ieee.forward.constexprs))
+    assert tf32.forward == with_constexprs(ieee.forward, INPUT_PRECISION="tf32")
     tf32, ieee = (split.plan_split(64, 256, torch.float32, Options(), old, allow_tf32=a) for a in (True, False))
     assert not split.is_tiled(tf32.forward) and ieee.forward.constexpr("W_STREAMED")
     # a projection forward's second dot runs over K = BLOCK_H: H = 128, P = 64 with lengths on 4

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import ON_GPU, TOLERANCE, assert_close, slow
+from conftest import ON_GPU, TOLERANCE, assert_close, slow, with_constexprs
 from test_split import random_lengths
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -164,8 +164,7 @@ def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tile
     assert all(p.constexpr("W_STREAMED") is streamed for p in (plans.forward, plans.backward))
     # streamed: BLOCK_K = 16 where K = 64 (40 padded), so the chunk loop runs more than once
     overridden = {"streamed": ("BLOCK_K",), "16-chunks": ("K_CHUNKS", "PROJ_CHUNKS"), "resident": ()}[layout]
-    plans = split.SplitPlans(*(dataclasses.replace(p, constexprs=tuple((k, 16 if k in overridden else v)
-                                                                         for k, v in p.constexprs))
+    plans = split.SplitPlans(*(with_constexprs(p, **dict.fromkeys(overridden, 16))
                                for p in (plans.forward, plans.backward)))
     outputs = tiled_and_batch_outputs(plans, xw, w_hh, w_hr, h0, c0, peephole, lengths, dy, dh_n, dc_n, 0.25, resets)
     assert [k for k, _, _ in tiled_launches] == list(TILED)
@@ -314,9 +313,8 @@ def test_the_tiled_backward_at_block_h_1024_keeps_the_batch_kernels_storage_cont
     # fp64 plans a K-split pair here (fp32's tiles: test_split.py); the one-program slice of
     # 16-bit on a GPU is made for fp64 by hand
     assert plans.backward.k_split == 2 and plans.backward.grid == (66, 1, 1)
-    one = {"K_SPLIT": 1, "K_CHUNKS": 16}  # (the planner's K chunks at BLOCK_H = 1024 without a pair)
-    backward = dataclasses.replace(plans.backward, grid=(33, 1, 1), constexprs=tuple(
-        (k, one.get(k, v)) for k, v in plans.backward.constexprs))
+    # (16 K chunks: the planner's at BLOCK_H = 1024 without a pair)
+    backward = dataclasses.replace(with_constexprs(plans.backward, K_SPLIT=1, K_CHUNKS=16), grid=(33, 1, 1))
     assert backward.k_split == 1 and not backward.constexpr("W_STREAMED")
     assert backward.constexpr("BLOCK_H") == 1024 and backward.constexpr("K_CHUNKS") == 16
     outputs = tiled_and_batch_outputs(split.SplitPlans(plans.forward, backward), xw, w_hh, None, h0, c0, peephole,
