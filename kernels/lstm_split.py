@@ -479,6 +479,10 @@ def lstm_bwd_kernel_split(
 # or a tl.debug_barrier (all warps' stores done). Forward: h0 goes to exchange slot 1 before
 # the loop and one barrier publishes it, so step s always reads slot (s + 1) % 2 and writes
 # slot s % 2 (why two slots and one barrier per exchange suffice: the module legend).
+# The tiled forward adds xw after its W_hh dot: as the dot's accumulator, xw was converted to
+# the dot's layout while the staged h rows were live (4 KB more shared memory in fp32). With
+# K_TAIL > 0 (resident only, P <= 3/4 BLOCK_P) its slice is two K tiles, rows [0, BLOCK_P / 2)
+# and then K_TAIL more, two chained dots, so P = 768 holds and stages 768 rows, not 1024.
 
 
 @jit_kernel
@@ -493,7 +497,7 @@ def lstm_fwd_kernel_split_tiled(
     HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr, HAS_PROJ: tl.constexpr, STORE_STATE: tl.constexpr,
     ALIGNED: tl.constexpr,
     DOT_IN_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, ROWS_PER_GROUP: tl.constexpr,
-    W_STREAMED: tl.constexpr, BLOCK_K: tl.constexpr,
+    W_STREAMED: tl.constexpr, BLOCK_K: tl.constexpr, K_TAIL: tl.constexpr,
 ):
     if ALIGNED:
         H, P = (H // 16) * 16, (P // 16) * 16  # the same values, now visibly multiples of 16
@@ -536,7 +540,18 @@ def lstm_fwd_kernel_split_tiled(
     m_exchange_ptr += pid_d * B64 * H
     resets_ptr += pid_d * T * B64
 
-    if not W_STREAMED:
+    if not W_STREAMED and K_TAIL > 0:
+        # Resident as two K tiles, rows [0, BLOCK_P / 2) and then K_TAIL more: P = 768 holds 768
+        # rows, not BLOCK_P = 1024 (and stages 768 entries of h per row)
+        offs_k = tl.arange(0, BLOCK_P // 2)  # [BLOCK_P // 2]
+        mask_k = offs_k < P
+        offs_kt = BLOCK_P // 2 + tl.arange(0, K_TAIL)  # [K_TAIL]
+        mask_kt = offs_kt < P
+        b_w = dot_operand(w_hh_ptr + row_j[None, :] * stride_w_row + offs_k[:, None] * stride_w_col,
+                          mask_k[:, None] & mask_j[None, :], DOT_IN_FP32)  # [BLOCK_P // 2, 4 * UNITS]
+        b_w_tail = dot_operand(w_hh_ptr + row_j[None, :] * stride_w_row + offs_kt[:, None] * stride_w_col,
+                               mask_kt[:, None] & mask_j[None, :], DOT_IN_FP32)  # [K_TAIL, 4 * UNITS]
+    elif not W_STREAMED:
         # Resident for the whole sequence: b_w[k, j] = W_hh[row_j, k] (as lstm_fwd_kernel_split)
         b_w = dot_operand(w_hh_ptr + row_j[None, :] * stride_w_row + offs_k[:, None] * stride_w_col,
                           mask_k[:, None] & mask_j[None, :], DOT_IN_FP32)  # [BLOCK_P, 4 * UNITS]
@@ -574,13 +589,13 @@ def lstm_fwd_kernel_split_tiled(
             b_len = load_lengths(lengths_ptr, offs_b, mask_b, T, HAS_LENGTHS)  # [BLOCK_B]
             active, t_row = rows_at_step(s64, b_len, is_reverse)  # [BLOCK_B]
             keep = load_keep(resets_ptr, t_row, offs_b, mask_b, B64, HAS_RESETS)  # [BLOCK_B]
-            b_xw = tl.load(xw_ptr + t_row[:, None] * stride_xw_t + offs_b[:, None] * stride_xw_b + row_j[None, :],
-                           mask=(mask_b & active)[:, None] & mask_j[None, :], other=0.0).to(ACC_DTYPE)
+            xw_rows = xw_ptr + t_row[:, None] * stride_xw_t + offs_b[:, None] * stride_xw_b
             state_offs = offs_b[:, None] * H + offs_u[None, :]
             b_c = tl.load(read_c + state_offs, mask=keep[:, None] & mask_u[None, :], other=0.0)  # [BLOCK_B, UNITS]
             if W_STREAMED:
                 # the slice is re-read from L2 every sub-tile, BLOCK_K rows of W_hh^T at a time
-                b_pre = b_xw  # [BLOCK_B, 4 * UNITS]
+                b_pre = tl.load(xw_rows + row_j[None, :], mask=(mask_b & active)[:, None] & mask_j[None, :],
+                                other=0.0).to(ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
                 for k0 in range(0, BLOCK_P, BLOCK_K):
                     offs_kk = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
                     mask_kk = offs_kk < P
@@ -592,12 +607,23 @@ def lstm_fwd_kernel_split_tiled(
                     b_pre = dot_chunk(h_ptrs, keep[:, None] & mask_kk[None, :], b_wk, b_pre, INPUT_PRECISION,
                                       ACC_DTYPE)
             else:
-                h_ptrs = read_x + offs_b[:, None] * P + offs_k[None, :]  # [BLOCK_B, BLOCK_P]
+                h_ptrs = read_x + offs_b[:, None] * P + offs_k[None, :]  # [BLOCK_B, BLOCK_P (/ 2)]
                 if ALIGNED:
                     h_ptrs = tl.multiple_of(h_ptrs, [1, 16])
-                b_pre = dot_chunk(h_ptrs, keep[:, None] & mask_k[None, :], b_w, b_xw, INPUT_PRECISION,
+                b_pre = dot_chunk(h_ptrs, keep[:, None] & mask_k[None, :], b_w,
+                                  tl.zeros([BLOCK_B, 4 * UNITS], ACC_DTYPE), INPUT_PRECISION,
                                   ACC_DTYPE)  # [BLOCK_B, 4 * UNITS]
+                if K_TAIL > 0:
+                    h_ptrs = read_x + offs_b[:, None] * P + offs_kt[None, :]  # [BLOCK_B, K_TAIL]
+                    if ALIGNED:
+                        h_ptrs = tl.multiple_of(h_ptrs, [1, 16])
+                    b_pre = dot_chunk(h_ptrs, keep[:, None] & mask_kt[None, :], b_w_tail, b_pre, INPUT_PRECISION,
+                                      ACC_DTYPE)
             pre_i, pre_f, pre_g, pre_o = split_gates(b_pre, BLOCK_B, UNITS)
+            if not W_STREAMED:
+                x_i, x_f, x_g, x_o = load_gate_tiles(xw_rows + offs_u[None, :], H, mask_bu & active[:, None],
+                                                     ACC_DTYPE)
+                pre_i, pre_f, pre_g, pre_o = pre_i + x_i, pre_f + x_f, pre_g + x_g, pre_o + x_o
             b_i, b_f, b_g, b_o, c_new, m_new = lstm_cell_forward(
                 pre_i, pre_f, pre_g, pre_o, b_c, p_i, p_f, p_o, cell_clip, HAS_PEEPHOLE, USE_CELL_CLIP)
             tl.store(write_c + state_offs, rows_or_carry(c_new, b_c, active, HAS_LENGTHS), mask=mask_bu)

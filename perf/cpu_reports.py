@@ -326,7 +326,7 @@ def compile_rows(Bs, Hs, env, dtypes=tuple(DTYPES), modes=tuple(COMPILE_MODES)) 
                                                  "PROJ_UNITS", "ROWS_PER_GROUP") if k in c)
         # what the tiles alone do not say: two programs share each slice, or it streams from L2
         tiles += (f" K_SPLIT={plan.k_split}" if plan.k_split > 1 else "") + (
-            " W_STREAMED" if c.get("W_STREAMED") else "")
+            f" K_TAIL={c['K_TAIL']}" if c.get("K_TAIL") else "") + (" W_STREAMED" if c.get("W_STREAMED") else "")
         config = (f"sm_{cc} {plan.variant} {tiles} warps={plan.num_warps} stages={plan.num_stages} grid={programs}"
                   + ("" if r.ok else f" ERROR {r.error[:200]}"))
         common = dict(kernel=plan.kernel, provider="triton_lstm", layers=1, directions=1, config=config, **columns)

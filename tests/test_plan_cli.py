@@ -1,7 +1,6 @@
 """The planning CLI, `python -m triton_lstm.plan`: what it prints is what kernel="auto" runs and
 what the cost model predicts for it, labelled as a prediction; bad arguments name themselves."""
 import json
-import re
 import subprocess
 import sys
 
@@ -88,16 +87,9 @@ def test_must_show_covers_the_whole_grid_on_both_targets(capsys):
             assert report[key]["met"] + len(report[key]["missed"]) == layers
         # the grid's smallest layer fits one program and meets every target
         assert not any(m.startswith("bf16 H=64 B=1 D=1:") for m in report["forward_time"]["missed"])
-    sm90, sm80 = got["reports"]
-    assert sm90["on_chip"]["missed"] == []
-    # sm_80: fp32 forwards of 128 KB slices whose staged h rows and tiles overflow its 163 KB of
-    # shared memory stream their slices: H = 768 (192-194 KB compiled), every B with and without
-    # lengths (12), and H = 512 in two directions tiled (164 KB), that is B >= 64 (6) and B <= 16
-    # with lengths (3); nothing else
-    missed = sm80["on_chip"]["missed"]
-    assert len(missed) == 21 and all(
-        re.match(r"fp32 (H=768 B=\d+ D=1|H=512 B=(64|128|256) D=2|H=512 B=(1|3|16) D=2 lengths)( lengths)? "
-                 r"forward: split on (96|64) programs", m) for m in missed)
+    # sm_80 too, since fp32 at H = 512 in two directions takes 160 KB tiled, and at H = 768 its
+    # slices are held as two K tiles (test_split.py)
+    assert [r["on_chip"]["missed"] for r in got["reports"]] == [[], []]
 
 
 def test_weights_fit_on_chip_is_sixty_percent_of_all_shared_memory():

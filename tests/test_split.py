@@ -818,23 +818,58 @@ def test_fp32_backwards_at_h_768_and_1024_split_each_slice_over_a_pair_of_progra
 
 def test_sm80_holds_an_fp32_128_kb_forward_slice_only_where_it_compiled_within_163_kb():
     # fp32 H = 512 in two directions: 32 programs of 16 units per direction, 128 KB slices, 32
-    # KB of staged h rows. On triton 3.9 the per-tile forward took exactly those 160 KB; with
-    # resets, tiled (lengths take the tiled kernel at B <= 16), or on triton 3.6 it took 4 KB
-    # more, over sm_80's 163 KB: those stream their slices (about 2.6x the predicted time)
-    shape = LayerShape(16, 512, 512, 2, torch.float32)
-    resident = variants.choose("forward", shape, Options(), NEWEST_SM80)
-    assert resident.kernel == "lstm_fwd_kernel_split" and resident.grid == (32, 1, 2)
-    assert split.resident_slice_bytes(resident) == 128 * 1024
-    assert cost.predict(resident, shape, NEWEST_SM80).work.weights_on_chip
-    for options, limits in ((Options(resets=True), NEWEST_SM80), (Options(lengths=True), NEWEST_SM80),
-                            (Options(), dataclasses.replace(NEWEST_SM80, triton=(3, 6)))):
-        streamed = variants.choose("forward", shape, options, limits)
-        assert streamed.kernel == "lstm_fwd_kernel_split_tiled" and streamed.constexpr("W_STREAMED"), (options, limits)
-        assert cost.predict(streamed, shape, limits).us_per_step > 2 * cost.predict(resident, shape, limits).us_per_step
+    # KB of staged h rows. On triton 3.9 the per-tile and the tiled forward (lengths take it at
+    # B <= 16, and every plan at B = 64) took exactly those 160 KB; with resets, or on triton
+    # 3.6, 4 KB more, over sm_80's 163 KB: those stream their slices (about 2.6x the time)
+    for B, options, kernel in ((16, Options(), "lstm_fwd_kernel_split"),
+                               (16, Options(lengths=True), "lstm_fwd_kernel_split_tiled"),
+                               (64, Options(), "lstm_fwd_kernel_split_tiled")):
+        shape = LayerShape(B, 512, 512, 2, torch.float32)
+        resident = variants.choose("forward", shape, options, NEWEST_SM80)
+        assert resident.kernel == kernel and resident.grid[::2] == (32, 2), resident.describe()
+        assert split.resident_slice_bytes(resident) == 128 * 1024
+        assert cost.predict(resident, shape, NEWEST_SM80).work.weights_on_chip
+        if B > 16 or options.lengths:
+            continue
+        for options, limits in ((Options(resets=True), NEWEST_SM80), (Options(), dataclasses.replace(
+                NEWEST_SM80, triton=(3, 6)))):
+            streamed = variants.choose("forward", shape, options, limits)
+            assert streamed.kernel == "lstm_fwd_kernel_split_tiled" and streamed.constexpr("W_STREAMED"), options
+            assert cost.predict(streamed, shape, limits).us_per_step > 2 * cost.predict(
+                resident, shape, limits).us_per_step
     # sm_90's 227 KB hold them all
+    shape = LayerShape(16, 512, 512, 2, torch.float32)
     for options in (Options(resets=True), Options(lengths=True)):
         assert cost.predict(variants.choose("forward", shape, options, NEWEST_SM90), shape,
                             NEWEST_SM90).work.weights_on_chip
+
+
+def test_sm80_holds_fp32_forwards_at_h_768_as_two_k_tiles():
+    # fp32 H = 768 on 8 units (96 programs): padded to BLOCK_P = 1024 the slice is 128 KB and 16
+    # staged rows of h 64 KB, over sm_80's 163 KB. Held as K tiles of 512 and 256 rows
+    # (K_TAIL) the slice is 96 KB, the staged rows of one tile 32 KB: on chip. sm_90 holds the
+    # padded slice, and every other grid shape keeps K_TAIL = 0.
+    for B, options in itertools.product((1, 16, 64, 256), (Options(), Options(lengths=True))):
+        shape = LayerShape(B, 768, 768, 1, torch.float32)
+        plan = variants.choose("forward", shape, options, NEWEST_SM80)
+        assert plan.kernel == "lstm_fwd_kernel_split_tiled" and plan.grid[0] == 96, plan.describe()
+        assert plan.constexpr("K_TAIL") == 256 and not plan.constexpr("W_STREAMED")
+        assert split.resident_slice_bytes(plan) == 96 * 1024 and fits_shared_memory(plan, NEWEST_SM80)
+        assert not fits_shared_memory(with_constexprs(plan, K_TAIL=0), NEWEST_SM80)
+        work = cost.predict(plan, shape, NEWEST_SM80).work
+        m_rows = -(-B // plan.grid[1]) if B > 16 else 16
+        m_rows = -(-m_rows // 16) * 16
+        assert work.weights_on_chip and work.dot_flops == 2 * m_rows * 768 * 4 * 8  # K = 768, not 1024
+        padded = variants.choose("forward", shape, options, NEWEST_SM90)
+        assert dict(padded.constexprs).get("K_TAIL", 0) == 0 and split.resident_slice_bytes(padded) == 128 * 1024
+    # fp32 with lengths and resets spilled 16 B as two K tiles: that one still streams on sm_80
+    both = variants.choose("forward", LayerShape(64, 768, 768, 1, torch.float32),
+                           Options(lengths=True, resets=True), NEWEST_SM80)
+    assert both.constexpr("W_STREAMED") and both.constexpr("K_TAIL") == 0
+    for limits in (NEWEST_SM80, NEWEST_SM90):
+        for B, H, dtype in itertools.product((1, 64), (256, 512, 1024), (torch.bfloat16, torch.float32)):
+            plan = variants.choose("forward", LayerShape(B, H, H, 1, dtype), Options(), limits)
+            assert dict(plan.constexprs).get("K_TAIL", 0) == 0, plan.describe()
 
 
 # test_modules.py proves the module's breadth; here one case shows it holds with split kernels

@@ -16,6 +16,7 @@ from triton_lstm import compile_check, cost, device, launcher, split, variants
 from triton_lstm.interpreter_threads import concurrent_programs
 from triton_lstm.planning import DeviceLimits, LayerShape
 from triton_lstm.planning import GateOptions as Options
+from triton_lstm.split_limits import fits_shared_memory
 
 DEVICE = "cuda" if ON_GPU else "cpu"
 TILED = ("lstm_fwd_kernel_split_tiled", "lstm_bwd_kernel_split_tiled")
@@ -132,14 +133,16 @@ def random_layer(T, B, H, D, seed):
 # peepholes and clips), and a streamed plan without a projection is the three-row test's below.
 @pytest.mark.parametrize("P,layout", [
     pytest.param(P, layout, id=f"{name}-{layout}", marks=() if P and layout != "resident" else slow)
-    for P, name in ((None, "no-proj"), (24, "proj24")) for layout in ("resident", "streamed", "16-chunks")])
+    for P, name in ((None, "no-proj"), (24, "proj24")) for layout in ("resident", "streamed", "16-chunks", "k-tail")])
 def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tiled_launches, P, layout, seed):
     # two barrier groups of 32 rows (the second holds 8) per direction, D = 2 with lengths and
     # every gate option: every output of both passes, saved state included, against the
     # batch-tiled kernels (themselves tested against the reference), float64; streamed: each
     # program re-reads its W_hh slice in BLOCK_K chunks every sub-tile (W_STREAMED); 16-chunks:
     # every chunked dot in 16 chunks along K, as the widest tiled plans take them (the planner
-    # chooses 16 only at K >= 256, too large for the interpreter)
+    # chooses 16 only at K >= 256, too large for the interpreter); k-tail: the forward's resident
+    # slice in two K tiles, BLOCK_P / 2 rows and BLOCK_P / 4 (P = 40 of BLOCK_P = 64, P = 24 of 32:
+    # the tail masked, or exactly full), as sm_80 holds fp32 at P = 768
     T, B, H, D, dtype = 3, 40, 40, 2, torch.float64
     g = torch.Generator().manual_seed(seed)
     lengths = random_lengths(B, T, g).to(DEVICE)
@@ -163,9 +166,14 @@ def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tile
     assert plans.forward.grid[1:] == (2, 2) and plans.backward.grid[1:] == (2, 2)
     assert all(p.constexpr("W_STREAMED") is streamed for p in (plans.forward, plans.backward))
     # streamed: BLOCK_K = 16 where K = 64 (40 padded), so the chunk loop runs more than once
-    overridden = {"streamed": ("BLOCK_K",), "16-chunks": ("K_CHUNKS", "PROJ_CHUNKS"), "resident": ()}[layout]
+    overridden = {"streamed": ("BLOCK_K",), "16-chunks": ("K_CHUNKS", "PROJ_CHUNKS")}.get(layout, ())
     plans = split.SplitPlans(*(with_constexprs(p, **dict.fromkeys(overridden, 16))
                                for p in (plans.forward, plans.backward)))
+    assert plans.forward.constexpr("K_TAIL") == 0
+    if layout == "k-tail":
+        k_tail = plans.forward.constexpr("BLOCK_P") // 4
+        plans = dataclasses.replace(plans, forward=with_constexprs(plans.forward, K_TAIL=k_tail))
+        assert plans.forward.forward_k_rows == 3 * k_tail >= P
     outputs = tiled_and_batch_outputs(plans, xw, w_hh, w_hr, h0, c0, peephole, lengths, dy, dh_n, dc_n, 0.25, resets)
     assert [k for k, _, _ in tiled_launches] == list(TILED)
     past_end = torch.arange(T, device=DEVICE)[:, None] >= lengths[None, :]  # [T, B]
@@ -275,18 +283,18 @@ def test_wide_layers_keep_w_hh_resident_in_both_passes_where_shared_memory_holds
     assert old.variant != "split" or old.constexpr("BLOCK_H") < 1024 or dict(old.constexprs).get("W_STREAMED")
     # shared memory: a 128 KB slice plus its staged 16 rows of h (32 KB at BLOCK_P = 1024 in
     # 16-bit, or 512 in fp32) fit sm_80's 163 KB on triton 3.9 (160 KB compiled), not on 3.6
-    # (164 KB), nor with resets or (fp32) tiled on 3.9 (164 KB too): two directions on 96 / 64
-    # of sm_80's 108 SMs hold W_hh, or stream it
-    for triton, H, dtype, options, fits in (((3, 9), 768, torch.bfloat16, Options(), True),
-                                            ((3, 6), 768, torch.bfloat16, Options(), False),
-                                            ((3, 9), 768, torch.bfloat16, Options(resets=True), False),
-                                            ((3, 9), 512, torch.float32, Options(), True),
-                                            ((3, 9), 512, torch.float32, Options(lengths=True), False),
-                                            ((3, 6), 512, torch.float32, Options(), False)):
+    # nor with resets (164 KB): two directions on 96 / 64 of sm_80's 108 SMs hold W_hh, at
+    # H = 768 as two K tiles of 512 and 256 rows (96 KB), else they stream it
+    for triton, H, dtype, options, slice_kb, k_tail in (
+            ((3, 9), 768, torch.bfloat16, Options(), 128, 0), ((3, 6), 768, torch.bfloat16, Options(), 96, 256),
+            ((3, 9), 768, torch.bfloat16, Options(resets=True), 96, 256),
+            ((3, 9), 512, torch.float32, Options(), 128, 0), ((3, 9), 512, torch.float32, Options(lengths=True), 128, 0),
+            ((3, 6), 512, torch.float32, Options(), 0, 0), ((3, 9), 512, torch.float32, Options(resets=True), 0, 0)):
         sm80 = dataclasses.replace(DeviceLimits.sm80(), triton=triton)
         plan = split.plan_split(16, H, dtype, options, sm80, directions=2).forward
-        assert (split.resident_slice_bytes(plan) == 128 * 1024) is fits, (triton, plan.describe())
-        assert fits or plan.constexpr("W_STREAMED"), plan.describe()
+        assert split.resident_slice_bytes(plan) == slice_kb * 1024, (triton, plan.describe())
+        assert dict(plan.constexprs).get("K_TAIL", 0) == k_tail and fits_shared_memory(plan, sm80)
+        assert (slice_kb == 0) is dict(plan.constexprs).get("W_STREAMED", False), plan.describe()
     # fp32 at H = 1024: 128 KB and 64 KB of h rows are over sm_80's shared memory on any release
     plan = split.plan_split(16, 1024, torch.float32, Options(), dataclasses.replace(DeviceLimits.sm80(), triton=(3, 9)))
     assert plan.forward.constexpr("W_STREAMED") or split.resident_slice_bytes(plan.forward) <= 64 * 1024

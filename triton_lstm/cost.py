@@ -134,7 +134,7 @@ def step_work(plan: Plan, shape: LayerShape) -> StepWork:
         m_rows = -(-rows // c["BLOCK_B"]) * c["BLOCK_B"]  # its dots' M, in BLOCK_B sub-tiles
         if not backward:
             exchanged = rows * P * e + (rows * H * e if has_proj else 0)  # all of h (and of m)
-            dot = 2 * m_rows * c["BLOCK_P"] * 4 * units + (2 * m_rows * c["BLOCK_H"] * entries if has_proj else 0)
+            dot = 2 * m_rows * plan.forward_k_rows * 4 * units + (2 * m_rows * c["BLOCK_H"] * entries if has_proj else 0)
         else:  # all of dpre (and of dh); a K-split program its units' share, and its partner's half of dh
             exchanged = (rows * 4 * H * e // plan.k_split + (rows * P * acc if has_proj else 0)
                          + (plan.k_split - 1) * rows * entries * acc)

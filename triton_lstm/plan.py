@@ -25,7 +25,8 @@ from . import cost, variants
 from .planning import ELEMENT_BYTES, TARGET_LIMITS, DeviceLimits, GateOptions, LayerShape, dtype_name
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-TILE_NAMES = ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS", "PROJ_UNITS", "ROWS_PER_GROUP", "K_SPLIT")
+TILE_NAMES = ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS", "PROJ_UNITS", "ROWS_PER_GROUP", "K_SPLIT",
+              "K_TAIL")
 ESTIMATE_NOTE = "predicted_us_per_step is a cost-model estimate (triton_lstm.cost, H100-calibrated), not a measurement"
 # The no-cliffs grid and targets (issue 17): cuDNN's best measured non-fp16 figures on an H100
 # (DESIGN.md section 6) at B <= 64, and cuDNN at B = 128 (19.8 / 32.1 us, bf16) up to B = 256.

@@ -144,12 +144,21 @@ class Plan:
         """Programs that share one weight slice: 2 in a K-split split backward, else 1."""
         return dict(self.constexprs).get("K_SPLIT", 1)
 
+    @property
+    def forward_k_rows(self) -> int:
+        """K of a split forward's W_hh dot, the slice rows it holds per gate column: BLOCK_P, or
+        BLOCK_P / 2 + K_TAIL where a tiled forward holds them as two K tiles (kernels/lstm_split.py)."""
+        c = dict(self.constexprs)
+        return c["BLOCK_P"] // 2 + c["K_TAIL"] if c.get("K_TAIL") else c["BLOCK_P"]
+
     def describe(self) -> str:
         c = dict(self.constexprs)
         tiles = " ".join(f"{k}={c[k]}" for k in ("BLOCK_B", "BLOCK_N", "BLOCK_K", "BLOCK_P", "BLOCK_H", "UNITS",
                                                  "PROJ_UNITS", "ROWS_PER_GROUP") if k in c)
         if self.k_split > 1:  # the grid alone does not say two programs share each slice
             tiles += f" K_SPLIT={self.k_split}"
+        if c.get("K_TAIL"):
+            tiles += f" K_TAIL={c['K_TAIL']}"
         return (f"{self.kernel}[{self.variant}] grid={self.grid} warps={self.num_warps} "
                 f"stages={self.num_stages} maxnreg={self.maxnreg} {tiles} dot={c.get('INPUT_PRECISION')}")
 

@@ -171,7 +171,9 @@ TRITON_3_7_SIXTEEN_WARPS_SLICE_BYTES = 64 * 1024
 # LLVM's SLP vectorizer (sm_86 / sm_89 / sm_90; triton 3.6 and 3.7.1 compile the same plans).
 # Spill-free there: resident forwards of 8 units (N = 32) at every BLOCK_P up to 1024, with 8
 # warps from BLOCK_P = 128 (4 warps spilled 588-1124 B), or from BLOCK_H = 128 with a projection
-# (H = 128, P = 64, lengths: 16 B on sm_90 with 4); 16 units and more spilled 464-12112 B
+# (H = 128, P = 64, lengths: 16 B on sm_90 with 4), and tiled ones with 8 at every BLOCK_P
+# since they add xw after the dot (H = 64 on 4 warps: 248-255 registers, four of them spilled
+# 28-60 B on sm_90; on 8: 108-134, 0 spills); 16 units and more spilled 464-12112 B
 # from BLOCK_P = 128 (48 B at 64). Backwards of 16 units with 8 warps (4 spilled 16-56 B at
 # BLOCK_H 32 and 64; 32 and 64 units 16-464 B), per tile at every BLOCK_H up to 512, tiled up
 # to 64 without a projection (128 spilled 8-60 B on sm_90, 256 with lengths 80 B on sm_86 /
@@ -202,7 +204,7 @@ def resident_slice_bytes(plan: Plan) -> int:
     element = 4 if c["DOT_IN_FP32"] else ELEMENT_BYTES[dict(plan.signature)["w_hh_ptr"].lstrip("*")]
     w_hh = 0 if c.get("W_STREAMED") else 1  # a streamed plan keeps only W_hr's slice
     if plan.kernel.startswith("lstm_fwd"):
-        elements = w_hh * 4 * c["BLOCK_P"] * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
+        elements = w_hh * 4 * plan.forward_k_rows * c["UNITS"] + (c["BLOCK_H"] * c["PROJ_UNITS"] if c["HAS_PROJ"] else 0)
     else:  # a K-split program holds its half of the units of every gate
         elements = (w_hh * 4 * c["BLOCK_H"] * c["PROJ_UNITS"] // plan.k_split
                     + (c["BLOCK_P"] * c["UNITS"] if c["HAS_PROJ"] else 0))
@@ -218,7 +220,7 @@ def budgeted_slice_bytes(plan: Plan) -> int:
 def warps_for(plan: Plan, limits: DeviceLimits) -> int:
     if dict(plan.constexprs).get("W_STREAMED"):
         return 8  # its slice streams through registers every sub-tile: 4 warps spilled 8-1644 bytes
-    if ieee_fp32_plan(plan, limits) and (plan.kernel.startswith("lstm_bwd") or max(
+    if ieee_fp32_plan(plan, limits) and (plan.kernel.startswith("lstm_bwd") or plan.kernel.endswith("_tiled") or max(
             plan.constexpr("BLOCK_P"), plan.constexpr("BLOCK_H") if plan.constexpr("HAS_PROJ") else 0)
             >= IEEE_EIGHT_WARPS_BLOCK_P):
         return 8  # (a forward's projection dot runs over K = BLOCK_H)
@@ -283,10 +285,12 @@ def shared_slice_limit(limits: DeviceLimits) -> int:
 # Besides its slice, a program stages one operand of its step's dots in shared memory: BLOCK_B
 # rows of h, m or dpre (K = BLOCK_P or BLOCK_H wide). At 128 KB slices that is what decides
 # sm_80 (163 KB). Triton 3.9 took exactly slice + staged operand (16-bit H = 1024: 160 KB),
-# except forwards with resets and tiled forwards in fp32 (TF32 or IEEE dots), 4 KB more (164
-# KB: over sm_80's limit; the tiled forward converts its xw tile to the dot's accumulator
-# layout while the staged h rows are live, the per-tile one before staging them); 3.6 took
-# those 4 KB in every forward (compile matrix).
+# except forwards with resets, 4 KB more; 3.6 took those 4 KB in every forward (compile
+# matrix). The tiled forward adds xw after its dot for that reason: as the dot's accumulator,
+# xw was converted to the accumulator layout while the staged h rows were live, 4 KB more in
+# fp32 (164 KB at H = 512, two directions, over sm_80's limit; 160 KB now). Since then every
+# resident tiled forward took exactly slice + staged rows on 3.9, resets included (still
+# charged the 4 KB), but for 20 KB ones of 32 units on sm_89 (2 KB more).
 EXTRA_SHARED_BYTES = 4 * 1024
 
 
@@ -298,11 +302,28 @@ def fits_shared_memory(plan: Plan, limits: DeviceLimits) -> bool:
     c = dict(plan.constexprs)
     element = ELEMENT_BYTES[dict(plan.signature)["w_hh_ptr"].lstrip("*")]
     forward = plan.kernel.startswith("lstm_fwd")
-    k_width = c["BLOCK_H"] // plan.k_split  # a K-split backward stages one of its 4 K blocks of dpre
-    staged = c["BLOCK_B"] * max(c["BLOCK_P"] if forward or c["HAS_PROJ"] else 0, k_width) * element
-    extra = forward and (limits.old_triton or c["HAS_RESETS"] or element == 4 and plan.kernel.endswith("_tiled"))
+    proj_k = c["BLOCK_H"] if forward else c["BLOCK_P"]  # K of the projection's dot (m, or dh rows)
+    # the W_hh dot's K: h's entries (two K tiles stage one at a time: the first, BLOCK_P / 2), or
+    # one of a backward's 4 K blocks of dpre (a K-split one's half)
+    k_width = (c["BLOCK_P"] // 2 if c.get("K_TAIL") else c["BLOCK_P"]) if forward else c["BLOCK_H"] // plan.k_split
+    staged = c["BLOCK_B"] * max(proj_k if c["HAS_PROJ"] else 0, k_width) * element
+    extra = forward and (limits.old_triton or c["HAS_RESETS"])
     extra = EXTRA_SHARED_BYTES if extra else 0
     return resident_slice_bytes(plan) + staged + extra <= limits.max_shared_bytes
+
+
+# A resident tiled forward with P at most 3/4 of BLOCK_P (P = 768) may hold its slice as two K
+# tiles, BLOCK_P / 2 rows and then K_TAIL = BLOCK_P / 4, instead of BLOCK_P padded rows: fp32
+# at H = 768 on 8 units then compiled to 128 KB on sm_80 (163 KB; the 96 KB slice and one
+# tile's staged h rows, 32 KB), not 128 KB + 64 KB; 140-242 registers, 0 spills, except fp32
+# with lengths and resets in TF32: 255 and 16 B spilled. The planner takes it only where the
+# padded slice does not fit.
+def forward_k_tail(P: int, block_p: int, name: str, options: GateOptions) -> int:
+    """K_TAIL for a forward over P entries of h, or 0 (one K tile): the tail's dot needs K >= 16."""
+    tail = block_p // 4
+    if ELEMENT_BYTES[name] == 4 and both_lengths_and_resets(options):
+        return 0
+    return tail if 4 * P <= 3 * block_p and tail >= 16 else 0
 
 
 def auto_streamed_units(direction: str, unit_choices, name: str, P: int | None, H: int) -> list[int]:

@@ -40,6 +40,7 @@ from .split_limits import (MAX_BLOCK_B, FORWARD_UNITS, BACKWARD_UNITS, RESIDENT_
                            OLD_TRITON_SM86_STREAMED_BACKWARD_MAX_UNITS, budgeted_slice_bytes,
                            warps_for, both_lengths_and_resets, old_triton_with_lengths_and_resets,
                            release_block_h, shared_slice_limit, fits_shared_memory, auto_streamed_units,
+                           forward_k_tail,
                            IEEE_FORWARD_UNITS, IEEE_BACKWARD_UNITS, IEEE_TILED_BACKWARD_MAX_BLOCK_H,
                            IEEE_OLD_TRITON_MAX_BLOCK_P)
 
@@ -84,10 +85,11 @@ def before_sync(signature, params):
 
 def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name: str, options: GateOptions,
               limits: DeviceLimits, P: int | None, allow_tf32: bool, rows_per_group: int | None = None,
-              streamed: bool = False, k_split: int = 1) -> Plan:
+              streamed: bool = False, k_split: int = 1, k_tail: int = 0) -> Plan:
     """One split plan; rows_per_group (a multiple of MAX_BLOCK_B) selects the tiled kernels, with
     cdiv(B, rows_per_group) barrier groups, else one group per MAX_BLOCK_B rows; streamed (tiled
-    only) re-reads each program's W_hh slice from L2 every step instead of holding it."""
+    only) re-reads each program's W_hh slice from L2 every step instead of holding it; k_tail
+    (a resident tiled forward) holds it as two K tiles (split_limits.forward_k_tail)."""
     acc, dot_in_fp32, precision = numerics(name, allow_tf32, limits)
     has_proj = P is not None and P != H
     P = H if P is None else P
@@ -159,6 +161,8 @@ def _plan_one(direction: str, units: int, B: int, H: int, directions: int, name:
         k_width = block_p if direction == "forward" else block_h  # K of the W_hh dot
         constexprs += (("ROWS_PER_GROUP", rows_per_group), ("W_STREAMED", streamed),
                        ("BLOCK_K", min(streamed_block_k(direction, name), k_width)))
+        if direction == "forward":
+            constexprs += (("K_TAIL", k_tail),)
     if direction == "backward":
         constexprs += (("K_SPLIT", k_split),)
     plan = Plan(kernel, "split", grid, 4, 1, maxnreg(4, limits), signature, constexprs)
@@ -300,6 +304,11 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                     k_split_backward(units, block_h, name, P, H, limits, allow_tf32):  # a pair shares the slice
                 plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32,
                                  k_split=K_SPLIT_BACKWARD)
+                fits = budgeted_slice_bytes(plan) <= slice_limit and fits_shared_memory(plan, limits)
+            k_tail = forward_k_tail(H if P is None else P, plan.constexpr("BLOCK_P"), name, options)
+            if not fits and rows_per_group is not None and direction == "forward" and k_tail:
+                plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32,
+                                 rows_per_group, k_tail=k_tail)  # no padded K rows held (or staged)
                 fits = budgeted_slice_bytes(plan) <= slice_limit and fits_shared_memory(plan, limits)
             if not fits:
                 continue
