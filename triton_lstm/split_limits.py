@@ -289,8 +289,8 @@ def shared_slice_limit(limits: DeviceLimits) -> int:
 # matrix). The tiled forward adds xw after its dot for that reason: as the dot's accumulator,
 # xw was converted to the accumulator layout while the staged h rows were live, 4 KB more in
 # fp32 (164 KB at H = 512, two directions, over sm_80's limit; 160 KB now). Since then every
-# resident tiled forward took exactly slice + staged rows on 3.9, resets included (still
-# charged the 4 KB), but for 20 KB ones of 32 units on sm_89 (2 KB more).
+# resident tiled forward took exactly slice + staged rows on 3.9, resets included, but for
+# 20 KB ones of 32 units on sm_89 (2 KB more): the 4 KB are charged to per-tile ones only.
 EXTRA_SHARED_BYTES = 4 * 1024
 
 
@@ -307,7 +307,7 @@ def fits_shared_memory(plan: Plan, limits: DeviceLimits) -> bool:
     # one of a backward's 4 K blocks of dpre (a K-split one's half)
     k_width = (c["BLOCK_P"] // 2 if c.get("K_TAIL") else c["BLOCK_P"]) if forward else c["BLOCK_H"] // plan.k_split
     staged = c["BLOCK_B"] * max(proj_k if c["HAS_PROJ"] else 0, k_width) * element
-    extra = forward and (limits.old_triton or c["HAS_RESETS"])
+    extra = forward and (limits.old_triton or c["HAS_RESETS"] and not plan.kernel.endswith("_tiled"))
     extra = EXTRA_SHARED_BYTES if extra else 0
     return resident_slice_bytes(plan) + staged + extra <= limits.max_shared_bytes
 
