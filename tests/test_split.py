@@ -361,6 +361,14 @@ def test_aligned_follows_h_and_p_and_an_aligned_plan_refuses_other_shapes():
     xw = t["x"] @ t["weight_ih"].T + t["bias"]
     with pytest.raises(RuntimeError, match="made for other sizes: BLOCK_H=64"):
         split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, False, plan=plan)
+    # a tiled plan holding two K tiles (64 / 2 + 16 = 48 rows) must not run H = 56 (BLOCK_P = 64)
+    t, _ = random_problem(3, 2, 56, 5, torch.float32, seed=13, peephole=False)
+    xw = t["x"] @ t["weight_ih"].T + t["bias"]
+    tiled = split.plan_split(2, 48, torch.float32, Options(store_state=False), DeviceLimits.interpreter(),
+                             group_rows=16).forward
+    tiled = with_constexprs(tiled, K_TAIL=16, ALIGNED=False)
+    with pytest.raises(RuntimeError, match="holds 48 rows of W_hh"):
+        split_forward(xw, t["weight_hh"][None], t["h0"][None], t["c0"][None], None, None, False, plan=tiled)
 
 
 def test_a_strided_w_hh_runs_as_its_contiguous_copy_and_a_direct_launch_refuses_it(concurrent, monkeypatch):
@@ -849,7 +857,7 @@ def test_sm80_holds_fp32_forwards_at_h_768_as_two_k_tiles():
     # fp32 H = 768 on 8 units (96 programs): padded to BLOCK_P = 1024 the slice is 128 KB and 16
     # staged rows of h 64 KB, over sm_80's 163 KB. Held as K tiles of 512 and 256 rows
     # (K_TAIL) the slice is 96 KB, the staged rows of one tile 32 KB: on chip. sm_90 holds the
-    # padded slice, and every other grid shape keeps K_TAIL = 0.
+    # padded slice, and the grid's other H (no projection) keep K_TAIL = 0.
     for B, options in itertools.product((1, 16, 64, 256), (Options(), Options(lengths=True))):
         shape = LayerShape(B, 768, 768, 1, torch.float32)
         plan = variants.choose("forward", shape, options, NEWEST_SM80)

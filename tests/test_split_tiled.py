@@ -132,7 +132,8 @@ def random_layer(T, B, H, D, seed):
 # layouts' shared code, the resident outputs are also the module tests' (a ragged batch of 40,
 # peepholes and clips), and a streamed plan without a projection is the three-row test's below.
 @pytest.mark.parametrize("P,layout", [
-    pytest.param(P, layout, id=f"{name}-{layout}", marks=() if P and layout != "resident" else slow)
+    pytest.param(P, layout, id=f"{name}-{layout}",
+                 marks=() if P and layout != "resident" or layout == "k-tail" else slow)
     for P, name in ((None, "no-proj"), (24, "proj24")) for layout in ("resident", "streamed", "16-chunks", "k-tail")])
 def test_split_tiled_in_two_groups_keeps_the_batch_kernels_storage_contract(tiled_launches, P, layout, seed):
     # two barrier groups of 32 rows (the second holds 8) per direction, D = 2 with lengths and

@@ -63,6 +63,9 @@ def _check_plan_fits(plan: Plan, args: dict) -> None:
         raise RuntimeError(f"the split plan was made for other sizes: BLOCK_H={c['BLOCK_H']}, "
                            f"BLOCK_P={c['BLOCK_P']}, HAS_PROJ={c['HAS_PROJ']}; got H={H}, P={P}")
     forward = plan.kernel.startswith("lstm_fwd")
+    if forward and c.get("K_TAIL") and P > plan.forward_k_rows:  # its two K tiles hold fewer rows
+        raise RuntimeError(f"the split plan holds {plan.forward_k_rows} rows of W_hh^T (K_TAIL="
+                           f"{c['K_TAIL']}); got P={P}")
     if plan.k_split not in (1, 2) or plan.k_split == 2 and (c["HAS_PROJ"] or c.get("W_STREAMED")):
         # the kernel pairs programs 2u, 2u + 1 and gives the pair's sum the step's second barrier;
         # a streamed slice is not split (each program would stream all of K)

@@ -5,7 +5,7 @@ which compile found it; triton_lstm.split_planning searches the plans within the
 """
 from __future__ import annotations
 
-from .planning import ELEMENT_BYTES, DeviceLimits, GateOptions, Plan, ieee_fp32
+from .planning import ELEMENT_BYTES, MIN_DOT, DeviceLimits, GateOptions, Plan, ieee_fp32
 
 # From the split compile report (sm_80 and sm_90, `python -m triton_lstm.split_report`):
 # - BLOCK_B = 64 spills in almost every plan; 16 never does, so a larger batch gets more
@@ -317,13 +317,15 @@ def fits_shared_memory(plan: Plan, limits: DeviceLimits) -> bool:
 # at H = 768 on 8 units then compiled to 128 KB on sm_80 (163 KB; the 96 KB slice and one
 # tile's staged h rows, 32 KB), not 128 KB + 64 KB; 140-242 registers, 0 spills, except fp32
 # with lengths and resets in TF32: 255 and 16 B spilled. The planner takes it only where the
-# padded slice does not fit.
+# padded slice does not fit, its slice budget or shared memory: also 16-bit H = 768 on sm_80
+# before triton 3.8 (4 KB more there), and 64-unit 16-bit forwards with a projection of
+# P <= 192 at H = 1024 (BLOCK_P = 256, over the 128 KB budget padded), sm_80 and sm_90.
 def forward_k_tail(P: int, block_p: int, name: str, options: GateOptions) -> int:
     """K_TAIL for a forward over P entries of h, or 0 (one K tile): the tail's dot needs K >= 16."""
     tail = block_p // 4
     if ELEMENT_BYTES[name] == 4 and both_lengths_and_resets(options):
         return 0
-    return tail if 4 * P <= 3 * block_p and tail >= 16 else 0
+    return tail if 4 * P <= 3 * block_p and tail >= MIN_DOT else 0
 
 
 def auto_streamed_units(direction: str, unit_choices, name: str, P: int | None, H: int) -> list[int]:
