@@ -205,6 +205,22 @@ def _streamed_plans(direction, unit_choices, B, H, P, directions, name, options,
     return found
 
 
+def _holding_less(plan: Plan, direction, units, B, H, directions, name, options, limits, P, allow_tf32,
+                  rows_per_group) -> Plan | None:
+    """For a plan whose slice does not fit, the same units holding less per program: a per-tile
+    backward's slice split over a K-split pair, or a tiled forward's slice as two K tiles with
+    no padded rows (split_limits.forward_k_tail); None where neither applies."""
+    if direction == "backward" and rows_per_group is None and plan.k_split == 1 and \
+            k_split_backward(units, plan.constexpr("BLOCK_H"), name, P, H, limits, allow_tf32):
+        return _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32,
+                         k_split=K_SPLIT_BACKWARD)
+    k_tail = forward_k_tail(H if P is None else P, plan.constexpr("BLOCK_P"), name, options)
+    if direction == "forward" and rows_per_group is not None and k_tail:
+        return _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32, rows_per_group,
+                         k_tail=k_tail)
+    return None
+
+
 def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, limits, occupancy,
                    allow_tf32, group_rows: int | None = None, streamed_only: bool = False) -> list[Plan]:
     """For one barrier-group size each (16-row groups with the per-tile kernel; groups of
@@ -300,16 +316,11 @@ def _fitting_plans(direction, unit_choices, B, H, P, directions, name, options, 
                 slice_limit = tiled_slice
             slice_limit = min(slice_limit, shared_limit)
             fits = budgeted_slice_bytes(plan) <= slice_limit and fits_shared_memory(plan, limits)
-            if not fits and rows_per_group is None and direction == "backward" and \
-                    k_split_backward(units, block_h, name, P, H, limits, allow_tf32):  # a pair shares the slice
-                plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32,
-                                 k_split=K_SPLIT_BACKWARD)
-                fits = budgeted_slice_bytes(plan) <= slice_limit and fits_shared_memory(plan, limits)
-            k_tail = forward_k_tail(H if P is None else P, plan.constexpr("BLOCK_P"), name, options)
-            if not fits and rows_per_group is not None and direction == "forward" and k_tail:
-                plan = _plan_one(direction, units, B, H, directions, name, options, limits, P, allow_tf32,
-                                 rows_per_group, k_tail=k_tail)  # no padded K rows held (or staged)
-                fits = budgeted_slice_bytes(plan) <= slice_limit and fits_shared_memory(plan, limits)
+            if not fits:  # the same units holding less, where the kernel can
+                plan = _holding_less(plan, direction, units, B, H, directions, name, options, limits, P, allow_tf32,
+                                     rows_per_group)
+                fits = plan is not None and budgeted_slice_bytes(plan) <= slice_limit and \
+                    fits_shared_memory(plan, limits)
             if not fits:
                 continue
             per_sm = occupancy(plan) if occupancy is not None else 1
